@@ -1,0 +1,84 @@
+"""Six-camera multi-view input, laid out as InternVL's driving domain adaptation trained on it.
+
+Each camera frame is resized (PIL bicubic) to a 896x448 cell, its name drawn at the cell's top-left
+in magenta (DejaVu Sans Bold 50, as the training images were made), and the cells pasted 3 x 2
+into a 2688x896 canvas: row 0 front-left, front, front-right; row 1 back-left, back, back-right.
+The canvas then goes through normal tiling (max 12 -> 6x2 + thumbnail = 13 tiles).
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+from importlib import resources
+
+import numpy as np
+
+from .errors import InputError
+from .image_io import ImageInput, load_rgb
+from .resize import resize_many
+
+CAMERAS = ("CAM_FRONT_LEFT", "CAM_FRONT", "CAM_FRONT_RIGHT",
+           "CAM_BACK_LEFT", "CAM_BACK", "CAM_BACK_RIGHT")
+CELL_W, CELL_H = 896, 448
+CANVAS_W, CANVAS_H = 3 * CELL_W, 2 * CELL_H
+LABEL_COLOUR = (255, 0, 255)
+LABEL_ASSET = "camera_labels.npz"
+
+
+def check_cameras(cameras: dict) -> None:
+    if not isinstance(cameras, dict):
+        raise InputError(f"cameras must be a dict of name -> image, got {type(cameras).__name__}")
+    unknown = sorted(set(cameras) - set(CAMERAS))
+    missing = [c for c in CAMERAS if c not in cameras]
+    if unknown or missing:
+        parts = []
+        if missing:
+            parts.append(f"missing {', '.join(missing)}")
+        if unknown:
+            parts.append(f"unknown {', '.join(unknown)}")
+        raise InputError(f"six-camera input needs exactly {', '.join(CAMERAS)}; got "
+                         f"{len(cameras)} camera(s): {'; '.join(parts)}")
+
+
+@lru_cache(maxsize=1)
+def label_masks() -> dict[str, np.ndarray]:
+    """Coverage masks (uint8, 0..255) of each camera name, rendered from DejaVu Sans Bold 50."""
+    with resources.files("mivl.assets").joinpath(LABEL_ASSET).open("rb") as f:
+        data = np.load(f)
+        return {name: data[name] for name in CAMERAS}
+
+
+def draw_label(cell: np.ndarray, name: str) -> None:
+    """Blend the camera name into the top-left of `cell` in place, as PIL's text drawing does."""
+    mask = label_masks()[name]
+    h, w = min(mask.shape[0], cell.shape[0]), min(mask.shape[1], cell.shape[1])
+    m = mask[:h, :w, None].astype(np.int32)
+    region = cell[:h, :w].astype(np.int32)
+    colour = np.asarray(LABEL_COLOUR, dtype=np.int32)
+    tmp = region * (255 - m) + colour * m + 128  # PIL's BLEND with rounding
+    cell[:h, :w] = ((tmp + (tmp >> 8)) >> 8).astype(np.uint8)
+
+
+def stitch_cameras(cameras: dict[str, ImageInput], *, channels: str = "RGB",
+                   labels: bool = True) -> np.ndarray:
+    """Six named camera frames -> the (896, 2688, 3) uint8 RGB canvas."""
+    check_cameras(cameras)
+    frames = [load_rgb(cameras[name], channels=channels) for name in CAMERAS]
+    cells = resize_many(frames, CELL_W, CELL_H)
+    canvas = np.empty((CANVAS_H, CANVAS_W, 3), dtype=np.uint8)
+    for i, (name, cell) in enumerate(zip(CAMERAS, cells)):
+        if labels:
+            draw_label(cell, name)
+        r, c = divmod(i, 3)
+        canvas[r * CELL_H:(r + 1) * CELL_H, c * CELL_W:(c + 1) * CELL_W] = cell
+    return canvas
+
+
+def canvas_to_camera(x: float, y: float, camera_sizes: dict[str, tuple[int, int]] | None = None
+                     ) -> tuple[str, float, float]:
+    """A point in 0..1000 canvas coordinates -> (camera, x, y) in that camera's own pixels."""
+    px, py = x / 1000.0 * CANVAS_W, y / 1000.0 * CANVAS_H
+    col = min(int(px // CELL_W), 2)
+    row = min(int(py // CELL_H), 1)
+    name = CAMERAS[row * 3 + col]
+    w, h = (camera_sizes or {}).get(name, (1600, 900))
+    return name, (px - col * CELL_W) / CELL_W * w, (py - row * CELL_H) / CELL_H * h

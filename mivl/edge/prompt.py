@@ -1,0 +1,108 @@
+"""Prompt building: InternVL's conversation templates and `<image>` expansion.
+
+The text produced here is exactly what the reference `model.chat` tokenises. Special tokens are
+written as text (`<img>`, `<IMG_CONTEXT>`, `<|im_end|>` ...); tokenisers that parse specials turn
+each into its single id, which is always read from the tokenizer, never hard-coded.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .errors import InputError
+
+IMG_START, IMG_END, IMG_CONTEXT = "<img>", "</img>", "<IMG_CONTEXT>"
+IMAGE_PLACEHOLDER = "<image>"
+INTERNVL_SPECIAL_TOKENS = ("<img>", "</img>", "<IMG_CONTEXT>", "<quad>", "</quad>",
+                           "<ref>", "</ref>", "<box>", "</box>")
+
+INTERNVL_SYSTEM = ("你是由上海人工智能实验室联合商汤科技开发的书生多模态大模型，英文名叫InternVL, "
+                   "是一个有用无害的人工智能助手。")
+INTERNVL2_5_SYSTEM = ("你是书生·万象，英文名是InternVL，是由上海人工智能实验室、清华大学及多家合作单位联合开发的"
+                      "多模态大语言模型。")
+
+
+@dataclass(frozen=True)
+class ChatTemplate:
+    name: str
+    system_fmt: str       # wraps the system message
+    user: str             # role prefix of a user turn
+    assistant: str        # role prefix of an assistant turn
+    sep: str              # closes the system message and every completed turn
+    stop: str             # the token that ends an answer
+    default_system: str
+
+    def render(self, question: str, history: list[tuple[str, str]] = (),
+               system: str | None = None) -> str:
+        """Prompt text up to and including the assistant prefix of the new answer."""
+        sys_msg = self.default_system if system is None else system
+        out = [self.system_fmt.format(system=sys_msg) + self.sep]
+        for q, a in history:
+            out.append(self.user + q + self.sep)
+            out.append(self.assistant + a + self.sep)
+        out.append(self.user + question + self.sep)
+        out.append(self.assistant)
+        return "".join(out)
+
+
+_IM = dict(system_fmt="<|im_start|>system\n{system}", user="<|im_start|>user\n",
+           assistant="<|im_start|>assistant\n", stop="<|im_end|>")
+TEMPLATES = {
+    "Hermes-2": ChatTemplate("Hermes-2", sep="<|im_end|>", default_system=INTERNVL_SYSTEM, **_IM),
+    "internlm2-chat": ChatTemplate("internlm2-chat", sep="<|im_end|>", default_system=INTERNVL_SYSTEM,
+                                   **_IM),
+    "internvl2_5": ChatTemplate("internvl2_5", sep="<|im_end|>\n", default_system=INTERNVL2_5_SYSTEM,
+                                **_IM),
+    "phi3-chat": ChatTemplate("phi3-chat", system_fmt="<|system|>\n{system}", user="<|user|>\n",
+                              assistant="<|assistant|>\n", sep="<|end|>", stop="<|end|>",
+                              default_system=INTERNVL_SYSTEM),
+}
+
+
+def get_template(name: str) -> ChatTemplate:
+    try:
+        return TEMPLATES[name]
+    except KeyError:
+        raise InputError(f"unknown chat template {name!r}; known: {', '.join(TEMPLATES)}") from None
+
+
+def image_block(n_tiles: int, tokens_per_tile: int = 256) -> str:
+    """`<img>` + `<IMG_CONTEXT>` x (tokens_per_tile * n_tiles) + `</img>`."""
+    return IMG_START + IMG_CONTEXT * (tokens_per_tile * n_tiles) + IMG_END
+
+
+def multi_image_prefix(n_images: int) -> str:
+    return "".join(f"Image-{i + 1}: {IMAGE_PLACEHOLDER}\n" for i in range(n_images))
+
+
+def video_prefix(n_frames: int) -> str:
+    return "".join(f"Frame{i + 1}: {IMAGE_PLACEHOLDER}\n" for i in range(n_frames))
+
+
+def expand_images(text: str, tiles_per_image: list[int], tokens_per_tile: int = 256) -> str:
+    """Replace each `<image>` by the next image's block, in order; counts must agree."""
+    n = text.count(IMAGE_PLACEHOLDER)
+    if n != len(tiles_per_image):
+        raise InputError(f"the prompt has {n} {IMAGE_PLACEHOLDER} placeholder(s) but "
+                         f"{len(tiles_per_image)} image(s) were given; they must match")
+    for tiles in tiles_per_image:
+        text = text.replace(IMAGE_PLACEHOLDER, image_block(tiles, tokens_per_tile), 1)
+    return text
+
+
+def build_prompt(template: ChatTemplate | str, question: str, tiles_per_image: list[int] = (),
+                 history: list[tuple[str, str]] | None = None, system: str | None = None,
+                 tokens_per_tile: int = 256) -> str:
+    """The full prompt text, as InternVL's `model.chat` builds it.
+
+    With images and no history, a question without `<image>` gets `<image>\\n` prepended (one
+    image) or the `Image-k: <image>` lines (several images).
+    """
+    tpl = get_template(template) if isinstance(template, str) else template
+    tiles_per_image = list(tiles_per_image)
+    if tiles_per_image and not history and IMAGE_PLACEHOLDER not in question:
+        if len(tiles_per_image) == 1:
+            question = IMAGE_PLACEHOLDER + "\n" + question
+        else:
+            question = multi_image_prefix(len(tiles_per_image)) + question
+    text = tpl.render(question, history or [], system)
+    return expand_images(text, tiles_per_image, tokens_per_tile)

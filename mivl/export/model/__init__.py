@@ -1,0 +1,1 @@
+"""The PyTorch reference model: the yardstick every exported artifact is measured against."""

@@ -1,0 +1,122 @@
+"""Model configuration read from an InternVL checkpoint's config.json (original or -hf layout).
+
+Only the fields the architecture needs are read; unknown keys are ignored; an unknown LLM family
+is refused with the list of known ones.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ...edge.errors import CheckpointError
+
+LLM_FAMILIES = {  # config architecture -> family
+    "Qwen2ForCausalLM": "qwen2",
+    "InternLM2ForCausalLM": "internlm2",
+    "Phi3ForCausalLM": "phi3",
+    "LlamaForCausalLM": "llama",     # the -hf re-packaging of InternLM2-based models
+}
+DEFAULT_TEMPLATE = {"qwen2": "Hermes-2", "internlm2": "internlm2-chat", "phi3": "phi3-chat",
+                    "llama": "internvl2_5"}
+
+
+@dataclass
+class VisionConfig:
+    hidden_size: int = 1024          # InternViT-300M
+    intermediate_size: int = 4096
+    num_hidden_layers: int = 24
+    num_attention_heads: int = 16
+    image_size: int = 448
+    patch_size: int = 14
+    layer_norm_eps: float = 1e-6
+    qkv_bias: bool = True
+    qk_normalization: bool = False   # only InternViT-6B uses it
+    norm_type: str = "layer_norm"
+
+    @property
+    def grid(self) -> int:           # patches per side: 448 / 14 = 32
+        return self.image_size // self.patch_size
+
+
+@dataclass
+class LLMConfig:
+    family: str                      # qwen2 | internlm2 | phi3
+    hidden_size: int
+    intermediate_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    vocab_size: int
+    rms_norm_eps: float = 1e-6
+    rope_theta: float = 1e6
+    rope_scaling: dict | None = None
+    max_position_embeddings: int = 32768
+    original_max_position_embeddings: int | None = None  # phi3 LongRoPE
+    attention_bias: bool = False     # q/k/v biases (qwen2: True)
+    head_dim: int | None = None
+
+    @property
+    def d_head(self) -> int:
+        return self.head_dim or self.hidden_size // self.num_attention_heads
+
+
+@dataclass
+class InternVLConfig:
+    vision: VisionConfig
+    llm: LLMConfig
+    template: str
+    downsample_ratio: float = 0.5
+    ps_version: str = "v2"
+    select_layer: int = -1
+    force_image_size: int = 448
+    dynamic_image_size: bool = True
+    use_thumbnail: bool = True
+    min_dynamic_patch: int = 1
+    max_dynamic_patch: int = 12
+    raw: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def tokens_per_tile(self) -> int:  # (448/14)^2 * 0.5^2 = 256
+        return int(self.vision.grid ** 2 * self.downsample_ratio ** 2)
+
+
+def _pick(d: dict, cls, **override):
+    known = {k: d[k] for k in cls.__dataclass_fields__ if k in d and k != "family"}
+    known.update(override)
+    return cls(**known)
+
+
+def vision_config(d: dict) -> VisionConfig:
+    return _pick(d, VisionConfig)
+
+
+def llm_config(d: dict) -> LLMConfig:
+    arch = (d.get("architectures") or [""])[0]
+    family = LLM_FAMILIES.get(arch)
+    if family is None:
+        raise CheckpointError(f"unknown LLM architecture {arch!r} in llm_config; supported: "
+                              f"{', '.join(LLM_FAMILIES)}")
+    d = dict(d)
+    d.setdefault("num_key_value_heads", d.get("num_attention_heads"))
+    if family == "qwen2":
+        d.setdefault("attention_bias", True)   # Qwen2 always has q/k/v biases
+    if family == "internlm2":
+        d["attention_bias"] = bool(d.get("bias", False))
+    if family == "phi3":
+        d.setdefault("rope_theta", 10000.0)
+        d.setdefault("rms_norm_eps", 1e-5)
+    try:
+        return _pick(d, LLMConfig, family=family)
+    except TypeError as e:
+        raise CheckpointError(f"llm_config is missing a required field: {e}") from None
+
+
+def parse_config(cfg: dict) -> InternVLConfig:
+    """config.json of an original-layout InternVL checkpoint -> InternVLConfig."""
+    if "vision_config" not in cfg or "llm_config" not in cfg:
+        raise CheckpointError("config.json has no vision_config / llm_config: not an InternVL "
+                              "checkpoint in the original OpenGVLab layout")
+    llm = llm_config(cfg["llm_config"])
+    top = {k: cfg[k] for k in InternVLConfig.__dataclass_fields__
+           if k in cfg and k not in ("vision", "llm", "raw", "template")}
+    template = cfg.get("template") or DEFAULT_TEMPLATE[llm.family]
+    return InternVLConfig(vision_config(cfg["vision_config"]), llm, template, raw=cfg, **top)

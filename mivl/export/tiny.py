@@ -1,0 +1,107 @@
+"""Tiny random InternVL checkpoints in the original layout, for tests and demos.
+
+`make_tiny("qwen2" | "internlm2" | "phi3", out_dir, seed)` writes config.json, bf16 safetensors
+and a real tokenizer trained on the fly. The vision side keeps the real 448px / patch-14 geometry
+(so tiling, 1025 ViT tokens and 256 tokens per tile are real) at a tiny width.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+from ..edge.errors import InputError
+from .checkpoint import save_weights
+from .model.config import DEFAULT_TEMPLATE, parse_config
+from .model.internvl import InternVLChat
+from .tiny_tokenizer import write_bpe_tokenizer, write_spm_tokenizer
+from .tokenizer import load_tokenizer
+
+FAMILIES = ("qwen2", "internlm2", "phi3")
+ARCH = {"qwen2": "Qwen2ForCausalLM", "internlm2": "InternLM2ForCausalLM", "phi3": "Phi3ForCausalLM"}
+
+TINY_VISION = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                   image_size=448, patch_size=14, layer_norm_eps=1e-6, qkv_bias=True,
+                   qk_normalization=False, norm_type="layer_norm", architectures=["InternVisionModel"])
+
+
+def tiny_llm_config(family: str, vocab_size: int, seed: int) -> dict:
+    cfg = dict(architectures=[ARCH[family]], hidden_size=64, intermediate_size=160, num_hidden_layers=2,
+               num_attention_heads=4, num_key_value_heads=2, vocab_size=vocab_size,
+               rms_norm_eps=1e-6, rope_theta=1000000.0, max_position_embeddings=32768,
+               tie_word_embeddings=False, torch_dtype="bfloat16")
+    if family == "qwen2":
+        cfg.update(model_type="qwen2", use_sliding_window=False)
+    elif family == "internlm2":
+        cfg.update(model_type="internlm2", bias=False, rope_scaling={"type": "dynamic", "factor": 2.0})
+    else:  # Phi-3 mini: no GQA, LongRoPE
+        g = torch.Generator().manual_seed(seed + 7)
+        half = cfg["hidden_size"] // cfg["num_attention_heads"] // 2
+        cfg.update(model_type="phi3", num_key_value_heads=4, rope_theta=10000.0, rms_norm_eps=1e-5,
+                   max_position_embeddings=131072, original_max_position_embeddings=4096,
+                   rope_scaling={"type": "longrope",
+                                 "short_factor": (1 + torch.rand(half, generator=g)).tolist(),
+                                 "long_factor": (1 + 4 * torch.rand(half, generator=g)).tolist()})
+    return cfg
+
+
+def tiny_config(family: str, vocab_size: int, seed: int) -> dict:
+    return {
+        "architectures": ["InternVLChatModel"], "model_type": "internvl_chat",
+        "template": DEFAULT_TEMPLATE[family], "downsample_ratio": 0.5, "ps_version": "v2",
+        "select_layer": -1, "force_image_size": 448, "dynamic_image_size": True,
+        "use_thumbnail": True, "min_dynamic_patch": 1, "max_dynamic_patch": 12,
+        "vision_config": TINY_VISION, "llm_config": tiny_llm_config(family, vocab_size, seed),
+        "torch_dtype": "bfloat16",
+    }
+
+
+@torch.no_grad()
+def randomise(model: InternVLChat, seed: int) -> None:
+    """Random weights that give well-spread logits (so greedy choices are not near-ties)."""
+    g = torch.Generator().manual_seed(seed)
+    for name, p in sorted(model.named_parameters()):
+        if name.endswith(("norm1.weight", "norm2.weight", "layernorm.weight", "norm.weight",
+                          "mlp1.0.weight")):
+            p.copy_(1.0 + 0.1 * torch.randn(p.shape, generator=g))
+        elif name.endswith((".ls1", ".ls2")):
+            p.copy_(0.5 + 0.2 * torch.rand(p.shape, generator=g))
+        elif name.endswith("lm_head.weight") or name.endswith("embed_tokens.weight"):
+            p.copy_(0.5 * torch.randn(p.shape, generator=g))
+        elif p.ndim == 1:
+            p.copy_(0.02 * torch.randn(p.shape, generator=g))
+        else:
+            fan_in = p[0].numel()
+            p.copy_(torch.randn(p.shape, generator=g) / fan_in ** 0.5)
+
+
+def make_tiny(family: str, out_dir: str | Path, seed: int = 0, overwrite: bool = False) -> Path:
+    """Write a tiny random checkpoint of `family` to out_dir (atomically)."""
+    if family not in FAMILIES:
+        raise InputError(f"unknown LLM family {family!r}; choose one of {', '.join(FAMILIES)}")
+    out = Path(out_dir)
+    if out.exists() and not overwrite:
+        raise InputError(f"{out} already exists; pass overwrite=True (--force) to replace it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        if family == "qwen2":
+            write_bpe_tokenizer(tmp, seed)
+        else:
+            write_spm_tokenizer(tmp, family, seed)
+        vocab = load_tokenizer(tmp).vocab_size
+        cfg = tiny_config(family, vocab, seed)
+        (tmp / "config.json").write_text(json.dumps(cfg, indent=2))
+        model = InternVLChat(parse_config(cfg))
+        randomise(model, seed)
+        save_weights(model, tmp, torch.bfloat16)
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out

@@ -1,0 +1,158 @@
+"""The checkpoint's tokenizer, loaded from its files without running any of its Python code.
+
+Three layouts are read: tokenizer.json (Hugging Face `tokenizers`), vocab.json + merges.txt
+(byte-level BPE, Qwen2), and tokenizer.model (SentencePiece, InternLM2 and Phi-3). Added and
+special tokens come from tokenizer_config.json's added_tokens_decoder (or added_tokens.json);
+they are split out of the text first, so `<IMG_CONTEXT>` is always one id.
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from ..edge.errors import CheckpointError
+
+# Qwen2's pre-tokenisation pattern (GPT-4 style, single digits).
+QWEN2_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}|"
+                 r" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+
+
+def _added_tokens(path: Path) -> dict[str, int]:
+    tokens: dict[str, int] = {}
+    cfg_file = path / "tokenizer_config.json"
+    if cfg_file.is_file():
+        for i, tok in json.loads(cfg_file.read_text()).get("added_tokens_decoder", {}).items():
+            tokens[tok["content"]] = int(i)
+    extra = path / "added_tokens.json"
+    if extra.is_file():
+        tokens.update({k: int(v) for k, v in json.loads(extra.read_text()).items()})
+    return tokens
+
+
+def _tokenizer_config(path: Path) -> dict:
+    f = path / "tokenizer_config.json"
+    return json.loads(f.read_text()) if f.is_file() else {}
+
+
+class TextTokenizer:
+    """encode / decode with special tokens parsed, ids read from the checkpoint."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.config = _tokenizer_config(self.path)
+        self.added = _added_tokens(self.path)
+        self._sp = None
+        self._hf = None
+        if (self.path / "tokenizer.json").is_file():
+            from tokenizers import Tokenizer
+            self._hf = Tokenizer.from_file(str(self.path / "tokenizer.json"))
+            self.added.update({t.content: i for i, t in self._hf.get_added_tokens_decoder().items()})
+            self.kind = "bpe"
+        elif (self.path / "vocab.json").is_file() and (self.path / "merges.txt").is_file():
+            self._hf = _bpe_from_vocab(self.path, self.added)
+            self.kind = "bpe"
+        elif (self.path / "tokenizer.model").is_file():
+            import sentencepiece as spm
+            self._sp = spm.SentencePieceProcessor(model_file=str(self.path / "tokenizer.model"))
+            self.kind = "spm"
+        else:
+            raise CheckpointError(f"{self.path} has no tokenizer (tokenizer.json, vocab.json + "
+                                  "merges.txt, or tokenizer.model)")
+        self.id_to_added = {i: t for t, i in self.added.items()}
+        self._split = (re.compile("(" + "|".join(re.escape(t) for t in
+                                                 sorted(self.added, key=len, reverse=True)) + ")")
+                       if self.added else None)
+        self.bos_token = _content(self.config.get("bos_token"))
+        self.eos_token = _content(self.config.get("eos_token"))
+        self.add_bos = bool(self.config.get("add_bos_token", self.kind == "spm"
+                                            and self.bos_token is not None))
+
+    @property
+    def vocab_size(self) -> int:
+        base = self._sp.get_piece_size() if self._sp else self._hf.get_vocab_size(with_added_tokens=False)
+        return max([base - 1, *self.added.values()]) + 1
+
+    def token_to_id(self, token: str) -> int:
+        if token in self.added:
+            return self.added[token]
+        i = self._sp.piece_to_id(token) if self._sp else self._hf.token_to_id(token)
+        if i is None or (self._sp and i == self._sp.unk_id() and token != self._sp.id_to_piece(i)):
+            raise CheckpointError(f"token {token!r} is not in the tokenizer of {self.path}")
+        return int(i)
+
+    def id_to_token(self, i: int) -> str:
+        if i in self.id_to_added:
+            return self.id_to_added[i]
+        return self._sp.id_to_piece(i) if self._sp else self._hf.id_to_token(i)
+
+    @property
+    def bos_id(self) -> int | None:
+        return self.token_to_id(self.bos_token) if self.bos_token else None
+
+    @property
+    def eos_id(self) -> int | None:
+        return self.token_to_id(self.eos_token) if self.eos_token else None
+
+    def _encode_text(self, text: str) -> list[int]:
+        if not text:
+            return []
+        if self._sp:
+            return list(self._sp.encode(text))
+        return list(self._hf.encode(text, add_special_tokens=False).ids)
+
+    def encode(self, text: str, add_bos: bool | None = None) -> list[int]:
+        ids = [self.bos_id] if (self.add_bos if add_bos is None else add_bos) and self.bos_id is not None else []
+        parts = self._split.split(text) if self._split else [text]
+        for part in parts:
+            if part in self.added:
+                ids.append(self.added[part])
+            else:
+                ids.extend(self._encode_text(part))
+        return ids
+
+    def decode(self, ids: list[int], skip_special: bool = False) -> str:
+        out, run = [], []
+        for i in ids:
+            if i in self.id_to_added:
+                out.append(self._decode_run(run))
+                run = []
+                if not skip_special:
+                    out.append(self.id_to_added[i])
+            else:
+                run.append(int(i))
+        out.append(self._decode_run(run))
+        return "".join(out)
+
+    def _decode_run(self, ids: list[int]) -> str:
+        if not ids:
+            return ""
+        return self._sp.decode(ids) if self._sp else self._hf.decode(ids, skip_special_tokens=False)
+
+
+def _content(tok) -> str | None:
+    if isinstance(tok, dict):
+        return tok.get("content")
+    return tok
+
+
+def _bpe_from_vocab(path: Path, added: dict[str, int]):
+    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
+
+    vocab = json.loads((path / "vocab.json").read_text(encoding="utf-8"))
+    merges = [tuple(line.split(" ", 1)) for line in
+              (path / "merges.txt").read_text(encoding="utf-8").splitlines()
+              if line and not line.startswith("#version")]
+    tok = Tokenizer(models.BPE(vocab, merges, byte_fallback=False))
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(QWEN2_PATTERN), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    tok.decoder = decoders.ByteLevel()
+    for content, _ in sorted(added.items(), key=lambda kv: kv[1]):
+        tok.add_special_tokens([AddedToken(content, special=True, normalized=False)])
+    return tok
+
+
+def load_tokenizer(path: str | Path) -> TextTokenizer:
+    return TextTokenizer(Path(path))

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Set up everything the SDK needs on a fresh Linux machine (x86_64 or aarch64, Python 3.11):
+# a virtual environment in .venv with torch (CPU), the pinned export/runtime stack and
+# llama-cpp-python built from source for this CPU (without AMX: see README, "CPU notes").
+# Idempotent: a second run only checks. Usage: bash scripts/setup.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3.11}
+command -v "$PY" >/dev/null || PY=python3
+VENV=.venv
+STAMP="$VENV/.mivl-setup"
+WANT="$(sha256sum pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)"
+if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$WANT" ]]; then
+  exit 0
+fi
+[[ -x "$VENV/bin/python" ]] || "$PY" -m venv "$VENV"
+PIP="$VENV/bin/python -m pip"
+$PIP install --quiet --upgrade "pip>=24" wheel
+# The CPU build of torch (a bare `torch` would pull a multi-GB CUDA build).
+$PIP install --quiet "torch==2.13.0"
+# llama.cpp: built once per set of flags and kept in a wheel cache outside the checkout.
+# AMX is left out on purpose: quantised models crash in llama.cpp's AMX/repack path on such Xeons.
+LLAMA_VERSION=0.3.36
+case "$(uname -m)" in
+  x86_64) LLAMA_CMAKE="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=ON -DGGML_AVX512_VBMI=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF" ;;
+  *) LLAMA_CMAKE="" ;;
+esac
+if [[ -n "${MIVL_LLAMA_CMAKE_ARGS:-}" ]]; then LLAMA_CMAKE="$MIVL_LLAMA_CMAKE_ARGS"; fi
+KEY="$(echo "$LLAMA_VERSION $LLAMA_CMAKE $(uname -m)" | sha256sum | cut -c1-12)"
+WHEELS="${XDG_CACHE_HOME:-$HOME/.cache}/mivl/wheels/llama-$KEY"
+if ! ls "$WHEELS"/llama_cpp_python-*.whl >/dev/null 2>&1; then
+  echo "building llama-cpp-python $LLAMA_VERSION from source (about 4 minutes, once)..."
+  mkdir -p "$WHEELS"
+  CMAKE_ARGS="$LLAMA_CMAKE" CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" \
+    $PIP wheel --quiet --no-deps --no-cache-dir --no-binary llama-cpp-python \
+      -w "$WHEELS" "llama-cpp-python==$LLAMA_VERSION"
+fi
+$PIP install --quiet "$WHEELS"/llama_cpp_python-*.whl
+$PIP install --quiet -e ".[edge,export,train,dev]"
+echo "$WANT" > "$STAMP"
+echo "set-up done: $VENV"
