@@ -96,6 +96,15 @@ def llm_config(d: dict) -> LLMConfig:
         raise CheckpointError(f"unknown LLM architecture {arch!r} in llm_config; supported: "
                               f"{', '.join(LLM_FAMILIES)}")
     d = dict(d)
+    rp = d.get("rope_parameters")  # transformers >= 5 keeps theta and scaling here
+    if isinstance(rp, dict):
+        if "rope_theta" in rp:
+            d["rope_theta"] = rp["rope_theta"]
+        kind = rp.get("rope_type") or rp.get("type")
+        if kind and kind != "default" and not d.get("rope_scaling"):
+            d["rope_scaling"] = {**rp, "type": kind}
+        if "original_max_position_embeddings" in rp:
+            d.setdefault("original_max_position_embeddings", rp["original_max_position_embeddings"])
     d.setdefault("num_key_value_heads", d.get("num_attention_heads"))
     if family == "qwen2":
         d.setdefault("attention_bias", True)   # Qwen2 always has q/k/v biases

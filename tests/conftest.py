@@ -1,0 +1,36 @@
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory):
+    """tiny_dir(family) -> path of a tiny random checkpoint of that family (made once per run)."""
+    from mivl.export.tiny import make_tiny
+
+    made = {}
+
+    def get(family: str, seed: int = 0):
+        key = (family, seed)
+        if key not in made:
+            made[key] = make_tiny(family, tmp_path_factory.mktemp("ckpt") / f"{family}-{seed}", seed)
+        return made[key]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def reference(tiny_dir):
+    from mivl.export.reference import Reference
+
+    cache = {}
+
+    def get(family: str):
+        if family not in cache:
+            cache[family] = Reference(tiny_dir(family))
+        return cache[family]
+
+    return get
