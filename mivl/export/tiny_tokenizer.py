@@ -98,7 +98,8 @@ def write_spm_tokenizer(out: Path, family: str, seed: int, vocab_size: int = 102
         added[str(sp.piece_to_id(t))] = _added(t)
     eos = "<|im_end|>" if family == "internlm2" else "<|end|>"
     _write_config(out, added, bos="<s>", eos=eos, add_bos=True,
-                  cls="InternLM2Tokenizer" if family == "internlm2" else "LlamaTokenizer")
+                  cls="InternLM2Tokenizer" if family == "internlm2" else "LlamaTokenizer",
+                  legacy=(family == "internlm2"))
 
 
 def _added(content: str) -> dict:
@@ -106,9 +107,11 @@ def _added(content: str) -> dict:
             "single_word": False, "special": True}
 
 
-def _write_config(out: Path, added: dict, bos, eos, add_bos: bool, cls: str) -> None:
+def _write_config(out: Path, added: dict, bos, eos, add_bos: bool, cls: str, legacy=None) -> None:
     cfg = {"added_tokens_decoder": dict(sorted(added.items(), key=lambda kv: int(kv[0]))),
            "bos_token": bos, "eos_token": eos, "add_bos_token": add_bos, "add_eos_token": False,
            "tokenizer_class": cls, "model_max_length": 8192, "clean_up_tokenization_spaces": False}
+    if legacy is not None:
+        cfg["legacy"] = legacy
     (out / "tokenizer_config.json").write_text(json.dumps(cfg, indent=2, ensure_ascii=False),
                                                encoding="utf-8")

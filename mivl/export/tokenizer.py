@@ -94,21 +94,31 @@ class TextTokenizer:
     def eos_id(self) -> int | None:
         return self.token_to_id(self.eos_token) if self.eos_token else None
 
-    def _encode_text(self, text: str) -> list[int]:
+    @property
+    def legacy(self) -> bool:
+        """SentencePiece chunks after a special token get the dummy-prefix space (HF 'legacy')."""
+        return bool(self.config.get("legacy", True))
+
+    def _encode_text(self, text: str, first: bool) -> list[int]:
         if not text:
             return []
-        if self._sp:
+        if self._hf:
+            return list(self._hf.encode(text, add_special_tokens=False).ids)
+        if first or self.legacy:
             return list(self._sp.encode(text))
-        return list(self._hf.encode(text, add_special_tokens=False).ids)
+        # Non-legacy: no dummy-prefix space after a special token. Encode behind a fixed
+        # marker and drop the marker's pieces (the marker never merges with the text).
+        marker = self._sp.encode("<unk>")
+        return list(self._sp.encode("<unk>" + text)[len(marker):])
 
     def encode(self, text: str, add_bos: bool | None = None) -> list[int]:
         ids = [self.bos_id] if (self.add_bos if add_bos is None else add_bos) and self.bos_id is not None else []
         parts = self._split.split(text) if self._split else [text]
-        for part in parts:
+        for i, part in enumerate(parts):
             if part in self.added:
                 ids.append(self.added[part])
             else:
-                ids.extend(self._encode_text(part))
+                ids.extend(self._encode_text(part, first=(i == 0)))
         return ids
 
     def decode(self, ids: list[int], skip_special: bool = False) -> str:
