@@ -10,9 +10,6 @@ command -v "$PY" >/dev/null || PY=python3
 VENV=.venv
 STAMP="$VENV/.mivl-setup"
 WANT="$(sha256sum pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)"
-if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$WANT" ]]; then
-  exit 0
-fi
 [[ -x "$VENV/bin/python" ]] || "$PY" -m venv "$VENV"
 PIP="$VENV/bin/python -m pip"
 $PIP install --quiet --upgrade "pip>=24" wheel
@@ -20,14 +17,25 @@ $PIP install --quiet --upgrade "pip>=24" wheel
 $PIP install --quiet "torch==2.13.0"
 # llama.cpp: built once per set of flags and kept in a wheel cache outside the checkout.
 # AMX is left out on purpose: quantised models crash in llama.cpp's AMX/repack path on such Xeons.
+# A wheel built elsewhere with other instruction sets dies with "Illegal instruction".
 LLAMA_VERSION=0.3.36
-case "$(uname -m)" in
-  x86_64) LLAMA_CMAKE="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=ON -DGGML_AVX512_VBMI=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF" ;;
-  *) LLAMA_CMAKE="" ;;
-esac
+# The CPU flags are read from this machine (GGML_NATIVE would do the same, but a wheel cached by
+# flags is then safe to reuse on any machine with the same instruction sets).
+LLAMA_CMAKE=""
+if [[ "$(uname -m)" == "x86_64" ]]; then
+  FLAGS=" $(grep -m1 '^flags' /proc/cpuinfo | cut -d: -f2) "
+  has() { [[ "$FLAGS" == *" $1 "* ]] && echo ON || echo OFF; }
+  LLAMA_CMAKE="-DGGML_NATIVE=OFF -DGGML_AVX=$(has avx) -DGGML_AVX2=$(has avx2) -DGGML_FMA=$(has fma)"
+  LLAMA_CMAKE+=" -DGGML_F16C=$(has f16c) -DGGML_AVX512=$(has avx512f) -DGGML_AVX512_VBMI=$(has avx512vbmi)"
+  LLAMA_CMAKE+=" -DGGML_AVX512_VNNI=$(has avx512_vnni) -DGGML_AVX512_BF16=$(has avx512_bf16)"
+  LLAMA_CMAKE+=" -DGGML_AVX_VNNI=$(has avx_vnni) -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF"
+fi
 if [[ -n "${MIVL_LLAMA_CMAKE_ARGS:-}" ]]; then LLAMA_CMAKE="$MIVL_LLAMA_CMAKE_ARGS"; fi
 KEY="$(echo "$LLAMA_VERSION $LLAMA_CMAKE $(uname -m)" | sha256sum | cut -c1-12)"
 WHEELS="${XDG_CACHE_HOME:-$HOME/.cache}/mivl/wheels/llama-$KEY"
+if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$WANT" && "$(cat "$VENV/.mivl-llama" 2>/dev/null)" == "$KEY" ]]; then
+  exit 0
+fi
 if ! ls "$WHEELS"/llama_cpp_python-*.whl >/dev/null 2>&1; then
   echo "building llama-cpp-python $LLAMA_VERSION from source (about 4 minutes, once)..."
   mkdir -p "$WHEELS"
@@ -35,7 +43,9 @@ if ! ls "$WHEELS"/llama_cpp_python-*.whl >/dev/null 2>&1; then
     $PIP wheel --quiet --no-deps --no-cache-dir --no-binary llama-cpp-python \
       -w "$WHEELS" "llama-cpp-python==$LLAMA_VERSION"
 fi
+$PIP install --quiet --no-deps --force-reinstall "$WHEELS"/llama_cpp_python-*.whl
 $PIP install --quiet "$WHEELS"/llama_cpp_python-*.whl
 $PIP install --quiet -e ".[edge,export,train,dev]"
 echo "$WANT" > "$STAMP"
+echo "$KEY" > "$VENV/.mivl-llama"
 echo "set-up done: $VENV"

@@ -1,0 +1,121 @@
+"""Synthetic six-camera driving scenes with known contents (NumPy + OpenCV drawing).
+
+Each camera shows sky, road, lane markings and a few objects (car, truck, bus, pedestrian, cone,
+traffic light) of known class, colour and box. The scenes calibrate INT8 vision engines, feed the
+demo, and give questions with exact answers to train and test the embedded default model. Real
+camera data calibrates better; this is the no-download default.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..edge.multiview import CAMERAS
+
+CLASSES = ("car", "truck", "bus", "pedestrian", "cone", "traffic light")
+COLOURS = {"red": (220, 30, 30), "green": (40, 170, 60), "blue": (40, 70, 220),
+           "yellow": (235, 205, 40), "white": (235, 235, 235), "black": (25, 25, 25)}
+SIZES = {"car": (0.16, 0.10), "truck": (0.22, 0.18), "bus": (0.30, 0.20), "pedestrian": (0.04, 0.16),
+         "cone": (0.035, 0.06), "traffic light": (0.03, 0.12)}
+
+
+@dataclass
+class SceneObject:
+    cls: str
+    colour: str
+    camera: str
+    box: tuple[int, int, int, int]   # x1, y1, x2, y2 in the camera's pixels
+
+
+@dataclass
+class Scene:
+    cameras: dict[str, np.ndarray]   # name -> (H, W, 3) uint8 RGB
+    objects: list[SceneObject] = field(default_factory=list)
+
+    def in_camera(self, name: str) -> list[SceneObject]:
+        return [o for o in self.objects if o.camera == name]
+
+
+def _background(rng: np.random.Generator, w: int, h: int, front: bool) -> np.ndarray:
+    import cv2
+
+    img = np.empty((h, w, 3), np.uint8)
+    horizon = int(h * rng.uniform(0.38, 0.48))
+    sky_top, sky_bot = np.array(rng.integers(90, 160, 3)), np.array([200, 215, 235])
+    t = np.linspace(0, 1, horizon)[:, None]
+    img[:horizon] = (sky_top * (1 - t) + sky_bot * t).astype(np.uint8)[:, None, :]
+    ground = np.array(rng.integers(70, 110, 3))
+    img[horizon:] = ground
+    road = np.array([[w * 0.45, horizon], [w * 0.55, horizon], [w * 0.98, h], [w * 0.02, h]], np.int32)
+    cv2.fillPoly(img, [road], tuple(int(v) for v in rng.integers(60, 90) * np.ones(3)))
+    for k in range(6):  # dashed centre line
+        y0 = horizon + (h - horizon) * k / 6
+        y1 = y0 + (h - horizon) / 14
+        cv2.line(img, (w // 2, int(y0)), (w // 2, int(y1)), (230, 230, 230), max(1, w // 400))
+    noise = rng.integers(-6, 7, img.shape)
+    return np.clip(img.astype(np.int16) + noise, 0, 255).astype(np.uint8)
+
+
+def _draw(img: np.ndarray, obj: SceneObject) -> None:
+    import cv2
+
+    x1, y1, x2, y2 = obj.box
+    c = COLOURS[obj.colour]
+    if obj.cls in ("car", "truck", "bus"):
+        cv2.rectangle(img, (x1, y1), (x2, y2), c, -1)
+        win = (min(255, c[0] // 3 + 150), min(255, c[1] // 3 + 160), min(255, c[2] // 3 + 180))
+        cv2.rectangle(img, (x1 + (x2 - x1) // 8, y1 + (y2 - y1) // 8),
+                      (x2 - (x2 - x1) // 8, y1 + (y2 - y1) // 2), win, -1)
+        r = max(2, (y2 - y1) // 6)
+        for cx in (x1 + (x2 - x1) // 5, x2 - (x2 - x1) // 5):
+            cv2.circle(img, (cx, y2), r, (15, 15, 15), -1)
+    elif obj.cls == "pedestrian":
+        r = max(2, (x2 - x1) // 2)
+        cv2.circle(img, ((x1 + x2) // 2, y1 + r), r, (230, 190, 160), -1)
+        cv2.rectangle(img, (x1, y1 + 2 * r), (x2, y2), c, -1)
+    elif obj.cls == "cone":
+        pts = np.array([[(x1 + x2) // 2, y1], [x2, y2], [x1, y2]], np.int32)
+        cv2.fillPoly(img, [pts], c)
+    else:  # traffic light: a pole and a housing with one lit lamp of the object's colour
+        cv2.rectangle(img, (x1, y1), (x2, y1 + (y2 - y1) // 2), (30, 30, 30), -1)
+        cv2.line(img, ((x1 + x2) // 2, y1 + (y2 - y1) // 2), ((x1 + x2) // 2, y2), (60, 60, 60), 2)
+        cv2.circle(img, ((x1 + x2) // 2, y1 + (y2 - y1) // 4), max(2, (x2 - x1) // 3), c, -1)
+
+
+def _place(rng, cls, w, h) -> tuple[int, int, int, int]:
+    sw, sh = SIZES[cls]
+    scale = rng.uniform(0.8, 1.3)
+    bw, bh = max(4, int(sw * w * scale)), max(4, int(sh * h * scale * 1.6))
+    x1 = int(rng.uniform(0.02, 0.98) * w - bw / 2)
+    y2 = int(h * rng.uniform(0.6, 0.95))
+    x1 = int(np.clip(x1, 0, w - bw - 1))
+    y1 = int(np.clip(y2 - bh, 0, h - 2))
+    return x1, y1, x1 + bw, y2
+
+
+def draw_scene(seed: int, width: int = 1600, height: int = 900, max_objects: int = 3) -> Scene:
+    """Six camera frames and the objects drawn in them, reproducible for a seed."""
+    rng = np.random.default_rng(seed)
+    cams, objects = {}, []
+    for name in CAMERAS:
+        img = _background(rng, width, height, "FRONT" in name)
+        for _ in range(int(rng.integers(0, max_objects + 1))):
+            cls = str(rng.choice(CLASSES))
+            colour = str(rng.choice(list(COLOURS)))
+            obj = SceneObject(cls, colour, name, _place(rng, cls, width, height))
+            _draw(img, obj)
+            objects.append(obj)
+        cams[name] = img
+    return Scene(cams, objects)
+
+
+def scene_images(n: int, seed: int = 0, width: int = 1600, height: int = 900) -> list[np.ndarray]:
+    """n single camera frames drawn from synthetic scenes (for calibration)."""
+    out = []
+    k = 0
+    while len(out) < n:
+        scene = draw_scene(seed + k, width, height)
+        out.extend(scene.cameras.values())
+        k += 1
+    return out[:n]

@@ -1,0 +1,129 @@
+"""mivl: ask a bundle questions, or describe it.
+
+  mivl ask BUNDLE [--image PATH ...] [--cam NAME=PATH ...] [--video PATH] [--stream] [--json] QUESTION
+  mivl info BUNDLE
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .errors import MivlError
+
+
+def ask_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mivl ask", description="Ask a bundle a question.")
+    p.add_argument("bundle")
+    p.add_argument("question")
+    p.add_argument("--image", action="append", default=[], help="an image (repeat for several)")
+    p.add_argument("--cam", action="append", default=[], metavar="NAME=PATH",
+                   help="a camera frame, e.g. CAM_FRONT=front.jpg (all six together)")
+    p.add_argument("--video", help="a video file (frames are sampled)")
+    p.add_argument("--frames", type=int, default=8, help="frames sampled from --video (default 8)")
+    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--max-tiles", type=int, help="tile budget of the prompt")
+    p.add_argument("--temperature", type=float, default=0.0)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--threads", type=int)
+    p.add_argument("--n-ctx", type=int)
+    p.add_argument("--stream", action="store_true", help="print the answer as it is decoded")
+    p.add_argument("--json", action="store_true", help="print text, token_ids, objects and timings as JSON")
+    return p
+
+
+def parse_cams(items: list[str]) -> dict | None:
+    if not items:
+        return None
+    cams = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not path:
+            raise MivlError(f"--cam takes NAME=PATH, got {item!r}")
+        cams[name] = path
+    return cams
+
+
+def main_ask(argv) -> int:
+    from .session import Session
+
+    a = ask_parser().parse_args(argv)
+    with Session(a.bundle, device=a.device, threads=a.threads, n_ctx=a.n_ctx) as s:
+        kw = dict(images=a.image or None, cameras=parse_cams(a.cam), video=a.video, num_frames=a.frames,
+                  max_new_tokens=a.max_new_tokens, temperature=a.temperature, top_p=a.top_p, seed=a.seed,
+                  max_tiles=a.max_tiles)
+        if a.stream and not a.json:
+            for piece in s.ask(a.question, stream=True, **kw):
+                print(piece, end="", flush=True)
+            print()
+            return 0
+        ans = s.ask(a.question, **kw)
+        if a.json:
+            print(json.dumps({**ans.to_dict(), "backends": s.backends}, ensure_ascii=False, indent=2))
+        else:
+            print(ans.text)
+            for o in ans.objects:
+                print(f"  {o.kind}: {o.to_dict()}")
+            t = ans.timings
+            print(f"[{t.prompt_tokens} prompt tokens, {t.new_tokens} new; preprocess {t.preprocess_s:.2f}s, "
+                  f"vision {t.vision_s:.2f}s, prefill {t.prefill_s:.2f}s, decode {t.decode_tokens_per_s:.1f} tok/s]",
+                  file=sys.stderr)
+    return 0
+
+
+def main_info(argv) -> int:
+    from ..runtimes.vision_ort import available_providers
+    from .bundle import open_bundle
+
+    p = argparse.ArgumentParser(prog="mivl info", description="Describe a bundle and this machine's backends.")
+    p.add_argument("bundle")
+    p.add_argument("--json", action="store_true")
+    a = p.parse_args(argv)
+    b = open_bundle(a.bundle)
+    info = {"manifest": b.manifest, "report": b.report(),
+            "backends_here": {"onnxruntime": available_providers(), "llama_cpp_gpu": _llama_gpu()}}
+    if a.json:
+        print(json.dumps(info, indent=2, ensure_ascii=False))
+        return 0
+    m, r = b.manifest, info["report"]
+    print(f"bundle {b.path} (schema {m['schema_version']}, mivl {m['sdk_version']}, preset {m['preset']})")
+    print(f"  source   {m['source']['checkpoint']} ({m['source']['llm_family']}), weights sha256 "
+          f"{m['source']['weights_sha256'][:12]}")
+    print(f"  vision   {m['vision']['file']} {m['vision']['precision']}, up to {m['vision']['max_tiles']} tiles"
+          + (f", cosine min {r['vision']['min_cosine']:.5f}" if 'vision' in r else ""))
+    print(f"  llm      {m['llm']['file']} {m['llm']['quant']}, n_embd {m['llm']['n_embd']}, ctx {m['llm']['n_ctx']}"
+          + (f", top-1 {r['llm']['top1_agreement']:.3f}" if 'llm' in r else ""))
+    print(f"  prompt   template {m['prompt']['template']}, {m['prompt']['tokens_per_tile']} tokens per tile")
+    print(f"  validation {'passed' if r.get('passed') else 'FAILED or absent'}")
+    print(f"  here     onnxruntime {', '.join(info['backends_here']['onnxruntime']) or 'missing'}; "
+          f"llama.cpp GPU offload {'yes' if info['backends_here']['llama_cpp_gpu'] else 'no'}")
+    return 0
+
+
+def _llama_gpu() -> bool:
+    try:
+        import llama_cpp
+        return bool(llama_cpp.llama_supports_gpu_offload())
+    except Exception:
+        return False
+
+
+COMMANDS = {"ask": main_ask, "info": main_info}
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in COMMANDS:
+        print("usage: mivl {ask,info} ...  (mivl ask -h for help)", file=sys.stderr)
+        return 2
+    try:
+        return COMMANDS[argv[0]](argv[1:])
+    except MivlError as e:
+        print(f"mivl: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,147 @@
+"""The Pythonic device API.
+
+    with Session("bundle/") as s:
+        answer = s.ask("What is in front of the car?", cameras={...})
+        for piece in s.ask("Describe it.", images=["x.jpg"], stream=True):
+            print(piece, end="")
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from .bundle import open_bundle
+from .engine import Engine, Timings
+from .errors import InputError, MivlError
+from .request import Request
+
+
+@dataclass
+class Answer:
+    text: str
+    token_ids: list[int]
+    objects: list = field(default_factory=list)
+    timings: Timings = field(default_factory=Timings)
+    stopped: bool = True                      # ended on a stop token (False: hit max_new_tokens)
+
+    def to_dict(self) -> dict:
+        return {"text": self.text, "token_ids": self.token_ids, "stopped": self.stopped,
+                "objects": [o.to_dict() for o in self.objects], "timings": self.timings.to_dict()}
+
+
+def open_engine(bundle, device: str = "auto", threads: int | None = None, n_ctx: int | None = None,
+                n_batch: int = 512, flash_attn: bool = False, verify: bool = True) -> Engine:
+    from ..runtimes.llm_llamacpp import LlamaCppLLM
+    from ..runtimes.vision_ort import OrtVision
+
+    if device not in ("auto", "cpu", "cuda"):
+        raise InputError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
+    b = open_bundle(bundle, check_hashes=verify)
+    v = b.vision
+    vision = OrtVision(str(b.file(v["file"])), v["input"]["name"], int(v["max_tiles"]), device, threads)
+    gpu_layers = 0 if device == "cpu" else -1 if _llama_has_gpu() else 0
+    try:
+        llm = LlamaCppLLM(str(b.file(b.llm["file"])), n_ctx=n_ctx or int(b.llm["n_ctx"]), n_batch=n_batch,
+                          n_threads=threads, n_gpu_layers=gpu_layers, flash_attn=flash_attn)
+    except BaseException:
+        vision.close()
+        raise
+    if llm.n_embd != int(b.llm["n_embd"]):
+        llm.close()
+        vision.close()
+        raise MivlError(f"the GGUF has n_embd {llm.n_embd} but the manifest says {b.llm['n_embd']}")
+    engine = Engine(b, vision, llm)
+    engine.backends = {"vision": vision.backend, "llm": "llama.cpp" + (" (GPU)" if gpu_layers else " (CPU)")}
+    return engine
+
+
+def _llama_has_gpu() -> bool:
+    try:
+        import llama_cpp
+        return bool(llama_cpp.llama_supports_gpu_offload())
+    except Exception:
+        return False
+
+
+class Session:
+    """One bundle opened for asking questions; a context manager. close() is idempotent."""
+
+    def __init__(self, bundle: str | os.PathLike, device: str = "auto", threads: int | None = None,
+                 n_ctx: int | None = None, flash_attn: bool = False, verify: bool = True):
+        self._engine = open_engine(bundle, device, threads, n_ctx, flash_attn=flash_attn, verify=verify)
+        self.bundle = self._engine.bundle
+        self.backends = self._engine.backends
+        self.history: list[tuple[str, str]] = []
+
+    def __enter__(self) -> "Session":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.close()
+            self._engine = None
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            raise MivlError("the session is closed; open a new Session")
+        return self._engine
+
+    def ask(self, question: str, images=None, cameras=None, video=None, max_new_tokens: int = 128,
+            temperature: float = 0.0, top_p: float = 1.0, seed: int = 0, stream: bool = False,
+            history=None, max_tiles: int | None = None, channels: str = "RGB", num_frames: int = 8):
+        """Answer one question (or, with stream=True, yield the answer's text as it is decoded)."""
+        if images is not None and not isinstance(images, (list, tuple)):
+            images = [images]
+        req = Request(question, list(images or []), cameras, video, list(history or []), max_new_tokens,
+                      temperature, top_p, seed, max_tiles, num_frames, channels)
+        gen = self.engine.start(req)
+        if stream:
+            return self._stream(gen)
+        try:
+            while gen.step() is not None:
+                pass
+        finally:
+            gen.close()
+        return Answer(gen.text, gen.tokens, gen.objects, gen.timings, gen.stopped)
+
+    @staticmethod
+    def _stream(gen):
+        try:
+            while True:
+                piece = gen.step()
+                if piece is None:
+                    return
+                if piece:
+                    yield piece
+        finally:
+            gen.close()
+
+    def chat(self, question: str, **kwargs) -> Answer:
+        """Multi-turn: like ask(), keeping this session's history (images of turn one are kept)."""
+        if not self.history:
+            self._chat_visual = {k: kwargs[k] for k in ("images", "cameras", "video") if kwargs.get(k) is not None}
+            if self._chat_visual and "<image>" not in question:
+                question = _placeholders(self._chat_visual, kwargs.get("num_frames", 8)) + question
+        kwargs.update(getattr(self, "_chat_visual", {}))
+        answer = self.ask(question, history=self.history, **kwargs)
+        self.history.append((question, answer.text))
+        return answer
+
+    def reset_chat(self) -> None:  # noqa: D401 - forget the conversation
+        self.history = []
+        self._chat_visual = {}
+
+
+def _placeholders(visual: dict, num_frames: int) -> str:
+    """The `<image>` lines InternVL's chat puts before the first question of a conversation."""
+    from .prompt import multi_image_prefix, video_prefix
+
+    if "video" in visual:
+        v = visual["video"]
+        return video_prefix(len(v) if isinstance(v, (list, tuple)) else num_frames)
+    n = len(visual.get("images") or [None])
+    return "<image>\n" if n == 1 else multi_image_prefix(n)

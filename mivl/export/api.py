@@ -1,0 +1,166 @@
+"""`export()`: a checkpoint to a validated bundle. Its keyword arguments are mivl-export's flags.
+
+  export("ckpt/", "bundle/", precision="int8")   ==   mivl-export ckpt/ -o bundle/ --int8
+"""
+from __future__ import annotations
+
+import platform
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from .. import __version__
+from ..edge.bundle import SCHEMA_VERSION
+from ..edge.errors import InputError
+from ..edge.prompt import IMG_CONTEXT, INTERNVL_SPECIAL_TOKENS
+from .bundle_writer import finish, staging
+from .llm_export import QUANT_TYPES, check_llm, reference_cases, write_llm
+from .quantize import METHODS, quantize_vision
+from .reference import Reference
+from .vision_check import check_vision, reference_features, require
+from .vision_onnx import export_vision, io_spec
+
+# precision preset -> (vision precision, LLM GGUF type)
+PRESETS = {"fp32": ("fp32", "f32"), "fp16": ("fp16", "f16"), "int8": ("int8", "q8_0"),
+           "int4": ("int8", "q4_k_m")}
+VISION_FILES = {"fp32": "vision.onnx", "fp16": "vision.fp16.onnx", "int8": "vision.int8.onnx"}
+
+
+@dataclass
+class ExportResult:
+    path: Path
+    manifest: dict
+    report: dict
+    seconds: float
+    sizes: dict = field(default_factory=dict)
+
+
+def _say(quiet: bool, msg: str) -> None:
+    if not quiet:
+        print(msg, file=sys.stderr, flush=True)
+
+
+def _progress(quiet: bool, what: str):
+    def show(i: int, n: int) -> None:
+        if not quiet:
+            bar = "#" * int(30 * i / max(n, 1))
+            print(f"\r  {what} [{bar:<30}] {i}/{n}", end="\n" if i >= n else "", file=sys.stderr, flush=True)
+    return show
+
+
+def validation_tiles(ref: Reference, n_images: int, seed: int) -> tuple[np.ndarray, list]:
+    """Held-out tiles (synthetic scenes with seeds apart from calibration's) for validation."""
+    from ..calib.synthetic import scene_images
+
+    images = scene_images(n_images, seed=seed + 100_000, width=800, height=450)
+    tiles = ref.tiles(images=images[:1]).pixels
+    extra = [ref.tiles(images=[im], max_tiles=1).pixels for im in images[1:]]
+    return np.concatenate([tiles, *extra]), images
+
+
+def calibration_tiles(ref: Reference, calib, calib_size: int, seed: int, quiet: bool) -> np.ndarray:
+    from ..calib.readers import calibration_images
+
+    images = calibration_images(calib, calib_size, seed)
+    show = _progress(quiet, "preprocessing calibration images")
+    tiles = []
+    for i, im in enumerate(images):
+        tiles.append(ref.tiles(images=[im], max_tiles=ref.pre.max_tiles).pixels)
+        show(i + 1, len(images))
+    return np.concatenate(tiles)[: max(calib_size, 1) * 4]
+
+
+def export(checkpoint: str | Path, output: str | Path, precision: str = "fp16", calib=None,
+           calib_size: int = 16, calib_method: str = "minmax", max_tiles: int | None = None,
+           llm_quant: str | None = None, n_ctx: int = 4096, engine: bool = False, force: bool = False,
+           seed: int = 0, keep_float: tuple[str, ...] = ("projector",), quiet: bool = False) -> ExportResult:
+    """Export `checkpoint` to a bundle at `output`; every artifact is validated first."""
+    t0 = time.time()
+    if precision not in PRESETS:
+        raise InputError(f"precision {precision!r} unknown; choose one of {', '.join(PRESETS)}")
+    if calib_method not in METHODS:
+        raise InputError(f"--calib-method {calib_method!r} unknown; choose one of {', '.join(METHODS)}")
+    vision_precision, quant = PRESETS[precision]
+    quant = llm_quant or quant
+    if quant not in QUANT_TYPES:
+        raise InputError(f"--llm-quant {quant!r} unknown; choose one of {', '.join(QUANT_TYPES)}")
+    output = Path(output)
+    if output.exists() and not force:
+        raise InputError(f"{output} already exists; pass --force to overwrite it")
+    _say(quiet, f"loading {checkpoint}")
+    ref = Reference(checkpoint)
+    cfg = ref.ckpt.config
+    max_tiles = max_tiles or cfg.max_dynamic_patch + (1 if cfg.use_thumbnail else 0)
+    report: dict = {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                    "machine": platform.platform()}
+    with staging(output, force) as tmp:
+        val_tiles, val_images = validation_tiles(ref, 4, seed)
+        reference = reference_features(ref.model, val_tiles)
+        vision_file = _export_vision(ref, tmp, vision_precision, val_tiles, reference, calib,
+                                     calib_size, calib_method, seed, keep_float, force, quiet, report)
+        _say(quiet, f"writing LLM as GGUF {quant}")
+        llm_file = tmp / f"llm.{quant}.gguf"
+        write_llm(ref, llm_file, quant, n_ctx, tmp)
+        _say(quiet, "validating the LLM in llama.cpp against PyTorch")
+        cases = reference_cases(ref, val_images[:2], steps=8, n_ctx=n_ctx)
+        report["llm"] = check_llm(llm_file, quant, cases)
+        require(report["llm"], f"GGUF {quant}", force)
+        report["passed"] = all(report[k]["passed"] for k in ("vision", "llm"))
+        manifest = build_manifest(ref, checkpoint, precision, vision_precision, vision_file.name,
+                                  llm_file.name, quant, n_ctx, max_tiles)
+        finish(tmp, manifest, report)
+    sizes = {f: (output / f).stat().st_size for f in manifest["files"]}
+    result = ExportResult(output, manifest, report, time.time() - t0, sizes)
+    if engine:
+        from .tensorrt_build import build_engine
+        build_engine(output)
+    return result
+
+
+def _export_vision(ref, tmp, precision, val_tiles, reference, calib, calib_size, calib_method, seed,
+                   keep_float, force, quiet, report) -> Path:
+    _say(quiet, "exporting the vision encoder to ONNX (fp32)")
+    fp32 = export_vision(ref.model, tmp / VISION_FILES["fp32"])
+    figures = {"fp32": check_vision(fp32, "fp32", val_tiles, reference)}
+    require(figures["fp32"], "vision fp32 ONNX", force)
+    out = fp32
+    if precision == "fp16":
+        out = export_vision(ref.model, tmp / VISION_FILES["fp16"], half=True)
+        figures["fp16"] = check_vision(out, "fp16", val_tiles, reference)
+    elif precision == "int8":
+        _say(quiet, f"calibrating INT8 ({calib_method}, {calib_size} images)")
+        tiles = calibration_tiles(ref, calib, calib_size, seed, quiet)
+        out = tmp / VISION_FILES["int8"]
+        info = quantize_vision(fp32, out, tiles, calib_method, keep_float,
+                               progress=_progress(quiet, "calibrating"))
+        figures["int8"] = {**check_vision(out, "int8", val_tiles, reference), **info}
+    if out != fp32:
+        fp32.unlink()
+    report["vision"] = {**figures[precision], "checks": figures}
+    require(report["vision"], f"vision {precision}", force)
+    return out
+
+
+def build_manifest(ref: Reference, checkpoint, preset, vision_precision, vision_file, llm_file, quant,
+                   n_ctx, max_tiles) -> dict:
+    cfg, tok, tpl = ref.ckpt.config, ref.tok, ref.template
+    specials = {t: tok.token_to_id(t) for t in INTERNVL_SPECIAL_TOKENS}
+    return {
+        "schema_version": SCHEMA_VERSION, "sdk_version": __version__, "preset": preset,
+        "source": {"checkpoint": Path(str(checkpoint)).name, "weights_sha256": ref.ckpt.weights_sha256,
+                   "llm_family": cfg.llm.family},
+        "preprocessing": {**ref.pre.to_dict(), "ps_version": cfg.ps_version},
+        "prompt": {"template": cfg.template, "system": tpl.default_system,
+                   "tokens_per_tile": cfg.tokens_per_tile, "img_context": IMG_CONTEXT,
+                   "img_context_id": tok.token_to_id(IMG_CONTEXT), "special_tokens": specials,
+                   "stop": [tpl.stop], "stop_ids": sorted(ref.stop_ids), "add_bos": bool(tok.add_bos),
+                   "bos_id": tok.bos_id},
+        "vision": {"file": vision_file, "precision": vision_precision, **io_spec(ref.model),
+                   "max_tiles": max_tiles, "output_dim": cfg.llm.hidden_size},
+        "llm": {"file": llm_file, "quant": quant, "format": "gguf", "n_embd": cfg.llm.hidden_size,
+                "n_ctx": n_ctx, "arch": cfg.llm.family, "vocab_size": cfg.llm.vocab_size},
+    }

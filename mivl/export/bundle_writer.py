@@ -1,0 +1,46 @@
+"""Writing a bundle atomically: everything goes into a temporary sibling directory that is
+renamed into place only when complete, so an interrupted export leaves no half bundle."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+from ..edge.bundle import MANIFEST, REPORT, sha256_file
+from ..edge.errors import InputError
+
+
+@contextmanager
+def staging(out: Path, force: bool):
+    """Yield a temporary directory next to `out`; on success it becomes `out`."""
+    out = Path(out)
+    if out.exists() and not force:
+        raise InputError(f"{out} already exists; pass --force (force=True) to overwrite it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        yield tmp
+        if out.exists():
+            old = out.with_name(f".{out.name}.old-{os.getpid()}")
+            out.rename(old)
+            tmp.rename(out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def finish(tmp: Path, manifest: dict, report: dict) -> None:
+    """Hash every artifact into the manifest, then write manifest.json and report.json."""
+    (tmp / REPORT).write_text(json.dumps(report, indent=2))
+    files = {}
+    for f in sorted(tmp.rglob("*")):
+        if f.is_file() and f.name != MANIFEST:
+            files[str(f.relative_to(tmp))] = sha256_file(f)
+    manifest["files"] = files
+    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False))

@@ -1,0 +1,97 @@
+"""llama.cpp-side work of the exporter, run in its own process (PyTorch and llama.cpp each bring
+an OpenMP runtime; sharing one process has crashed). Usage (internal):
+
+  python -m mivl.export.llm_check quantize IN.gguf OUT.gguf TYPE
+  python -m mivl.export.llm_check validate MODEL.gguf CASES.npz OUT.json [--flash-attn]
+"""
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+
+FTYPES = {"f32": 0, "f16": 1, "q8_0": 7, "q4_k_m": 15, "q5_k_m": 17, "q6_k": 18, "bf16": 32}
+
+
+def quantize(src: str, dst: str, kind: str) -> None:
+    import llama_cpp
+
+    from ..runtimes.llm_llamacpp import _llama
+
+    _llama()
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = FTYPES[kind]
+    rc = llama_cpp.llama_model_quantize(src.encode(), dst.encode(), params)
+    if rc != 0:
+        raise SystemExit(f"llama_model_quantize failed ({rc}) for {kind}")
+
+
+def segments(ids: np.ndarray, img_id: int):
+    """Split prompt ids into ('t', [ids]) and ('e', n) runs of <IMG_CONTEXT>."""
+    out, i = [], 0
+    while i < len(ids):
+        j = i
+        same = ids[i] == img_id
+        while j < len(ids) and (ids[j] == img_id) == same:
+            j += 1
+        out.append(("e", j - i) if same else ("t", ids[i:j].tolist()))
+        i = j
+    return out
+
+
+def feed_prompt(llm, ids, feats, img_id) -> None:
+    llm.reset()
+    k = 0
+    for kind, v in segments(ids, img_id):
+        if kind == "t":
+            llm.eval_tokens(v)
+        else:
+            llm.eval_embeddings(feats[k:k + v])
+            k += v
+
+
+def validate(model: str, cases_path: str, out_path: str, flash_attn: bool = False) -> None:
+    from ..runtimes.llm_llamacpp import LlamaCppLLM
+
+    data = np.load(cases_path)
+    n_cases = int(data["n_cases"])
+    llm = LlamaCppLLM(model, n_ctx=int(data["n_ctx"]), n_batch=512, flash_attn=flash_attn)
+    results = []
+    for c in range(n_cases):
+        ids, feats = data[f"ids{c}"], data[f"feats{c}"]
+        ref_tokens, ref_logits = data[f"tokens{c}"].tolist(), data[f"logits{c}"]
+        img_id = int(data["img_context_id"])
+        feed_prompt(llm, ids, feats, img_id)
+        agree, rel_err = 0, 0.0
+        for k, tok in enumerate(ref_tokens):  # teacher-forced on the reference continuation
+            logits = llm.logits()
+            agree += int(np.argmax(logits) == np.argmax(ref_logits[k]))
+            scale = float(np.abs(ref_logits[k]).max()) or 1.0
+            rel_err = max(rel_err, float(np.abs(logits - ref_logits[k]).max()) / scale)
+            llm.eval_tokens([tok])
+        feed_prompt(llm, ids, feats, img_id)
+        greedy = []
+        for _ in range(len(ref_tokens)):  # free-running greedy
+            t = int(np.argmax(llm.logits()))
+            greedy.append(t)
+            llm.eval_tokens([t])
+        results.append({"steps": len(ref_tokens), "top1_agree": agree, "max_rel_logit_error": rel_err,
+                        "greedy_identical": greedy == ref_tokens, "image": bool(len(feats))})
+    llm.close()
+    with open(out_path, "w") as f:
+        json.dump(results, f)
+
+
+def main(argv=None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["quantize"]:
+        quantize(*argv[1:4])
+    elif argv[:1] == ["validate"]:
+        validate(argv[1], argv[2], argv[3], "--flash-attn" in argv)
+    else:
+        raise SystemExit(__doc__)
+
+
+if __name__ == "__main__":
+    main()

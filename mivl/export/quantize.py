@@ -1,0 +1,77 @@
+"""INT8 vision: explicit Q/DQ ONNX (what TensorRT 10 and ONNX Runtime both consume), calibrated
+on tiles made by the SDK's own preprocessing.
+
+Weights are quantised per channel, activations per tensor, both symmetric (TensorRT's INT8).
+Nodes that hurt accuracy most can be kept in float: the projector (mlp1) by default, and the
+first/last encoder blocks on request; the choice is measured by the validation that follows.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..edge.errors import InputError
+
+METHODS = ("minmax", "entropy", "percentile")
+
+
+class TileReader:
+    """onnxruntime CalibrationDataReader over a (N, 3, S, S) tile array, in small batches."""
+
+    def __init__(self, tiles: np.ndarray, input_name: str, batch: int = 2, progress=None):
+        self.tiles, self.name, self.batch = tiles, input_name, batch
+        self.i = 0
+        self.progress = progress
+
+    def get_next(self):
+        if self.i >= len(self.tiles):
+            return None
+        x = self.tiles[self.i:self.i + self.batch]
+        self.i += self.batch
+        if self.progress:
+            self.progress(min(self.i, len(self.tiles)), len(self.tiles))
+        return {self.name: x}
+
+    def rewind(self):
+        self.i = 0
+
+
+def excluded_nodes(model_path: Path, keep_float: tuple[str, ...]) -> list[str]:
+    """Names of MatMul/Gemm/Conv nodes to leave in float, by the module they came from."""
+    import onnx
+
+    graph = onnx.load(str(model_path), load_external_data=False).graph
+    patterns = {"projector": ("mlp1",), "patch_embed": ("patch_embedding",),
+                "first_block": ("layers.0/",), "last_block": ()}
+    layers = sorted({int(n.name.split("layers.")[1].split("/")[0]) for n in graph.node
+                     if "layers." in n.name and n.name.split("layers.")[1].split("/")[0].isdigit()})
+    if layers:
+        patterns["last_block"] = (f"layers.{layers[-1]}/",)
+    unknown = set(keep_float) - set(patterns)
+    if unknown:
+        raise InputError(f"unknown keep-float group(s) {sorted(unknown)}; known: {sorted(patterns)}")
+    wanted = [p for k in keep_float for p in patterns[k]]
+    return [n.name for n in graph.node if n.op_type in ("MatMul", "Gemm", "Conv")
+            and any(p in n.name for p in wanted)]
+
+
+def quantize_vision(fp32_path: Path, out_path: Path, tiles: np.ndarray, method: str = "minmax",
+                    keep_float: tuple[str, ...] = ("projector",), progress=None) -> dict:
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    if method not in METHODS:
+        raise InputError(f"calibration method {method!r} unknown; choose one of {', '.join(METHODS)}")
+    calib = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+             "percentile": CalibrationMethod.Percentile}[method]
+    exclude = excluded_nodes(fp32_path, keep_float)
+    reader = TileReader(tiles, "pixel_values", progress=progress)
+    quantize_static(str(fp32_path), str(out_path), reader, quant_format=QuantFormat.QDQ,
+                    op_types_to_quantize=["MatMul", "Gemm", "Conv"], per_channel=True,
+                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                    calibrate_method=calib, nodes_to_exclude=exclude,
+                    extra_options={"ActivationSymmetric": True, "WeightSymmetric": True,
+                                   "CalibMovingAverage": method == "minmax",
+                                   "CalibPercentile": 99.99})
+    return {"method": method, "calibration_tiles": int(len(tiles)), "kept_float": list(keep_float),
+            "float_nodes": len(exclude)}

@@ -1,0 +1,17 @@
+"""The precision ladder (design.md section 4) as data: what each artifact must reach against the
+PyTorch fp32 reference. A miss is an error."""
+
+VISION = {  # per-token cosine against PyTorch fp32
+    "fp32": {"min_cosine": 0.99999},
+    "fp16": {"min_cosine": 0.999},
+    "int8": {"mean_cosine": 0.99},
+}
+LLM = {
+    "f32": {"greedy_identical": True, "max_rel_logit_error": 1e-3},
+    "f16": {"greedy_identical": True},
+    "bf16": {"greedy_identical": True},
+    "q8_0": {"min_top1_agreement": 0.98},
+    "q6_k": {"min_top1_agreement": 0.95},
+    "q5_k_m": {"min_top1_agreement": 0.90},
+    "q4_k_m": {"min_top1_agreement": 0.0},  # reported only: task accuracy decides
+}

@@ -1,0 +1,110 @@
+"""TensorRT engines for a bundle's vision graph: built on the device that runs them, cached.
+
+The cache key binds an engine to what it was built for: the GPU (name and compute capability),
+the TensorRT version, and the vision file's sha256. The optimisation profile covers 1 .. max_tiles
+tiles (optimum at a single image's 13). A timing cache next to the engines makes rebuilds fast.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from ..edge.bundle import Bundle, open_bundle
+from ..edge.errors import MivlError
+
+ENGINES = "engines"
+
+
+class TensorRTUnavailable(MivlError):
+    """TensorRT or a CUDA GPU is missing here."""
+
+
+def profile_shapes(max_tiles: int, image_size: int = 448, typical: int = 13) -> dict:
+    """min / opt / max input shapes of the tile-batch profile."""
+    if max_tiles < 1:
+        raise ValueError(f"max_tiles must be >= 1, got {max_tiles}")
+    opt = min(typical, max_tiles)
+    shape = lambda n: (n, 3, image_size, image_size)  # noqa: E731
+    return {"min": shape(1), "opt": shape(opt), "max": shape(max_tiles)}
+
+
+def engine_key(vision_sha256: str, gpu_name: str, compute_capability: str, trt_version: str,
+               fp16: bool) -> str:
+    blob = json.dumps([vision_sha256, gpu_name, compute_capability, trt_version, fp16])
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def engine_path(bundle: Bundle, key: str) -> Path:
+    return bundle.path / ENGINES / f"vision-{key}.plan"
+
+
+def _trt():
+    try:
+        import tensorrt as trt
+    except ImportError:
+        raise TensorRTUnavailable("TensorRT is not installed here (on Jetson it comes with JetPack: "
+                                  "python3-libnvinfer; on x86: pip install tensorrt); the bundle runs "
+                                  "on ONNX Runtime instead") from None
+    return trt
+
+
+def gpu_identity() -> tuple[str, str]:
+    try:
+        from cuda.bindings import runtime as cudart  # cuda-python
+    except ImportError:
+        try:
+            import cupy
+        except ImportError:
+            raise TensorRTUnavailable("no CUDA Python binding (cuda-python or cupy) to query the GPU") from None
+        try:
+            props = cupy.cuda.runtime.getDeviceProperties(0)
+        except Exception as e:
+            raise TensorRTUnavailable(f"no usable CUDA GPU: {e}") from None
+        return props["name"].decode(), f"{props['major']}.{props['minor']}"
+    err, props = cudart.cudaGetDeviceProperties(0)
+    if int(err) != 0:
+        raise TensorRTUnavailable(f"no usable CUDA GPU (cudaGetDeviceProperties: {err})")
+    return props.name.decode(), f"{props.major}.{props.minor}"
+
+
+def build_engine(bundle_path, fp16: bool = False, workspace_gib: float = 2.0) -> Path:
+    """Build (or find in the cache) the vision engine of a bundle for this GPU."""
+    trt = _trt()
+    bundle = open_bundle(bundle_path)
+    name, cc = gpu_identity()
+    v = bundle.vision
+    fp16 = fp16 or v["precision"] == "fp16"
+    key = engine_key(bundle.manifest["files"][v["file"]], name, cc, trt.__version__, fp16)
+    out = engine_path(bundle, key)
+    if out.is_file():
+        return out
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network = builder.create_network(0)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(bundle.file(v["file"]))):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise MivlError(f"TensorRT could not parse {v['file']}: {errors}")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gib * 2**30))
+    if fp16:
+        config.set_flag(trt.BuilderFlag.FP16)
+    if v["precision"] == "int8":
+        config.set_flag(trt.BuilderFlag.INT8)  # explicit Q/DQ graph: scales come from the ONNX
+    shapes = profile_shapes(int(v["max_tiles"]), int(v["input"]["shape"][-1]))
+    profile = builder.create_optimization_profile()
+    profile.set_shape(v["input"]["name"], shapes["min"], shapes["opt"], shapes["max"])
+    config.add_optimization_profile(profile)
+    cache_file = out.parent / "timing.cache"
+    cache = config.create_timing_cache(cache_file.read_bytes() if cache_file.is_file() else b"")
+    config.set_timing_cache(cache, ignore_mismatch=False)
+    plan = builder.build_serialized_network(network, config)
+    if plan is None:
+        raise MivlError("TensorRT failed to build the vision engine (see the log above)")
+    out.parent.mkdir(exist_ok=True)
+    tmp = out.with_suffix(".partial")
+    tmp.write_bytes(bytes(plan))
+    tmp.rename(out)
+    cache_file.write_bytes(bytes(config.get_timing_cache().serialize()))
+    return out

@@ -1,0 +1,59 @@
+"""The vision encoder on ONNX Runtime: TensorRT or CUDA execution provider where present, else CPU."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..edge.errors import BundleError, InputError
+
+
+def available_providers() -> list[str]:
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return []
+    return list(ort.get_available_providers())
+
+
+def choose_providers(device: str) -> list[str]:
+    have = available_providers()
+    if not have:
+        raise BundleError("onnxruntime is not installed: pip install 'mivl[edge]' (or onnxruntime-gpu)")
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    gpu = [p for p in ("TensorrtExecutionProvider", "CUDAExecutionProvider") if p in have]
+    if device == "cuda" and not gpu:
+        raise InputError("device='cuda' asked for, but this onnxruntime has no CUDA or TensorRT "
+                         f"execution provider (it has {', '.join(have)}); install onnxruntime-gpu "
+                         "or use device='cpu'")
+    return gpu + ["CPUExecutionProvider"]
+
+
+class OrtVision:
+    """pixel_values (N, 3, S, S) float32 -> image_embeds (N, T, D) float32, in chunks of max_tiles."""
+
+    def __init__(self, path: str, input_name: str, max_tiles: int, device: str = "auto",
+                 threads: int | None = None):
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        if threads:
+            opts.intra_op_num_threads = threads
+        self.providers = choose_providers(device)
+        try:
+            self.session = ort.InferenceSession(path, opts, providers=self.providers)
+        except Exception as e:
+            raise BundleError(f"ONNX Runtime could not load {path}: {e}") from None
+        self.input_name = input_name
+        self.max_tiles = max_tiles
+        self.backend = f"onnxruntime ({self.session.get_providers()[0]})"
+
+    def __call__(self, pixels: np.ndarray) -> np.ndarray:
+        if pixels.ndim != 4 or pixels.shape[1] != 3:
+            raise InputError(f"tiles must be (N, 3, S, S), got {pixels.shape}")
+        parts = [self.session.run(None, {self.input_name: np.ascontiguousarray(pixels[i:i + self.max_tiles])})[0]
+                 for i in range(0, len(pixels), self.max_tiles)]
+        return np.concatenate(parts)
+
+    def close(self) -> None:
+        self.session = None
