@@ -45,8 +45,10 @@ def _say(quiet: bool, msg: str) -> None:
 
 
 def _progress(quiet: bool, what: str):
+    tty = sys.stderr.isatty()
+
     def show(i: int, n: int) -> None:
-        if not quiet:
+        if not quiet and (tty or i >= n):
             bar = "#" * int(30 * i / max(n, 1))
             print(f"\r  {what} [{bar:<30}] {i}/{n}", end="\n" if i >= n else "", file=sys.stderr, flush=True)
     return show
@@ -106,7 +108,7 @@ def export(checkpoint: str | Path, output: str | Path, precision: str = "fp16", 
         llm_file = tmp / f"llm.{quant}.gguf"
         write_llm(ref, llm_file, quant, n_ctx, tmp)
         _say(quiet, "validating the LLM in llama.cpp against PyTorch")
-        cases = reference_cases(ref, val_images[:2], steps=8, n_ctx=n_ctx)
+        cases = reference_cases(ref, val_images[:2], steps=16, n_ctx=n_ctx)
         report["llm"] = check_llm(llm_file, quant, cases)
         require(report["llm"], f"GGUF {quant}", force)
         report["passed"] = all(report[k]["passed"] for k in ("vision", "llm"))

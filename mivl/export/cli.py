@@ -52,7 +52,7 @@ def summary(result) -> str:
     for name, size in sorted(result.sizes.items()):
         if name.endswith((".onnx", ".gguf")):
             fig = (f"cosine min {v['min_cosine']:.5f} mean {v['mean_cosine']:.5f}" if name.endswith(".onnx")
-                   else f"top-1 {llm['top1_agreement']:.3f}, greedy {'same' if llm['greedy_identical'] else 'differs'}, "
+                   else f"top-1 {llm['top1_agreement']:.3f} ({llm['top1_agreement_decisive']:.3f} decisive), greedy {'same' if llm['greedy_identical'] else 'differs'}, "
                         f"rel. logit err {llm['max_rel_logit_error']:.1e}")
             rows.append(f"  {name:<22} {size / 2**20:9.1f} MiB   {fig}")
     status = "passed" if r["passed"] else "FAILED (written with --force)"

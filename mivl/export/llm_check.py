@@ -11,6 +11,9 @@ import sys
 
 import numpy as np
 
+# A step is decisive when the reference's top-1 leads its top-2 by at least this share of the
+# logit range; near-ties flip under any quantisation and say nothing about a converter's quality.
+DECISIVE_MARGIN = 0.02
 FTYPES = {"f32": 0, "f16": 1, "q8_0": 7, "q4_k_m": 15, "q5_k_m": 17, "q6_k": 18, "bf16": 32}
 
 
@@ -63,10 +66,15 @@ def validate(model: str, cases_path: str, out_path: str, flash_attn: bool = Fals
         ref_tokens, ref_logits = data[f"tokens{c}"].tolist(), data[f"logits{c}"]
         img_id = int(data["img_context_id"])
         feed_prompt(llm, ids, feats, img_id)
-        agree, rel_err = 0, 0.0
+        agree, decisive, decisive_agree, rel_err = 0, 0, 0, 0.0
         for k, tok in enumerate(ref_tokens):  # teacher-forced on the reference continuation
             logits = llm.logits()
-            agree += int(np.argmax(logits) == np.argmax(ref_logits[k]))
+            same = int(np.argmax(logits) == np.argmax(ref_logits[k]))
+            agree += same
+            top2 = np.sort(ref_logits[k])[-2:]
+            if top2[1] - top2[0] >= DECISIVE_MARGIN * float(np.ptp(ref_logits[k])):
+                decisive += 1
+                decisive_agree += same
             scale = float(np.abs(ref_logits[k]).max()) or 1.0
             rel_err = max(rel_err, float(np.abs(logits - ref_logits[k]).max()) / scale)
             llm.eval_tokens([tok])
@@ -77,6 +85,7 @@ def validate(model: str, cases_path: str, out_path: str, flash_attn: bool = Fals
             greedy.append(t)
             llm.eval_tokens([t])
         results.append({"steps": len(ref_tokens), "top1_agree": agree, "max_rel_logit_error": rel_err,
+                        "decisive_steps": decisive, "decisive_agree": decisive_agree,
                         "greedy_identical": greedy == ref_tokens, "image": bool(len(feats))})
     llm.close()
     with open(out_path, "w") as f:

@@ -73,9 +73,10 @@ def randomise(model: InternVLChat, seed: int) -> None:
             p.copy_(0.5 * torch.randn(p.shape, generator=g))
         elif p.ndim == 1:
             p.copy_(0.02 * torch.randn(p.shape, generator=g))
-        else:
+        else:  # 1/sqrt(fan_in), damped inside the LLM so that the random network is not chaotic
             fan_in = p[0].numel()
-            p.copy_(torch.randn(p.shape, generator=g) / fan_in ** 0.5)
+            damp = 0.5 if name.startswith("language_model.model.layers.") else 1.0
+            p.copy_(damp * torch.randn(p.shape, generator=g) / fan_in ** 0.5)
 
 
 def make_tiny(family: str, out_dir: str | Path, seed: int = 0, overwrite: bool = False) -> Path:
