@@ -21,11 +21,13 @@ $PIP install --quiet "torch==2.13.0"
 LLAMA_VERSION=0.3.36
 # The CPU flags are read from this machine (GGML_NATIVE would do the same, but a wheel cached by
 # flags is then safe to reuse on any machine with the same instruction sets).
-LLAMA_CMAKE=""
+# OpenMP is off: llama.cpp then uses its own thread pool, and never shares a process with a
+# second OpenMP runtime (PyTorch's), which has crashed prefill in processes that ran both.
+LLAMA_CMAKE="-DGGML_OPENMP=OFF"
 if [[ "$(uname -m)" == "x86_64" ]]; then
   FLAGS=" $(grep -m1 '^flags' /proc/cpuinfo | cut -d: -f2) "
   has() { [[ "$FLAGS" == *" $1 "* ]] && echo ON || echo OFF; }
-  LLAMA_CMAKE="-DGGML_NATIVE=OFF -DGGML_AVX=$(has avx) -DGGML_AVX2=$(has avx2) -DGGML_FMA=$(has fma)"
+  LLAMA_CMAKE+=" -DGGML_NATIVE=OFF -DGGML_AVX=$(has avx) -DGGML_AVX2=$(has avx2) -DGGML_FMA=$(has fma)"
   LLAMA_CMAKE+=" -DGGML_F16C=$(has f16c) -DGGML_AVX512=$(has avx512f) -DGGML_AVX512_VBMI=$(has avx512vbmi)"
   LLAMA_CMAKE+=" -DGGML_AVX512_VNNI=$(has avx512_vnni) -DGGML_AVX512_BF16=$(has avx512_bf16)"
   LLAMA_CMAKE+=" -DGGML_AVX_VNNI=$(has avx_vnni) -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF"

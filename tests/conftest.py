@@ -34,3 +34,20 @@ def reference(tiny_dir):
         return cache[family]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def bundle_dir(tiny_dir, tmp_path_factory):
+    """bundle_dir(family, precision="fp32") -> an exported bundle (made once per run)."""
+    from mivl.export.api import export
+
+    made = {}
+
+    def get(family: str, precision: str = "fp32"):
+        key = (family, precision)
+        if key not in made:
+            out = tmp_path_factory.mktemp("bundle") / f"{family}-{precision}"
+            made[key] = export(tiny_dir(family), out, precision=precision, quiet=True, calib_size=8).path
+        return made[key]
+
+    return get

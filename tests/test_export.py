@@ -1,0 +1,131 @@
+"""mivl-export: artifacts, validation figures, the bundle contract, the CLI."""
+import json
+import os
+import shutil
+
+import numpy as np
+import onnx
+import pytest
+
+from mivl.edge.bundle import open_bundle
+from mivl.edge.errors import BundleError, InputError
+from mivl.export import api
+from mivl.export.cli import main as export_main
+
+FAMILIES = ["qwen2", "internlm2", "phi3"]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_fp32_bundle_meets_the_precision_ladder(bundle_dir, family):
+    b = open_bundle(bundle_dir(family, "fp32"))
+    r = b.report()
+    assert r["passed"]
+    assert r["vision"]["min_cosine"] >= 0.99999                  # per token, against PyTorch fp32
+    assert r["llm"]["greedy_identical"] and r["llm"]["max_rel_logit_error"] <= 1e-3
+    assert r["llm"]["image_prompts"] >= 2                         # the embedding-injection path too
+    m = b.manifest
+    assert m["vision"]["input"] == {"name": "pixel_values", "shape": ["tiles", 3, 448, 448], "dtype": "float32"}
+    assert m["vision"]["output"]["shape"] == ["tiles", 256, 64] and m["llm"]["n_embd"] == 64
+    assert set(m["files"]) == {"vision.onnx", "llm.f32.gguf", "report.json"}
+    assert m["prompt"]["img_context_id"] == m["prompt"]["special_tokens"]["<IMG_CONTEXT>"]
+
+
+def test_fp16_bundle(bundle_dir):
+    r = open_bundle(bundle_dir("qwen2", "fp16")).report()
+    assert r["vision"]["precision"] == "fp16" and r["vision"]["min_cosine"] >= 0.999
+    assert r["llm"]["quant"] == "f16" and r["llm"]["greedy_identical"]
+
+
+def test_int8_bundle_is_qdq_and_close(bundle_dir):
+    b = open_bundle(bundle_dir("internlm2", "int8"))
+    r = b.report()
+    assert r["vision"]["mean_cosine"] >= 0.99          # held-out synthetic scenes, not calibration ones
+    assert r["llm"]["quant"] == "q8_0" and r["llm"]["top1_agreement_decisive"] >= 0.98
+    ops = {n.op_type for n in onnx.load(str(b.file(b.vision["file"]))).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    assert b.file(b.vision["file"]).stat().st_size < 0.8 * os.path.getsize(
+        open_bundle(bundle_dir("internlm2", "fp32")).file("vision.onnx"))
+
+
+def test_int8_calibration_reproducible(tiny_dir, tmp_path):
+    a = api.export(tiny_dir("qwen2"), tmp_path / "a", "int8", calib_size=4, quiet=True)
+    b = api.export(tiny_dir("qwen2"), tmp_path / "b", "int8", calib_size=4, quiet=True)
+    assert a.manifest["files"]["vision.int8.onnx"] == b.manifest["files"]["vision.int8.onnx"]
+
+
+def test_refuses_to_overwrite(bundle_dir):
+    with pytest.raises(InputError, match="already exists"):
+        api.export("unused", bundle_dir("qwen2", "fp32"))
+
+
+def test_interrupted_export_leaves_nothing(tiny_dir, tmp_path, monkeypatch):
+    def boom(*a, **k):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(api, "write_llm", boom)
+    with pytest.raises(KeyboardInterrupt):
+        api.export(tiny_dir("qwen2"), tmp_path / "b", quiet=True)
+    assert list(tmp_path.iterdir()) == []
+
+
+def copy_bundle(src, tmp_path):
+    dst = tmp_path / "copy"
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_tampered_file_detected(bundle_dir, tmp_path):
+    b = copy_bundle(bundle_dir("qwen2", "fp32"), tmp_path)
+    with open(b / "llm.f32.gguf", "r+b") as f:
+        f.seek(-10, 2)
+        f.write(b"\x00" * 10)
+    with pytest.raises(BundleError, match="llm.f32.gguf does not match its sha256"):
+        open_bundle(b)
+
+
+def test_unknown_schema_and_inconsistent_parts(bundle_dir, tmp_path):
+    b = copy_bundle(bundle_dir("qwen2", "fp32"), tmp_path)
+    m = json.loads((b / "manifest.json").read_text())
+    (b / "manifest.json").write_text(json.dumps({**m, "schema_version": 99}))
+    with pytest.raises(BundleError, match="schema_version 99 is not supported"):
+        open_bundle(b)
+    m["llm"]["n_embd"] = 896
+    (b / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(BundleError, match="vision output dim 64 != LLM n_embd 896"):
+        open_bundle(b)
+    (b / "vision.onnx").unlink()
+    with pytest.raises(BundleError, match="vision.onnx is missing"):
+        open_bundle(b)
+    with pytest.raises(BundleError, match="not a mivl bundle"):
+        open_bundle(tmp_path)
+
+
+def test_cli_exports_and_prints_summary(tiny_dir, tmp_path, capsys):
+    rc = export_main([str(tiny_dir("phi3")), "-o", str(tmp_path / "b"), "--fp32", "-q"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "validation passed" in out and "next: mivl ask" in out
+    assert "llm.f32.gguf" in out and "vision.onnx" in out
+    rc = export_main([str(tiny_dir("phi3")), "-o", str(tmp_path / "b"), "--fp32", "-q"])
+    assert rc == 2 and "already exists" in capsys.readouterr().err
+
+
+def test_cli_bad_arguments(tiny_dir, tmp_path, capsys):
+    assert export_main([str(tiny_dir("qwen2")), "-o", str(tmp_path / "x"), "--llm-quant", "q3_z", "-q"]) == 2
+    assert "q3_z" in capsys.readouterr().err
+    assert export_main([str(tmp_path / "nope"), "-o", str(tmp_path / "y"), "-q"]) == 2
+    assert "not found" in capsys.readouterr().err
+
+
+def test_calibration_sources(tmp_path):
+    from mivl.calib.readers import calibration_images
+
+    from PIL import Image
+    for i in range(3):
+        Image.fromarray(np.full((20, 30, 3), i * 50, np.uint8)).save(tmp_path / f"{i}.png")
+    assert len(calibration_images(tmp_path, 2, seed=1)) == 2
+    (tmp_path / "c.jsonl").write_text('{"image": "0.png", "prompt": "x"}\n{"images": ["1.png", "2.png"]}\n')
+    assert len(calibration_images(tmp_path / "c.jsonl", 5)) == 3
+    with pytest.warns(UserWarning, match="synthetic"):
+        imgs = calibration_images(None, 3)
+    assert len(imgs) == 3 and imgs[0].shape == (900, 1600, 3)
+    with pytest.raises(InputError, match="expected a folder"):
+        calibration_images(tmp_path / "nope.txt", 2)

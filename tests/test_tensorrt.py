@@ -1,0 +1,35 @@
+"""TensorRT: what needs no GPU is tested here; the engine build itself needs TensorRT and a GPU."""
+import pytest
+
+from mivl.runtimes.tensorrt_engine import TensorRTUnavailable, build_engine, engine_key, profile_shapes
+
+
+def test_profile_covers_one_to_max_tiles():
+    p = profile_shapes(13)
+    assert p["min"] == (1, 3, 448, 448) and p["opt"] == (13, 3, 448, 448) and p["max"] == (13, 3, 448, 448)
+    assert profile_shapes(40)["opt"][0] == 13 and profile_shapes(4)["opt"][0] == 4
+    with pytest.raises(ValueError):
+        profile_shapes(0)
+
+
+def test_engine_key_changes_with_what_the_engine_is_bound_to():
+    base = ("abc", "Orin", "8.7", "10.3.0", True)
+    keys = {engine_key(*base), engine_key("abd", *base[1:]), engine_key("abc", "H100", "9.0", "10.3.0", True),
+            engine_key("abc", "Orin", "8.7", "10.4.0", True), engine_key("abc", "Orin", "8.7", "10.3.0", False)}
+    assert len(keys) == 5 and engine_key(*base) == engine_key(*base)
+
+
+def test_build_engine_says_clearly_when_tensorrt_is_missing(bundle_dir):
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        with pytest.raises(TensorRTUnavailable, match="TensorRT is not installed"):
+            build_engine(bundle_dir("qwen2", "fp32"))
+    else:
+        pytest.skip("TensorRT is installed here; the GPU build test covers it")
+
+
+def test_engine_build_on_gpu(bundle_dir):
+    pytest.importorskip("tensorrt", reason="needs TensorRT and a CUDA GPU")
+    path = build_engine(bundle_dir("qwen2", "fp32"))
+    assert path.is_file() and path.stat().st_size > 0
