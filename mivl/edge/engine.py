@@ -63,25 +63,18 @@ def split_runs(ids: list[int], img_id: int) -> list[tuple[str, object]]:
 
 
 class Utf8Stream:
-    """Turns token byte pieces into text, holding back an incomplete UTF-8 sequence."""
+    """Token byte pieces -> text, holding back an incomplete UTF-8 sequence, replacing invalid bytes."""
 
     def __init__(self):
-        self.buf = b""
+        import codecs
+
+        self.dec = codecs.getincrementaldecoder("utf-8")(errors="replace")
 
     def push(self, piece: bytes) -> str:
-        self.buf += piece
-        for cut in range(len(self.buf), max(len(self.buf) - 4, -1), -1):
-            try:
-                text = self.buf[:cut].decode("utf-8")
-            except UnicodeDecodeError:
-                continue
-            self.buf = self.buf[cut:]
-            return text
-        return ""
+        return self.dec.decode(piece)
 
     def flush(self) -> str:
-        text, self.buf = self.buf.decode("utf-8", "replace"), b""
-        return text
+        return self.dec.decode(b"", final=True)
 
 
 class Engine:
@@ -245,10 +238,9 @@ class Generation:
                 return self._finish(t0)
             self.tokens.append(tok)
             delta = self.utf8.push(llm.piece(tok))
-            self.text += delta
+            self.text += delta  # _finish appends the flushed tail itself
             if len(self.tokens) >= self.req.max_new_tokens or llm.n_past + 1 > llm.n_ctx:
-                self._finish(t0)
-                return delta
+                return delta + self._finish(t0)
             llm.eval_tokens([tok])
             self.timings.decode_s += time.perf_counter() - t0
             self.timings.new_tokens = len(self.tokens)
