@@ -9,7 +9,8 @@ OUT=out
 CKPT="$OUT/default-checkpoint"
 # The embedded default: a tiny model generated here until a trained default ships in mivl/assets.
 [[ -d "$CKPT" ]] || .venv/bin/mivl-export make-tiny --llm qwen2 -o "$CKPT" --seed 0
-.venv/bin/mivl-export "$CKPT" -o "$OUT/default-bundle" --int8 --force
+rm -rf "$OUT/default-bundle"
+.venv/bin/mivl-export "$CKPT" -o "$OUT/default-bundle" --int8
 S=examples/sample_scene
 .venv/bin/mivl ask "$OUT/default-bundle" --max-new-tokens 24 \
   --cam CAM_FRONT_LEFT=$S/CAM_FRONT_LEFT.jpg --cam CAM_FRONT=$S/CAM_FRONT.jpg \
