@@ -54,6 +54,56 @@ def resample_coeffs(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray
     return index[:, :keep].copy(), fixed[:, :keep].copy()
 
 
+BLOCK = 16          # output rows per banded block of the matrix form
+
+
+@lru_cache(maxsize=64)
+def banded_blocks(in_size: int, out_size: int) -> list[tuple[int, int, int, int, np.ndarray]]:
+    """The resampling matrix cut into row blocks: (r0, r1, c0, c1, float64 fixed-point weights).
+
+    Pixel (< 2^8) times weight (< 2^23) summed over the window stays far below 2^53, so a
+    double-precision matrix product gives the exact integer sums of PIL's fixed-point arithmetic.
+    """
+    index, weight = resample_coeffs(in_size, out_size)
+    blocks = []
+    for r0 in range(0, out_size, BLOCK):
+        r1 = min(out_size, r0 + BLOCK)
+        idx, w = index[r0:r1], weight[r0:r1]
+        c0, c1 = int(idx[w != 0].min()), int(idx[w != 0].max()) + 1
+        dense = np.zeros((r1 - r0, c1 - c0), np.float64)
+        rows = np.repeat(np.arange(r1 - r0), idx.shape[1])
+        np.add.at(dense, (rows, (idx - c0).ravel().clip(0, c1 - c0 - 1)), w.ravel())
+        blocks.append((r0, r1, c0, c1, dense))
+    return blocks
+
+
+def _pass_rows(x: np.ndarray, out_size: int) -> np.ndarray:
+    """Resample axis 0 of a 2-D uint8 array (in, N) -> (out, N) uint8, exactly as PIL."""
+    xf = x.astype(np.float64)
+    out = np.empty((out_size, x.shape[1]), np.uint8)
+    scale = 1.0 / (1 << PRECISION_BITS)
+    for r0, r1, c0, c1, w in banded_blocks(x.shape[0], out_size):
+        acc = w @ xf[c0:c1]                  # exact integer sums
+        acc += _HALF
+        acc *= scale                         # a power of two: exact
+        np.clip(acc, 0.0, 255.0, out=acc)    # PIL's clip8; then truncation == floor (acc >= 0)
+        out[r0:r1] = acc
+    return out
+
+
+def resize_stack(images: np.ndarray, width: int, height: int) -> np.ndarray:
+    """(n, H, W, C) uint8 -> (n, height, width, C), PIL's BICUBIC, as banded matrix products."""
+    n, h, w, c = images.shape
+    x = images
+    if width != w:   # horizontal pass: columns become rows of the matrix form
+        t = np.ascontiguousarray(x.transpose(2, 0, 1, 3)).reshape(w, n * h * c)
+        x = _pass_rows(t, width).reshape(width, n, h, c).transpose(1, 2, 0, 3)
+    if height != h:  # vertical pass
+        t = np.ascontiguousarray(x.transpose(1, 0, 2, 3)).reshape(h, n * width * c)
+        x = _pass_rows(t, height).reshape(height, n, width, c).transpose(1, 0, 2, 3)
+    return np.ascontiguousarray(x)
+
+
 def _clip8(acc: np.ndarray) -> np.ndarray:
     return np.clip(acc >> PRECISION_BITS, 0, 255).astype(np.uint8)
 
@@ -82,31 +132,15 @@ def resize_bicubic(img: np.ndarray, width: int, height: int) -> np.ndarray:
     h, w = img.shape[:2]
     if (w, h) == (width, height):
         return img.copy()
-    out = img
-    if width != w:
-        out = _pass(out, width, axis=1)
-    if height != h:
-        out = _pass(out, height, axis=0)
-    return out
+    if img.ndim == 2:
+        return resize_stack(img[None, :, :, None], width, height)[0, :, :, 0]
+    return resize_stack(img[None], width, height)[0]
 
 
 def resize_many(images: list[np.ndarray], width: int, height: int) -> list[np.ndarray]:
-    """Resize several HWC uint8 images of one size in a single vectorised pass each way.
-
-    Rows are independent in the horizontal pass and columns in the vertical one, so the images
-    are stacked along height for the first pass and along width for the second.
-    """
+    """Resize several HWC uint8 images of one size together (one matrix product per block)."""
     if not images:
         return []
-    h, w = images[0].shape[:2]
-    if any(im.shape != images[0].shape for im in images):
+    if any(im.shape != images[0].shape for im in images) or images[0].ndim != 3:
         return [resize_bicubic(im, width, height) for im in images]
-    n = len(images)
-    out = np.concatenate(images, axis=0)  # (n*h, w, C)
-    if width != w:
-        out = _pass(out, width, axis=1)
-    if height != h:
-        cols = np.concatenate(np.split(out, n, axis=0), axis=1)  # (h, n*width, C)
-        out = _pass(cols, height, axis=0)
-        return np.split(out, n, axis=1)
-    return [x.copy() for x in np.split(out, n, axis=0)]
+    return list(resize_stack(np.stack(images), width, height))

@@ -59,7 +59,7 @@ def validation_tiles(ref: Reference, n_images: int, seed: int) -> tuple[np.ndarr
     from ..calib.synthetic import scene_images
 
     images = scene_images(n_images, seed=seed + 100_000, width=800, height=450)
-    tiles = ref.tiles(images=images[:1]).pixels
+    tiles = ref.tiles(images=images[:1], max_tiles=4).pixels  # a tiled image with its thumbnail
     extra = [ref.tiles(images=[im], max_tiles=1).pixels for im in images[1:]]
     return np.concatenate([tiles, *extra]), images
 

@@ -28,11 +28,23 @@ TINY_VISION = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, n
                    qk_normalization=False, norm_type="layer_norm", architectures=["InternVisionModel"])
 
 
-def tiny_llm_config(family: str, vocab_size: int, seed: int) -> dict:
+# Real-size architectures (random weights): compute cost is real, answers are not.
+VISION_300M = dict(TINY_VISION, hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
+                   num_attention_heads=16)
+REAL_LLM = {
+    "1B": dict(family="qwen2", hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
+               num_attention_heads=14, num_key_value_heads=2, vocab_size=151655),
+    "2B": dict(family="internlm2", hidden_size=2048, intermediate_size=8192, num_hidden_layers=24,
+               num_attention_heads=16, num_key_value_heads=8, vocab_size=92553),
+}
+
+
+def tiny_llm_config(family: str, vocab_size: int, seed: int, dims: dict | None = None) -> dict:
     cfg = dict(architectures=[ARCH[family]], hidden_size=64, intermediate_size=160, num_hidden_layers=2,
                num_attention_heads=4, num_key_value_heads=2, vocab_size=vocab_size,
                rms_norm_eps=1e-6, rope_theta=1000000.0, max_position_embeddings=32768,
                tie_word_embeddings=False, torch_dtype="bfloat16")
+    cfg.update(dims or {})
     if family == "qwen2":
         cfg.update(model_type="qwen2", use_sliding_window=False)
     elif family == "internlm2":
@@ -40,7 +52,7 @@ def tiny_llm_config(family: str, vocab_size: int, seed: int) -> dict:
     else:  # Phi-3 mini: no GQA, LongRoPE
         g = torch.Generator().manual_seed(seed + 7)
         half = cfg["hidden_size"] // cfg["num_attention_heads"] // 2
-        cfg.update(model_type="phi3", num_key_value_heads=4, rope_theta=10000.0, rms_norm_eps=1e-5,
+        cfg.update(model_type="phi3", num_key_value_heads=cfg["num_attention_heads"], rope_theta=10000.0, rms_norm_eps=1e-5,
                    max_position_embeddings=131072, original_max_position_embeddings=4096,
                    rope_scaling={"type": "longrope",
                                  "short_factor": (1 + torch.rand(half, generator=g)).tolist(),
@@ -48,13 +60,15 @@ def tiny_llm_config(family: str, vocab_size: int, seed: int) -> dict:
     return cfg
 
 
-def tiny_config(family: str, vocab_size: int, seed: int) -> dict:
+def tiny_config(family: str, vocab_size: int, seed: int, vision: dict | None = None,
+                llm_dims: dict | None = None) -> dict:
     return {
         "architectures": ["InternVLChatModel"], "model_type": "internvl_chat",
         "template": DEFAULT_TEMPLATE[family], "downsample_ratio": 0.5, "ps_version": "v2",
         "select_layer": -1, "force_image_size": 448, "dynamic_image_size": True,
         "use_thumbnail": True, "min_dynamic_patch": 1, "max_dynamic_patch": 12,
-        "vision_config": TINY_VISION, "llm_config": tiny_llm_config(family, vocab_size, seed),
+        "vision_config": vision or TINY_VISION,
+        "llm_config": tiny_llm_config(family, vocab_size, seed, llm_dims),
         "torch_dtype": "bfloat16",
     }
 
@@ -79,7 +93,17 @@ def randomise(model: InternVLChat, seed: int) -> None:
             p.copy_(damp * torch.randn(p.shape, generator=g) / fan_in ** 0.5)
 
 
-def make_tiny(family: str, out_dir: str | Path, seed: int = 0, overwrite: bool = False) -> Path:
+def make_real_size(size: str, out_dir: str | Path, seed: int = 0, overwrite: bool = False) -> Path:
+    """A random checkpoint with the real 1B or 2B architecture (for benchmarks)."""
+    if size not in REAL_LLM:
+        raise InputError(f"size must be one of {', '.join(REAL_LLM)}, got {size!r}")
+    dims = dict(REAL_LLM[size])
+    family = dims.pop("family")
+    return make_tiny(family, out_dir, seed, overwrite, vision=VISION_300M, llm_dims=dims)
+
+
+def make_tiny(family: str, out_dir: str | Path, seed: int = 0, overwrite: bool = False,
+              vision: dict | None = None, llm_dims: dict | None = None) -> Path:
     """Write a tiny random checkpoint of `family` to out_dir (atomically)."""
     if family not in FAMILIES:
         raise InputError(f"unknown LLM family {family!r}; choose one of {', '.join(FAMILIES)}")
@@ -93,8 +117,8 @@ def make_tiny(family: str, out_dir: str | Path, seed: int = 0, overwrite: bool =
             write_bpe_tokenizer(tmp, seed)
         else:
             write_spm_tokenizer(tmp, family, seed)
-        vocab = load_tokenizer(tmp).vocab_size
-        cfg = tiny_config(family, vocab, seed)
+        vocab = max(load_tokenizer(tmp).vocab_size, (llm_dims or {}).get("vocab_size", 0))
+        cfg = tiny_config(family, vocab, seed, vision, llm_dims)
         (tmp / "config.json").write_text(json.dumps(cfg, indent=2))
         model = InternVLChat(parse_config(cfg))
         randomise(model, seed)

@@ -1,0 +1,169 @@
+"""Real-size benchmarks (random weights: compute cost is real, answers are not).
+
+  vision   1B vision encoder: export time / peak memory per precision, and CPU latency per tile of
+           ONNX Runtime fp32 / fp16 / INT8 against PyTorch eager, in the same run
+  llm      1B and 2B LLMs to GGUF: time, peak memory, file size per quant type
+  runtime  decode tokens/s of the mivl runtime against raw llama-cpp-python on the same GGUF, and
+           time to first token for one image and for six cameras (1B, INT8 vision + q8_0)
+
+Usage: .venv/bin/python benchmarks/bench_models.py [vision] [llm] [runtime] [--work DIR]
+Each step runs in its own process, so peak memory (ru_maxrss) is the step's own.
+"""
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+PY = sys.executable
+
+
+def child(code: str) -> dict:
+    """Run code in a fresh process; it prints one JSON line; peak RSS is added."""
+    wrapped = code + "\nimport resource, json as _j\nprint('RESULT', _j.dumps({**RESULT, 'peak_gib': " \
+        "resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}))"
+    r = subprocess.run([PY, "-c", wrapped], capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(r.stderr[-3000:])
+    line = [x for x in r.stdout.splitlines() if x.startswith("RESULT ")][-1]
+    return json.loads(line[7:])
+
+
+def ensure_checkpoint(work: Path, size: str) -> Path:
+    path = work / f"real-{size}"
+    if not path.exists():
+        t = time.time()
+        child(f"from mivl.export.tiny import make_real_size\nmake_real_size({size!r}, {str(path)!r})\nRESULT={{}}")
+        print(f"made random {size} checkpoint in {time.time() - t:.0f} s", file=sys.stderr)
+    return path
+
+
+def bench_vision(work: Path) -> list[str]:
+    ckpt = ensure_checkpoint(work, "1B")
+    rows = []
+    for prec in ("fp32", "fp16", "int8"):
+        out = work / f"vision-{prec}"
+        res = child(f"""
+import time, shutil
+from pathlib import Path
+from mivl.export.api import export
+out = Path({str(out)!r}); shutil.rmtree(out, ignore_errors=True)
+t = time.time()
+r = export({str(ckpt)!r}, out, precision={prec!r}, calib_size=4, llm_quant='f16', quiet=True)
+RESULT = dict(seconds=time.time() - t, vision=r.report['vision'], size=r.sizes[r.manifest['vision']['file']],
+              file=r.manifest['vision']['file'])
+""")
+        rows.append((prec, res))
+        print(f"export {prec}: {res['seconds']:.0f} s, peak {res['peak_gib']:.1f} GiB", file=sys.stderr)
+    lat = child(f"""
+import time, numpy as np, torch, onnxruntime as ort
+from mivl.export.checkpoint import load_checkpoint
+torch.set_num_threads({os.cpu_count()})
+ck = load_checkpoint({str(ckpt)!r})
+x = np.random.default_rng(0).standard_normal((1, 3, 448, 448)).astype(np.float32)
+def best(f, n=3):
+    f(); b = 1e9
+    for _ in range(n):
+        t = time.perf_counter(); f(); b = min(b, time.perf_counter() - t)
+    return b
+RESULT = {{'torch_eager_fp32': best(lambda: ck.model.extract_feature(torch.from_numpy(x)))}}
+for prec, name in {[(p, r['file']) for p, r in rows]!r}:
+    s = ort.InferenceSession({str(work)!r} + '/vision-' + prec + '/' + name, providers=['CPUExecutionProvider'])
+    RESULT['ort_' + prec] = best(lambda: s.run(None, {{'pixel_values': x}}))
+""")
+    out = ["| vision artifact (1B, InternViT-300M + projector) | export s | export peak GiB | file MiB | "
+           "cosine vs PyTorch (min / mean) | CPU s per tile | vs PyTorch eager |", "|---|---|---|---|---|---|---|"]
+    base = lat["torch_eager_fp32"]
+    out.append(f"| PyTorch eager fp32 (baseline) | | | | | {base:.2f} | 1.00x |")
+    for prec, r in rows:
+        t = lat[f"ort_{prec}"]
+        v = r["vision"]
+        out.append(f"| ONNX {prec} | {r['seconds']:.0f} | {r['peak_gib']:.1f} | {r['size'] / 2**20:.0f} | "
+                   f"{v['min_cosine']:.5f} / {v['mean_cosine']:.5f} | {t:.2f} | {base / t:.2f}x |")
+    return out
+
+
+def bench_llm(work: Path) -> list[str]:
+    out = ["| LLM | GGUF type | convert s | peak GiB | file MiB |", "|---|---|---|---|---|"]
+    for size in ("1B", "2B"):
+        ckpt = ensure_checkpoint(work, size)
+        for quant in ("f16", "q8_0", "q4_k_m"):
+            res = child(f"""
+import time, tempfile
+from pathlib import Path
+from mivl.export.reference import Reference
+from mivl.export.llm_export import write_llm
+t = time.time()
+ref = Reference({str(ckpt)!r})
+p = Path({str(work)!r}) / 'llm-{size}.{quant}.gguf'
+write_llm(ref, p, {quant!r}, 4096, Path(tempfile.mkdtemp(dir={str(work)!r})))
+RESULT = dict(seconds=time.time() - t, size=p.stat().st_size)
+""")
+            out.append(f"| {size} | {quant} | {res['seconds']:.0f} | {res['peak_gib']:.1f} | {res['size'] / 2**20:.0f} |")
+            print(out[-1], file=sys.stderr)
+    return out
+
+
+def bench_runtime(work: Path) -> list[str]:
+    ckpt = ensure_checkpoint(work, "1B")
+    bundle = work / "bundle-1B-int8"
+    if not bundle.exists():
+        child(f"from mivl.export.api import export\nexport({str(ckpt)!r}, {str(bundle)!r}, precision='int8', "
+              f"calib_size=4, quiet=True)\nRESULT={{}}")
+    res = child(f"""
+import time, numpy as np, llama_cpp
+from mivl.edge.session import Session
+from mivl.edge.request import Request
+from mivl.calib.synthetic import draw_scene
+N = 64
+gguf = {str(bundle)!r} + '/llm.q8_0.gguf'
+raw = llama_cpp.Llama(gguf, n_ctx=4096, n_threads={os.cpu_count()}, verbose=False, use_mmap=True)
+toks = raw.tokenize(b'Hello, describe a road scene.', add_bos=False, special=True)
+raw.eval(toks)
+t = time.perf_counter()
+for _ in range(N):
+    tok = raw.sample(temp=0.0)
+    raw.eval([tok])
+raw_tps = N / (time.perf_counter() - t)
+del raw
+s = Session({str(bundle)!r}, device='cpu', threads={os.cpu_count()})
+a = s.ask('Hello, describe a road scene.', max_new_tokens=N)
+scene = draw_scene(1)
+one = s.ask('What is ahead?', images=[scene.cameras['CAM_FRONT']], max_new_tokens=4)
+six = s.ask('What is ahead?', cameras=scene.cameras, max_new_tokens=4)
+RESULT = dict(raw_tps=raw_tps, ours_tps=a.timings.decode_tokens_per_s, one=one.timings.to_dict(), six=six.timings.to_dict(),
+              backends=s.backends)
+""")
+    o, x = res["one"], res["six"]
+    return [
+        f"| decode, 1B q8_0 GGUF | tokens/s |", "|---|---|",
+        f"| raw llama-cpp-python (baseline) | {res['raw_tps']:.1f} |",
+        f"| mivl runtime | {res['ours_tps']:.1f} ({res['ours_tps'] / res['raw_tps']:.2f}x) |", "",
+        "| time to first token, 1B INT8 vision + q8_0 | tiles | prompt tokens | preprocess s | vision s | prefill s | TTFT s |",
+        "|---|---|---|---|---|---|---|",
+        f"| one 1600x900 image | {(o['prompt_tokens'] - 40) // 256} | {o['prompt_tokens']} | {o['preprocess_s']:.2f} | "
+        f"{o['vision_s']:.1f} | {o['prefill_s']:.1f} | {o['time_to_first_token_s']:.1f} |",
+        f"| six 1600x900 cameras | 13 | {x['prompt_tokens']} | {x['preprocess_s']:.2f} | {x['vision_s']:.1f} | "
+        f"{x['prefill_s']:.1f} | {x['time_to_first_token_s']:.1f} |",
+    ]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("sections", nargs="*", default=["vision", "llm", "runtime"])
+    ap.add_argument("--work", default="out/bench")
+    a = ap.parse_args()
+    work = Path(a.work)
+    work.mkdir(parents=True, exist_ok=True)
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}")
+    for name in a.sections:
+        print(f"\n### {name}\n")
+        print("\n".join({"vision": bench_vision, "llm": bench_llm, "runtime": bench_runtime}[name](work)), flush=True)
+
+
+if __name__ == "__main__":
+    main()
