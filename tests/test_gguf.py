@@ -47,7 +47,7 @@ def test_gguf_runs_in_plain_llama_cpp_with_its_chat_template(bundle_dir):
         import llama_cpp
         llm = llama_cpp.Llama({gguf!r}, n_ctx=512, verbose=False)
         out = llm.create_chat_completion(messages=[{{"role": "user", "content": "Hello!"}}], max_tokens=8)
-        print(repr(out["choices"][0]["message"]["content"]), llm.metadata.get("tokenizer.chat_template", "")[:40])
+        print(repr(out["choices"][0]["message"]["content"]), llm.metadata.get("tokenizer.chat_template", "")[:60])
     """)
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
