@@ -84,14 +84,9 @@ _LUTS: dict = {}
 
 def normalise(tiles: np.ndarray, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> np.ndarray:
     """(N, S, S, 3) uint8 -> (N, 3, S, S) float32, ImageNet-normalised."""
-    key = (tuple(mean), tuple(std))
-    lut = _LUTS.get(key)
-    if lut is None:
-        lut = _LUTS[key] = _normalise_lut(mean, std)
     n, h, w, _ = tiles.shape
     out = np.empty((n, 3, h, w), dtype=np.float32)
-    for c in range(3):
-        np.take(lut[c], tiles[..., c], out=out[:, c])
+    normalise_into(tiles, out, mean, std)
     return out
 
 
@@ -108,6 +103,46 @@ def tiles_of(rgb: np.ndarray, cfg: PreprocessConfig, max_tiles: int | None = Non
     return cut_tiles(rgb, grid), grid
 
 
+def write_tiles(rgb: np.ndarray, grid: TileGrid, out: np.ndarray, cfg: PreprocessConfig) -> None:
+    """Normalised tiles of one image straight into out (n_tiles, 3, S, S), no uint8 tile copies.
+
+    The thumbnail is resized on a second thread while the grid tiles are normalised.
+    """
+    s = grid.tile_size
+    thumb = None
+    if grid.thumbnail:
+        from concurrent.futures import ThreadPoolExecutor
+
+        pool = ThreadPoolExecutor(max_workers=1)
+        thumb = pool.submit(resize_bicubic, rgb, s, s)
+    canvas = resize_bicubic(rgb, *grid.canvas_size)
+    view = canvas.reshape(grid.rows, s, grid.cols, s, 3).transpose(0, 2, 1, 3, 4).reshape(
+        grid.n_grid, s, s, 3) if grid.n_grid > 1 else canvas[None]
+    normalise_into(view, out[:grid.n_grid], cfg.mean, cfg.std)
+    if thumb is not None:
+        normalise_into(thumb.result()[None], out[grid.n_grid:grid.n_grid + 1], cfg.mean, cfg.std)
+        pool.shutdown()
+
+
+def normalise_into(tiles: np.ndarray, out: np.ndarray, mean, std) -> None:
+    key = (tuple(mean), tuple(std))
+    lut = _LUTS.get(key)
+    if lut is None:
+        lut = _LUTS[key] = _normalise_lut(mean, std)
+    for c in range(3):
+        np.take(lut[c], tiles[..., c], out=out[:, c])
+
+
+def _batch(rgbs: list[np.ndarray], grids: list[TileGrid], cfg: PreprocessConfig) -> TileBatch:
+    s = cfg.image_size
+    pixels = np.empty((sum(g.n_tiles for g in grids), 3, s, s), np.float32)
+    k = 0
+    for rgb, grid in zip(rgbs, grids):
+        write_tiles(rgb, grid, pixels[k:k + grid.n_tiles], cfg)
+        k += grid.n_tiles
+    return TileBatch(pixels, list(grids), [(r.shape[1], r.shape[0]) for r in rgbs])
+
+
 def preprocess_image(image: ImageInput, cfg: PreprocessConfig = PreprocessConfig(), *,
                      max_tiles: int | None = None, channels: str = "RGB") -> TileBatch:
     """One image -> its tile batch (InternVL's load_image)."""
@@ -120,15 +155,8 @@ def preprocess_images(images: list, cfg: PreprocessConfig = PreprocessConfig(), 
     if not images:
         raise InputError("no images given; pass at least one")
     budget = tiles_per_image(cfg.max_tiles if max_tiles is None else max_tiles, len(images))
-    parts, grids, sizes = [], [], []
-    for image in images:
-        rgb = load_rgb(image, channels=channels)
-        tiles, grid = tiles_of(rgb, cfg, budget)
-        parts.append(tiles)
-        grids.append(grid)
-        sizes.append((rgb.shape[1], rgb.shape[0]))
-    pixels = normalise(np.concatenate(parts, axis=0), cfg.mean, cfg.std)
-    return TileBatch(pixels, grids, sizes)
+    rgbs = [load_rgb(image, channels=channels) for image in images]
+    return _batch(rgbs, [grid_for(rgb, cfg, budget) for rgb in rgbs], cfg)
 
 
 def preprocess_frames(frames: list, cfg: PreprocessConfig = PreprocessConfig(), *,
@@ -136,12 +164,5 @@ def preprocess_frames(frames: list, cfg: PreprocessConfig = PreprocessConfig(), 
     """Video frames: one 448x448 tile each (max_num=1, no thumbnail)."""
     if not frames:
         raise InputError("no video frames given")
-    one = PreprocessConfig(**{**cfg.__dict__, "min_tiles": 1, "max_tiles": 1, "use_thumbnail": False})
-    parts, grids, sizes = [], [], []
-    for frame in frames:
-        rgb = load_rgb(frame, channels=channels)
-        tiles, grid = tiles_of(rgb, one, 1)
-        parts.append(tiles)
-        grids.append(grid)
-        sizes.append((rgb.shape[1], rgb.shape[0]))
-    return TileBatch(normalise(np.concatenate(parts, axis=0), cfg.mean, cfg.std), grids, sizes)
+    rgbs = [load_rgb(frame, channels=channels) for frame in frames]
+    return _batch(rgbs, [TileGrid(1, 1, thumbnail=False, tile_size=cfg.image_size)] * len(rgbs), cfg)
