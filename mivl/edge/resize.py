@@ -31,6 +31,26 @@ def cubic(x: np.ndarray, a: float = -0.5) -> np.ndarray:
 
 
 @lru_cache(maxsize=64)
+def pil_windows(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """PIL's per-output window: (xmin [out], taps [out], fixed-point weights [out, ksize] int32)."""
+    scale = in_size / out_size
+    filterscale = max(scale, 1.0)
+    support = 2.0 * filterscale
+    ksize = int(np.ceil(support)) * 2 + 1
+    center = (np.arange(out_size) + 0.5) * scale
+    xmin = np.maximum(np.trunc(center - support + 0.5).astype(np.int64), 0)
+    xmax = np.minimum(np.trunc(center + support + 0.5).astype(np.int64), in_size) - xmin
+    taps = np.arange(ksize)
+    w = cubic((xmin[:, None] + taps[None, :] - center[:, None] + 0.5) / filterscale)
+    w = np.where(taps[None, :] < xmax[:, None], w, 0.0)
+    total = w.sum(axis=1, keepdims=True)
+    w = np.divide(w, total, out=w, where=total != 0.0)
+    fixed = np.where(w < 0, np.trunc(-0.5 + w * (1 << PRECISION_BITS)),
+                     np.trunc(0.5 + w * (1 << PRECISION_BITS))).astype(np.int32)
+    return xmin.astype(np.int32), xmax.astype(np.int32), fixed
+
+
+@lru_cache(maxsize=64)
 def resample_coeffs(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray]:
     """(index [out, ksize], weight [out, ksize] int32) of each output pixel, PIL's way.
 
