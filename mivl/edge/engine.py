@@ -87,8 +87,45 @@ class Engine:
         self.lock = threading.Lock()
         self.kv_ids: list[int] = []          # token ids whose KV is in the cache (text prefix only)
         self.closed = False
+        self.gpu_pre = None                  # fused CUDA preprocessing, when a GPU runs the vision
+
+    def enable_gpu_preprocessing(self) -> str:
+        """Use the fused CUDA kernels for single images and six cameras; returns what was chosen."""
+        try:
+            from ..runtimes.kernels import gpu_backend
+            from ..runtimes.kernels.preprocessor import Preprocessor
+
+            self.gpu_pre = Preprocessor(gpu_backend(), self.pre)
+            return "cuda kernels"
+        except MivlError as e:
+            return f"numpy (cuda kernels unavailable: {e})"
 
     # ---- inputs -----------------------------------------------------------------------------
+    def gpu_tiles(self, req: Request):
+        """The fused-kernel path: (device tiles, grid, sizes) or None when it does not apply."""
+        from .image_io import load_rgb
+        from .tiling import tiles_per_image
+
+        if self.gpu_pre is None or req.video is not None:
+            return None
+        bgr = req.channels == "BGR"
+        if req.cameras is not None:
+            from .multiview import check_cameras
+
+            check_cameras(req.cameras)
+            frames = {k: load_rgb(v, channels="RGB") for k, v in req.cameras.items()}
+            if len({f.shape for f in frames.values()}) != 1:
+                return None
+            tiles, grid = self.gpu_pre.cameras(frames, max_tiles=req.max_tiles)
+            return tiles, [grid], {k: (v.shape[1], v.shape[0]) for k, v in frames.items()}
+        if len(req.images) == 1:
+            rgb = load_rgb(req.images[0], channels="RGB")
+            budget = tiles_per_image(req.max_tiles or self.pre.max_tiles, 1)
+            tiles, grid = self.gpu_pre.image(rgb, bgr=False, max_tiles=budget)
+            return tiles, [grid], {"image": (rgb.shape[1], rgb.shape[0])}
+        del bgr
+        return None
+
     def tiles(self, req: Request) -> tuple[TileBatch | None, dict]:
         sizes: dict = {}
         if req.cameras is not None:
@@ -160,12 +197,24 @@ class Engine:
         req.validate()
         t = Timings()
         t0 = time.perf_counter()
-        tiles, cam_sizes = self.tiles(req)
+        device_tiles = self.gpu_tiles(req)
+        if device_tiles is not None:
+            dev, grids, sizes = device_tiles
+            tiles = TileBatch(np.empty((0, 3, 1, 1), np.float32), grids,
+                              [sizes["image"]] if "image" in sizes else [(2688, 896)])
+            cam_sizes = {} if "image" in sizes else sizes
+        else:
+            tiles, cam_sizes = self.tiles(req)
         ids = self.prompt_ids(req, tiles)
         self.check_fits(ids, req, tiles)
         t.preprocess_s = time.perf_counter() - t0
         feats = None
-        if tiles is not None:
+        if device_tiles is not None:
+            t1 = time.perf_counter()
+            feats = self.vision.run_device(device_tiles[0])
+            feats = feats.reshape(-1, feats.shape[-1])
+            t.vision_s = time.perf_counter() - t1
+        elif tiles is not None:
             t1 = time.perf_counter()
             feats = self.vision(tiles.pixels)
             feats = feats.reshape(-1, feats.shape[-1])

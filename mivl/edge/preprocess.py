@@ -54,7 +54,7 @@ class TileBatch:
 
     @property
     def n_tiles(self) -> int:
-        return int(self.pixels.shape[0])
+        return sum(g.n_tiles for g in self.grids) if self.grids else int(self.pixels.shape[0])
 
 
 def cut_tiles(rgb: np.ndarray, grid: TileGrid) -> np.ndarray:

@@ -57,23 +57,8 @@ def resample_coeffs(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray
     Indices beyond a pixel's window point at a valid pixel and carry weight 0, so a gather
     over the full kernel width is safe.
     """
-    scale = in_size / out_size
-    filterscale = max(scale, 1.0)
-    support = 2.0 * filterscale
-    ksize = int(np.ceil(support)) * 2 + 1
-    center = (np.arange(out_size) + 0.5) * scale
-    # C's (int) cast truncates toward zero; the clamp at 0 makes that equal to floor here.
-    xmin = np.maximum(np.trunc(center - support + 0.5).astype(np.int64), 0)
-    xmax = np.minimum(np.trunc(center + support + 0.5).astype(np.int64), in_size) - xmin
-    taps = np.arange(ksize)
-    pos = xmin[:, None] + taps[None, :]
-    w = cubic((pos - center[:, None] + 0.5) / filterscale)
-    w = np.where(taps[None, :] < xmax[:, None], w, 0.0)
-    total = w.sum(axis=1, keepdims=True)
-    w = np.divide(w, total, out=w, where=total != 0.0)
-    fixed = np.where(w < 0, np.trunc(-0.5 + w * (1 << PRECISION_BITS)),
-                     np.trunc(0.5 + w * (1 << PRECISION_BITS))).astype(np.int32)
-    index = np.minimum(pos, in_size - 1)
+    xmin, _, fixed = pil_windows(in_size, out_size)
+    index = np.minimum(xmin[:, None].astype(np.int64) + np.arange(fixed.shape[1])[None, :], in_size - 1)
     # Trim taps that are zero for every output pixel (the kernel is sized for the worst case).
     used = np.flatnonzero(np.any(fixed != 0, axis=0))
     keep = used[-1] + 1 if used.size else 1

@@ -51,7 +51,10 @@ def open_engine(bundle, device: str = "auto", threads: int | None = None, n_ctx:
         vision.close()
         raise MivlError(f"the GGUF has n_embd {llm.n_embd} but the manifest says {b.llm['n_embd']}")
     engine = Engine(b, vision, llm)
-    engine.backends = {"vision": vision.backend, "llm": "llama.cpp" + (" (GPU)" if gpu_layers else " (CPU)")}
+    engine.backends = {"vision": vision.backend, "llm": "llama.cpp" + (" (GPU)" if gpu_layers else " (CPU)"),
+                       "preprocess": "numpy (PIL-exact)"}
+    if device != "cpu" and vision.on_gpu:
+        engine.backends["preprocess"] = engine.enable_gpu_preprocessing()
     return engine
 
 

@@ -7,13 +7,12 @@ and a real tokenizer trained on the fly. The vision side keeps the real 448px / 
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 
 from ..edge.errors import InputError
+from .bundle_writer import staging
 from .checkpoint import save_weights
 from .model.config import DEFAULT_TEMPLATE, parse_config
 from .model.internvl import InternVLChat
@@ -108,11 +107,7 @@ def make_tiny(family: str, out_dir: str | Path, seed: int = 0, overwrite: bool =
     if family not in FAMILIES:
         raise InputError(f"unknown LLM family {family!r}; choose one of {', '.join(FAMILIES)}")
     out = Path(out_dir)
-    if out.exists() and not overwrite:
-        raise InputError(f"{out} already exists; pass overwrite=True (--force) to replace it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with staging(out, overwrite) as tmp:
         if family == "qwen2":
             write_bpe_tokenizer(tmp, seed)
         else:
@@ -123,10 +118,4 @@ def make_tiny(family: str, out_dir: str | Path, seed: int = 0, overwrite: bool =
         model = InternVLChat(parse_config(cfg))
         randomise(model, seed)
         save_weights(model, tmp, torch.bfloat16)
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out

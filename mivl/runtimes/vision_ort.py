@@ -48,6 +48,28 @@ class OrtVision:
         self.max_tiles = max_tiles
         self.backend = f"onnxruntime ({self.session.get_providers()[0]})"
 
+    @property
+    def on_gpu(self) -> bool:
+        return self.session.get_providers()[0] in ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+
+    def run_device(self, tiles) -> np.ndarray:
+        """Tiles already on the GPU (a CuPy array): bound to the graph input by device pointer,
+        so they are not copied back to the host first."""
+        import onnxruntime as ort
+
+        if not self.on_gpu:
+            return self(tiles.get())
+        outs = []
+        for i in range(0, tiles.shape[0], self.max_tiles):
+            chunk = tiles[i:i + self.max_tiles]
+            binding = self.session.io_binding()
+            binding.bind_input(self.input_name, "cuda", 0, np.float32, list(chunk.shape), chunk.data.ptr)
+            binding.bind_output(self.session.get_outputs()[0].name, "cpu")
+            self.session.run_with_iobinding(binding)
+            outs.append(binding.copy_outputs_to_cpu()[0])
+        del ort
+        return np.concatenate(outs)
+
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
         if pixels.ndim != 4 or pixels.shape[1] != 3:
             raise InputError(f"tiles must be (N, 3, S, S), got {pixels.shape}")

@@ -18,6 +18,20 @@ __device__ __forceinline__ unsigned char mivl_clip8(int acc) {
   return (unsigned char)(acc >> MIVL_PRECISION_BITS);
 }
 
+// Sum of `taps` pixels `step` bytes apart, weighted in PIL's fixed point, per channel -> uint8.
+__device__ __forceinline__ void mivl_taps(const unsigned char* __restrict__ p, long step, int taps,
+                                          const int* __restrict__ w, unsigned char* v) {
+  int acc[3] = {1 << (MIVL_PRECISION_BITS - 1), 1 << (MIVL_PRECISION_BITS - 1), 1 << (MIVL_PRECISION_BITS - 1)};
+  for (int k = 0; k < taps; ++k, p += step) {
+    acc[0] += p[0] * w[k];
+    acc[1] += p[1] * w[k];
+    acc[2] += p[2] * w[k];
+  }
+  v[0] = mivl_clip8(acc[0]);
+  v[1] = mivl_clip8(acc[1]);
+  v[2] = mivl_clip8(acc[2]);
+}
+
 // Horizontal pass: src (n images of src_h x src_w x 3, channel order per `bgr`) -> dst
 // (n x src_h x dst_w x 3, RGB). bounds[2o] = first tap, bounds[2o+1] = tap count.
 extern "C" __global__ void mivl_resample_h(const unsigned char* __restrict__ src, int src_w, int src_h,
@@ -29,19 +43,12 @@ extern "C" __global__ void mivl_resample_h(const unsigned char* __restrict__ src
   int n = blockIdx.z;
   if (x >= dst_w || y >= src_h) return;
   const unsigned char* row = src + n * src_image_stride + (long)y * src_w * 3;
-  int first = bounds[2 * x], taps = bounds[2 * x + 1];
-  const int* w = weights + (long)x * ksize;
-  int acc[3] = {1 << (MIVL_PRECISION_BITS - 1), 1 << (MIVL_PRECISION_BITS - 1), 1 << (MIVL_PRECISION_BITS - 1)};
-  for (int k = 0; k < taps; ++k) {
-    const unsigned char* p = row + (first + k) * 3;
-    acc[0] += p[0] * w[k];
-    acc[1] += p[1] * w[k];
-    acc[2] += p[2] * w[k];
-  }
+  unsigned char v[3];
+  mivl_taps(row + bounds[2 * x] * 3, 3, bounds[2 * x + 1], weights + (long)x * ksize, v);
   unsigned char* out = dst + n * dst_image_stride + ((long)y * dst_w + x) * 3;
-  out[0] = mivl_clip8(acc[bgr ? 2 : 0]);
-  out[1] = mivl_clip8(acc[1]);
-  out[2] = mivl_clip8(acc[bgr ? 0 : 2]);
+  out[0] = v[bgr ? 2 : 0];
+  out[1] = v[1];
+  out[2] = v[bgr ? 0 : 2];
 }
 
 // Vertical pass into a uint8 RGB canvas: image n lands at (x0 + n_col * cell_w, y0 + n_row * cell_h)
@@ -58,16 +65,8 @@ extern "C" __global__ void mivl_resample_v(const unsigned char* __restrict__ src
   int n = blockIdx.z;
   if (x >= width || y >= dst_h) return;
   const unsigned char* col = src + n * src_image_stride + (long)x * 3;
-  int first = bounds[2 * y], taps = bounds[2 * y + 1];
-  const int* w = weights + (long)y * ksize;
-  int acc[3] = {1 << (MIVL_PRECISION_BITS - 1), 1 << (MIVL_PRECISION_BITS - 1), 1 << (MIVL_PRECISION_BITS - 1)};
-  for (int k = 0; k < taps; ++k) {
-    const unsigned char* p = col + (long)(first + k) * width * 3;
-    acc[0] += p[0] * w[k];
-    acc[1] += p[1] * w[k];
-    acc[2] += p[2] * w[k];
-  }
-  unsigned char v[3] = {mivl_clip8(acc[0]), mivl_clip8(acc[1]), mivl_clip8(acc[2])};
+  unsigned char v[3];
+  mivl_taps(col + (long)bounds[2 * y] * width * 3, (long)width * 3, bounds[2 * y + 1], weights + (long)y * ksize, v);
   if (label && x < label_w && y < label_h) {
     int m = label[(long)n * label_w * label_h + (long)y * label_w + x];
     int ink[3] = {label_r, label_g, label_b};
@@ -102,19 +101,8 @@ __device__ void mivl_tiles(const unsigned char* __restrict__ src, int width, int
   if (x >= width || y >= dst_h) return;
   unsigned char v[3];
   if (bounds) {
-    const unsigned char* col = src + (long)x * 3;
-    int first = bounds[2 * y], taps = bounds[2 * y + 1];
-    const int* w = weights + (long)y * ksize;
-    int acc[3] = {1 << (MIVL_PRECISION_BITS - 1), 1 << (MIVL_PRECISION_BITS - 1), 1 << (MIVL_PRECISION_BITS - 1)};
-    for (int k = 0; k < taps; ++k) {
-      const unsigned char* p = col + (long)(first + k) * width * 3;
-      acc[0] += p[0] * w[k];
-      acc[1] += p[1] * w[k];
-      acc[2] += p[2] * w[k];
-    }
-    v[0] = mivl_clip8(acc[0]);
-    v[1] = mivl_clip8(acc[1]);
-    v[2] = mivl_clip8(acc[2]);
+    mivl_taps(src + (long)x * 3 + (long)bounds[2 * y] * width * 3, (long)width * 3, bounds[2 * y + 1],
+              weights + (long)y * ksize, v);
   } else {
     const unsigned char* p = src + ((long)y * width + x) * 3;
     v[0] = p[0];
