@@ -19,29 +19,30 @@ OPSET = 17
 
 
 class VisionPath(nn.Module):
+    """InternViT + CLS drop + unshuffle + mlp1, holding only the vision half of the model."""
+
     def __init__(self, model: InternVLChat, half: bool = False):
         super().__init__()
-        self.model = model
+        self.vision_model, self.mlp1, self.config = model.vision_model, model.mlp1, model.config
         self.half_precision = half
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        x = pixel_values.half() if self.half_precision else pixel_values
-        m = self.model
         from .model.projector import vit_to_tokens
 
-        hidden = m.vision_model(x, m.config.select_layer)
-        tokens = vit_to_tokens(hidden, m.config.downsample_ratio, m.config.ps_version)
-        return m.mlp1(tokens).float()
+        x = pixel_values.half() if self.half_precision else pixel_values
+        hidden = self.vision_model(x, self.config.select_layer)
+        tokens = vit_to_tokens(hidden, self.config.downsample_ratio, self.config.ps_version)
+        return self.mlp1(tokens).float()
 
 
 def export_vision(model: InternVLChat, path: Path, half: bool = False, opset: int = OPSET) -> Path:
     """Write the vision path as ONNX (fp32, or fp16 compute with fp32 I/O)."""
     import copy
 
-    m = copy.deepcopy(model).eval()
-    if half:
-        m = m.half()
-    wrapper = VisionPath(m, half).eval()
+    wrapper = VisionPath(model, half).eval()
+    if half:  # a half-precision copy of the vision half only; the reference stays fp32
+        wrapper.vision_model = copy.deepcopy(model.vision_model).half()
+        wrapper.mlp1 = copy.deepcopy(model.mlp1).half()
     dummy = torch.zeros(2, 3, model.config.force_image_size, model.config.force_image_size)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # tracer warnings about shape ints: the shapes are fixed
