@@ -19,7 +19,7 @@ from ..edge.errors import InputError
 from ..edge.prompt import IMG_CONTEXT, INTERNVL_SPECIAL_TOKENS
 from .bundle_writer import finish, staging
 from .llm_export import QUANT_TYPES, check_llm, reference_cases, write_llm
-from .quantize import METHODS, quantize_vision
+from .quantize import METHODS, quantize_vision_isolated
 from .reference import Reference
 from .vision_check import check_vision, reference_features, require
 from .vision_onnx import export_vision, io_spec
@@ -137,7 +137,7 @@ def _export_vision(ref, tmp, precision, val_tiles, reference, calib, calib_size,
         _say(quiet, f"calibrating INT8 ({calib_method}, {calib_size} images)")
         tiles = calibration_tiles(ref, calib, calib_size, seed, quiet)
         out = tmp / VISION_FILES["int8"]
-        info = quantize_vision(fp32, out, tiles, calib_method, keep_float,
+        info = quantize_vision_isolated(fp32, out, tiles, calib_method, keep_float,
                                progress=_progress(quiet, "calibrating"))
         figures["int8"] = {**check_vision(out, "int8", val_tiles, reference), **info}
     if out != fp32:

@@ -65,7 +65,7 @@ def quantize_vision(fp32_path: Path, out_path: Path, tiles: np.ndarray, method: 
     calib = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
              "percentile": CalibrationMethod.Percentile}[method]
     exclude = excluded_nodes(fp32_path, keep_float)
-    reader = TileReader(tiles, "pixel_values", progress=progress)
+    reader = TileReader(tiles, "pixel_values", batch=1, progress=progress)
     quantize_static(str(fp32_path), str(out_path), reader, quant_format=QuantFormat.QDQ,
                     op_types_to_quantize=["MatMul", "Gemm", "Conv"], per_channel=True,
                     activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
@@ -75,3 +75,38 @@ def quantize_vision(fp32_path: Path, out_path: Path, tiles: np.ndarray, method: 
                                    "CalibPercentile": 99.99})
     return {"method": method, "calibration_tiles": int(len(tiles)), "kept_float": list(keep_float),
             "float_nodes": len(exclude)}
+
+
+def quantize_vision_isolated(fp32_path: Path, out_path: Path, tiles: np.ndarray, method: str = "minmax",
+                             keep_float: tuple[str, ...] = ("projector",), progress=None) -> dict:
+    """quantize_vision in a child process: ONNX Runtime's calibration holds the model several times
+    over plus every intermediate activation, which must not add to the exporter's own memory."""
+    import json
+    import subprocess
+    import sys
+    import tempfile
+
+    from ..edge.errors import MivlError
+
+    with tempfile.TemporaryDirectory() as tmp:
+        np.save(Path(tmp) / "tiles.npy", tiles)
+        r = subprocess.run([sys.executable, "-m", "mivl.export.quantize", str(fp32_path), str(out_path),
+                            str(Path(tmp) / "tiles.npy"), method, ",".join(keep_float)],
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            raise MivlError(f"INT8 calibration failed (exit {r.returncode}): {r.stderr.strip()[-800:]}")
+        info = json.loads(r.stdout.strip().splitlines()[-1])
+    if progress:
+        progress(len(tiles), len(tiles))
+    return info
+
+
+if __name__ == "__main__":
+    import json
+    import sys
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    src, dst, tiles_file, how, keep = sys.argv[1:6]
+    print(json.dumps(quantize_vision(Path(src), Path(dst), np.load(tiles_file), how,
+                                     tuple(k for k in keep.split(",") if k))))
