@@ -76,6 +76,9 @@ feats = reference_features(ref.model, val)
 RESULT = dict(seconds=secs, vision=check_vision(path, {prec!r}, val, feats), size=path.stat().st_size,
               file=path.name)
 """)
+        rows.append((prec, res))
+        cached.write_text(json.dumps(res))
+        print(f"export {prec}: {res['seconds']:.0f} s, peak {res['peak_gib']:.1f} GiB", file=sys.stderr)
     lat = child(f"""
 import time, numpy as np, torch, onnxruntime as ort
 from mivl.export.checkpoint import load_checkpoint
