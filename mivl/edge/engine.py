@@ -101,6 +101,16 @@ class Engine:
             return f"numpy (cuda kernels unavailable: {e})"
 
     # ---- inputs -----------------------------------------------------------------------------
+    @staticmethod
+    def camera_frames(req: Request) -> tuple[dict, dict]:
+        """The six camera frames as RGB arrays, and each camera's (width, height)."""
+        from .image_io import load_rgb
+        from .multiview import check_cameras
+
+        check_cameras(req.cameras)
+        frames = {k: load_rgb(v, channels=req.channels) for k, v in req.cameras.items()}
+        return frames, {k: (v.shape[1], v.shape[0]) for k, v in frames.items()}
+
     def gpu_tiles(self, req: Request):
         """The fused-kernel path: (device tiles, grid, sizes) or None when it does not apply."""
         from .image_io import load_rgb
@@ -108,33 +118,23 @@ class Engine:
 
         if self.gpu_pre is None or req.video is not None:
             return None
-        bgr = req.channels == "BGR"
         if req.cameras is not None:
-            from .multiview import check_cameras
-
-            check_cameras(req.cameras)
-            frames = {k: load_rgb(v, channels="RGB") for k, v in req.cameras.items()}
-            if len({f.shape for f in frames.values()}) != 1:
+            frames, sizes = self.camera_frames(req)
+            if len(set(sizes.values())) != 1:
                 return None
             tiles, grid = self.gpu_pre.cameras(frames, max_tiles=req.max_tiles)
-            return tiles, [grid], {k: (v.shape[1], v.shape[0]) for k, v in frames.items()}
+            return tiles, [grid], sizes
         if len(req.images) == 1:
-            rgb = load_rgb(req.images[0], channels="RGB")
+            rgb = load_rgb(req.images[0], channels=req.channels)  # RGB from here on
             budget = tiles_per_image(req.max_tiles or self.pre.max_tiles, 1)
             tiles, grid = self.gpu_pre.image(rgb, bgr=False, max_tiles=budget)
             return tiles, [grid], {"image": (rgb.shape[1], rgb.shape[0])}
-        del bgr
         return None
 
     def tiles(self, req: Request) -> tuple[TileBatch | None, dict]:
         sizes: dict = {}
         if req.cameras is not None:
-            from .multiview import check_cameras
-            from .image_io import load_rgb
-
-            check_cameras(req.cameras)
-            frames = {k: load_rgb(v, channels=req.channels) for k, v in req.cameras.items()}
-            sizes = {k: (v.shape[1], v.shape[0]) for k, v in frames.items()}
+            frames, sizes = self.camera_frames(req)
             return preprocess_images([stitch_cameras(frames)], self.pre, max_tiles=req.max_tiles), sizes
         if req.video is not None:
             frames = req.video

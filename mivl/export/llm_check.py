@@ -11,6 +11,8 @@ import sys
 
 import numpy as np
 
+from ..edge.engine import split_runs
+
 # A step is decisive when the reference's top-1 leads its top-2 by at least this share of the
 # logit range; near-ties flip under any quantisation and say nothing about a converter's quality.
 DECISIVE_MARGIN = 0.02
@@ -30,23 +32,10 @@ def quantize(src: str, dst: str, kind: str) -> None:
         raise SystemExit(f"llama_model_quantize failed ({rc}) for {kind}")
 
 
-def segments(ids: np.ndarray, img_id: int):
-    """Split prompt ids into ('t', [ids]) and ('e', n) runs of <IMG_CONTEXT>."""
-    out, i = [], 0
-    while i < len(ids):
-        j = i
-        same = ids[i] == img_id
-        while j < len(ids) and (ids[j] == img_id) == same:
-            j += 1
-        out.append(("e", j - i) if same else ("t", ids[i:j].tolist()))
-        i = j
-    return out
-
-
 def feed_prompt(llm, ids, feats, img_id) -> None:
     llm.reset()
     k = 0
-    for kind, v in segments(ids, img_id):
+    for kind, v in split_runs(ids.tolist(), img_id):
         if kind == "t":
             llm.eval_tokens(v)
         else:

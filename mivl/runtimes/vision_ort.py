@@ -55,8 +55,6 @@ class OrtVision:
     def run_device(self, tiles) -> np.ndarray:
         """Tiles already on the GPU (a CuPy array): bound to the graph input by device pointer,
         so they are not copied back to the host first."""
-        import onnxruntime as ort
-
         if not self.on_gpu:
             return self(tiles.get())
         outs = []
@@ -67,7 +65,6 @@ class OrtVision:
             binding.bind_output(self.session.get_outputs()[0].name, "cpu")
             self.session.run_with_iobinding(binding)
             outs.append(binding.copy_outputs_to_cpu()[0])
-        del ort
         return np.concatenate(outs)
 
     def __call__(self, pixels: np.ndarray) -> np.ndarray:

@@ -49,7 +49,7 @@ class Preprocessor:
         s = self.cfg.image_size
         return self.xp.empty((n, 3, s, s), self.xp.float16 if self.half else self.xp.float32)
 
-    def _resize_to_tiles(self, src, n_src: int, src_w: int, src_h: int, bgr: bool, out_w: int, out_h: int,
+    def _resize_to_tiles(self, src, src_w: int, src_h: int, bgr: bool, out_w: int, out_h: int,
                          out, first_tile: int) -> None:
         """src (H, W, 3) -> resized to out_w x out_h and written as tiles from first_tile."""
         if (src_w, src_h) == (out_w, out_h) and not bgr:
@@ -79,9 +79,9 @@ class Preprocessor:
         grid = choose_grid(w, h, min(cfg.min_tiles, budget), budget, cfg.use_thumbnail, cfg.image_size)
         src = self.k.asarray(frame)
         out = self._out(grid.n_tiles)
-        self._resize_to_tiles(src, 1, w, h, bgr, *grid.canvas_size, out, 0)
+        self._resize_to_tiles(src, w, h, bgr, *grid.canvas_size, out, 0)
         if grid.thumbnail:
-            self._resize_to_tiles(src, 1, w, h, bgr, cfg.image_size, cfg.image_size, out, grid.n_grid)
+            self._resize_to_tiles(src, w, h, bgr, cfg.image_size, cfg.image_size, out, grid.n_grid)
         return out, grid
 
     def _label_stack(self):
@@ -120,9 +120,9 @@ class Preprocessor:
         cw, ch = 3 * CELL_W, 2 * CELL_H
         grid = choose_grid(cw, ch, min(cfg.min_tiles, budget), budget, cfg.use_thumbnail, cfg.image_size)
         out = self._out(grid.n_tiles)
-        self._resize_to_tiles(canvas, 1, cw, ch, False, *grid.canvas_size, out, 0)
+        self._resize_to_tiles(canvas, cw, ch, False, *grid.canvas_size, out, 0)
         if grid.thumbnail:
-            self._resize_to_tiles(canvas, 1, cw, ch, False, cfg.image_size, cfg.image_size, out, grid.n_grid)
+            self._resize_to_tiles(canvas, cw, ch, False, cfg.image_size, cfg.image_size, out, grid.n_grid)
         return out, grid
 
     def unshuffle_layernorm(self, hidden, gamma, beta, eps: float = 1e-5):
