@@ -5,8 +5,11 @@
   llm      1B and 2B LLMs to GGUF: time, peak memory, file size per quant type
   runtime  decode tokens/s of the mivl runtime against raw llama-cpp-python on the same GGUF, and
            time to first token for one image and for six cameras (1B, INT8 vision + q8_0)
+  decode   decode tokens/s per GGUF type (f16, q8_0, q4_k_m): raw llama-cpp-python and the mivl
+           LLM backend against PyTorch (transformers for Qwen2; the mivl reference for InternLM2)
 
-Usage: .venv/bin/python benchmarks/bench_models.py [vision] [llm] [runtime] [--work DIR]
+Usage: .venv/bin/python benchmarks/bench_models.py [vision] [llm] [runtime] [decode] [--size 1B|2B|default]
+       [--work DIR]
 Each step runs in its own process, so peak memory (ru_maxrss) is the step's own.
 """
 import argparse
@@ -34,6 +37,10 @@ def child(code: str) -> dict:
 
 
 def ensure_checkpoint(work: Path, size: str) -> Path:
+    """1B / 2B: the real-size architecture with random weights; default: the embedded default model."""
+    if size == "default":
+        from mivl.export.default_model import ASSET
+        return ASSET
     path = work / f"real-{size}"
     if not path.exists():
         t = time.time()
@@ -42,12 +49,12 @@ def ensure_checkpoint(work: Path, size: str) -> Path:
     return path
 
 
-def bench_vision(work: Path) -> list[str]:
-    ckpt = ensure_checkpoint(work, "1B")
+def bench_vision(work: Path, size: str = "1B") -> list[str]:
+    ckpt = ensure_checkpoint(work, size)
     rows = []
     for prec in ("fp32", "fp16", "int8"):
-        out = work / f"vision-{prec}"
-        cached = work / f"vision-{prec}.json"
+        out = work / f"vision-{size}-{prec}"
+        cached = work / f"vision-{size}-{prec}.json"
         if cached.is_file():
             rows.append((prec, json.loads(cached.read_text())))
             continue
@@ -92,10 +99,10 @@ def best(f, n=3):
     return b
 RESULT = {{'torch_eager_fp32': best(lambda: ck.model.extract_feature(torch.from_numpy(x)))}}
 for prec, name in {[(p, r['file']) for p, r in rows]!r}:
-    s = ort.InferenceSession({str(work)!r} + '/vision-' + prec + '/' + name, providers=['CPUExecutionProvider'])
+    s = ort.InferenceSession({str(work)!r} + '/vision-{size}-' + prec + '/' + name, providers=['CPUExecutionProvider'])
     RESULT['ort_' + prec] = best(lambda: s.run(None, {{'pixel_values': x}}))
 """)
-    out = ["| vision artifact (1B, InternViT-300M + projector) | export s | export peak GiB | file MiB | "
+    out = [f"| vision artifact ({size}: InternViT + projector) | export s | export peak GiB | file MiB | "
            "cosine vs PyTorch (min / mean) | CPU s per tile | vs PyTorch eager |", "|---|---|---|---|---|---|---|"]
     base = lat["torch_eager_fp32"]
     out.append(f"| PyTorch eager fp32 (baseline) | | | | | {base:.2f} | 1.00x |")
@@ -126,6 +133,90 @@ RESULT = dict(seconds=time.time() - t, size=p.stat().st_size)
             out.append(f"| {size} | {quant} | {res['seconds']:.0f} | {res['peak_gib']:.1f} | {res['size'] / 2**20:.0f} |")
             print(out[-1], file=sys.stderr)
     return out
+
+
+def gguf_for(work: Path, size: str, quant: str) -> Path:
+    p = work / f"llm-{size}.{quant}.gguf"
+    if not p.is_file():
+        ckpt = ensure_checkpoint(work, size)
+        child(f"""
+import tempfile
+from pathlib import Path
+from mivl.export.reference import Reference
+from mivl.export.llm_export import write_llm
+write_llm(Reference({str(ckpt)!r}), Path({str(p)!r}), {quant!r}, 4096, Path(tempfile.mkdtemp(dir={str(work)!r})))
+RESULT = {{}}
+""")
+    return p
+
+
+DECODE_N = 48
+
+
+def bench_decode(work: Path, size: str = "1B") -> list[str]:
+    """Decode tokens/s: PyTorch baseline (transformers for Qwen2, else the mivl reference) vs raw
+    llama-cpp-python vs the mivl runtime's LLM loop, per GGUF type, each in its own process."""
+    ckpt = ensure_checkpoint(work, size)
+    base = child(f"""
+import time, json, torch
+from pathlib import Path
+from safetensors.torch import load_file
+torch.set_num_threads({os.cpu_count()})
+cfg = json.loads((Path({str(ckpt)!r}) / 'config.json').read_text())
+llm = cfg['llm_config']
+ids = torch.arange(100, 132)[None]
+if llm.get('model_type') == 'qwen2':
+    import transformers
+    hf = transformers.Qwen2ForCausalLM(transformers.Qwen2Config(**llm)).eval()
+    sd = {{}}
+    for f in sorted(Path({str(ckpt)!r}).glob('*.safetensors')):
+        sd.update({{k[len('language_model.'):]: v.float() for k, v in load_file(str(f)).items() if k.startswith('language_model.')}})
+    hf.load_state_dict(sd, strict=False)
+    name = 'transformers ' + transformers.__version__ + ' (PyTorch eager fp32)'
+    def run():
+        with torch.no_grad():
+            hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens={DECODE_N}, min_new_tokens={DECODE_N}, do_sample=False)
+else:
+    from mivl.export.checkpoint import load_checkpoint
+    m = load_checkpoint({str(ckpt)!r}).model
+    name = 'mivl PyTorch reference (eager fp32; transformers has no InternLM2 class)'
+    def run():
+        m.generate(ids[0], None, -1, set(), {DECODE_N})
+run()
+t = time.perf_counter(); run(); dt = time.perf_counter() - t
+RESULT = dict(name=name, tps={DECODE_N} / dt)
+""")
+    rows = [f"| decode, {size} LLM | tokens/s | vs PyTorch | peak GiB |", "|---|---|---|---|",
+            f"| {base['name']} (baseline) | {base['tps']:.1f} | 1.00x | {base['peak_gib']:.1f} |"]
+    for quant in ("f16", "q8_0", "q4_k_m"):
+        gguf = gguf_for(work, size, quant)
+        for who in ("raw", "mivl"):
+            res = child(f"""
+import time, llama_cpp
+N = {DECODE_N}
+if {who!r} == 'raw':
+    raw = llama_cpp.Llama({str(gguf)!r}, n_ctx=1024, n_threads={os.cpu_count()}, verbose=False)
+    toks = list(range(100, 132))
+    raw.eval(toks)
+    t = time.perf_counter()
+    for _ in range(N):
+        raw.eval([raw.sample(temp=0.0)])
+    tps = N / (time.perf_counter() - t)
+else:
+    import numpy as np
+    from mivl.runtimes.llm_llamacpp import LlamaCppLLM
+    llm = LlamaCppLLM({str(gguf)!r}, n_ctx=1024, n_threads={os.cpu_count()})
+    llm.eval_tokens(list(range(100, 132)))
+    t = time.perf_counter()
+    for _ in range(N):
+        llm.eval_tokens([int(np.argmax(llm.logits(-1)))])
+    tps = N / (time.perf_counter() - t)
+RESULT = dict(tps=tps)
+""")
+            label = "raw llama-cpp-python" if who == "raw" else "mivl runtime"
+            rows.append(f"| {label}, {quant} | {res['tps']:.1f} | {res['tps'] / base['tps']:.2f}x | {res['peak_gib']:.1f} |")
+            print(rows[-1], file=sys.stderr)
+    return rows
 
 
 def bench_runtime(work: Path) -> list[str]:
@@ -176,13 +267,16 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("sections", nargs="*", default=["vision", "llm", "runtime"])
     ap.add_argument("--work", default="out/bench")
+    ap.add_argument("--size", default="1B", choices=["default", "1B", "2B"])
     a = ap.parse_args()
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}")
     for name in a.sections:
         print(f"\n### {name}\n")
-        print("\n".join({"vision": bench_vision, "llm": bench_llm, "runtime": bench_runtime}[name](work)), flush=True)
+        fn = {"vision": bench_vision, "llm": bench_llm, "runtime": bench_runtime, "decode": bench_decode}[name]
+        rows = fn(work, a.size) if name in ("vision", "decode") else fn(work)
+        print("\n".join(rows), flush=True)
 
 
 if __name__ == "__main__":

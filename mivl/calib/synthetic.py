@@ -7,6 +7,7 @@ camera data calibrates better; this is the no-download default.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -28,9 +29,29 @@ class SceneObject:
     box: tuple[int, int, int, int]   # x1, y1, x2, y2 in the camera's pixels
 
 
+class Frames(Mapping):
+    """Camera name -> (H, W, 3) uint8 RGB frame, each rendered on first access."""
+
+    def __init__(self, render, names):
+        self._render, self._names, self._done = render, tuple(names), {}
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name not in self._names:
+            raise KeyError(name)
+        if name not in self._done:
+            self._done[name] = self._render(name)
+        return self._done[name]
+
+    def __iter__(self):
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+
 @dataclass
 class Scene:
-    cameras: dict[str, np.ndarray]   # name -> (H, W, 3) uint8 RGB
+    cameras: Mapping[str, np.ndarray]   # name -> (H, W, 3) uint8 RGB
     objects: list[SceneObject] = field(default_factory=list)
 
     def in_camera(self, name: str) -> list[SceneObject]:
@@ -53,7 +74,7 @@ def _background(rng: np.random.Generator, w: int, h: int, front: bool) -> np.nda
         y0 = horizon + (h - horizon) * k / 6
         y1 = y0 + (h - horizon) / 14
         cv2.line(img, (w // 2, int(y0)), (w // 2, int(y1)), (230, 230, 230), max(1, w // 400))
-    noise = rng.integers(-6, 7, img.shape)
+    noise = rng.integers(-6, 7, img.shape, dtype=np.int16)
     return np.clip(img.astype(np.int16) + noise, 0, 255).astype(np.uint8)
 
 
@@ -95,19 +116,25 @@ def _place(rng, cls, w, h) -> tuple[int, int, int, int]:
 
 
 def draw_scene(seed: int, width: int = 1600, height: int = 900, max_objects: int = 3) -> Scene:
-    """Six camera frames and the objects drawn in them, reproducible for a seed."""
+    """Six camera frames and the objects drawn in them, reproducible for a seed.
+
+    The objects are placed at once; each frame is rendered when first looked at."""
     rng = np.random.default_rng(seed)
-    cams, objects = {}, []
+    objects = []
     for name in CAMERAS:
-        img = _background(rng, width, height, "FRONT" in name)
         for _ in range(int(rng.integers(0, max_objects + 1))):
             cls = str(rng.choice(CLASSES))
             colour = str(rng.choice(list(COLOURS)))
-            obj = SceneObject(cls, colour, name, _place(rng, cls, width, height))
-            _draw(img, obj)
-            objects.append(obj)
-        cams[name] = img
-    return Scene(cams, objects)
+            objects.append(SceneObject(cls, colour, name, _place(rng, cls, width, height)))
+
+    def render(name: str) -> np.ndarray:
+        img = _background(np.random.default_rng([seed, CAMERAS.index(name)]), width, height,
+                          "FRONT" in name)
+        for obj in objects:
+            if obj.camera == name:
+                _draw(img, obj)
+        return img
+    return Scene(Frames(render, CAMERAS), objects)
 
 
 def scene_images(n: int, seed: int = 0, width: int = 1600, height: int = 900) -> list[np.ndarray]:

@@ -1,7 +1,8 @@
 """mivl: ask a bundle questions, or describe it.
 
   mivl ask BUNDLE [--image PATH ...] [--cam NAME=PATH ...] [--video PATH] [--stream] [--json] QUESTION
-  mivl info BUNDLE
+  mivl info BUNDLE [--budget]
+  mivl eval BUNDLE [--questions N] [--seed S]     accuracy on held-out synthetic driving questions
 """
 from __future__ import annotations
 
@@ -80,8 +81,18 @@ def main_info(argv) -> int:
     p = argparse.ArgumentParser(prog="mivl info", description="Describe a bundle and this machine's backends.")
     p.add_argument("bundle")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--budget", action="store_true", help="memory needs against Jetson Orin Nano 8GB / NX 16GB / "
+                   "AGX 64GB")
+    p.add_argument("--n-ctx", type=int, help="context for --budget (default: the bundle's)")
+    p.add_argument("--tiles", type=int, help="tile batch for --budget (default: the bundle's max)")
     a = p.parse_args(argv)
     b = open_bundle(a.bundle)
+    if a.budget:
+        from .budget import budget, format_budget
+
+        r = budget(b, n_ctx=a.n_ctx, tiles=a.tiles)
+        print(json.dumps(r, indent=2) if a.json else format_budget(r))
+        return 0
     info = {"manifest": b.manifest, "report": b.report(),
             "backends_here": {"onnxruntime": available_providers(), "llama_cpp_gpu": _llama_gpu()}}
     if a.json:
@@ -102,6 +113,37 @@ def main_info(argv) -> int:
     return 0
 
 
+def main_eval(argv) -> int:
+    from ..calib.evaluate import EVAL_SEED, score, session_ask
+    from ..calib.questions import KINDS, MC_KINDS
+    from .session import Session
+
+    p = argparse.ArgumentParser(prog="mivl eval", description="Accuracy of a bundle on freshly drawn, held-out "
+                                "synthetic six-camera driving scenes (multiple-choice colour, class and camera "
+                                "questions by default).")
+    p.add_argument("bundle")
+    p.add_argument("--questions", type=int, default=200, help="how many questions (default 200)")
+    p.add_argument("--seed", type=int, default=EVAL_SEED, help=f"question stream (default {EVAL_SEED})")
+    p.add_argument("--kinds", default=",".join(MC_KINDS), help=f"comma list of {', '.join(KINDS)}")
+    p.add_argument("--threads", type=int)
+    p.add_argument("--json", action="store_true", help="print every question and answer as JSON")
+    a = p.parse_args(argv)
+    kinds = tuple(k for k in a.kinds.split(",") if k)
+    bad = set(kinds) - set(KINDS)
+    if bad or not kinds:
+        raise MivlError(f"--kinds takes {', '.join(KINDS)}; got {a.kinds!r}")
+    with Session(a.bundle, threads=a.threads) as s:
+        res = score(session_ask(s), a.questions, a.seed, kinds, keep=a.json)
+    if a.json:
+        print(json.dumps(res, indent=2, ensure_ascii=False))
+        return 0
+    print(f"accuracy {res['accuracy']:.3f} on {res['n']} held-out questions (stream {a.seed}, "
+          f"{res['seconds']:.0f} s)")
+    for k, v in res["per_kind"].items():
+        print(f"  {k:<10} {v['accuracy']:.3f}  ({v['n']})")
+    return 0
+
+
 def _llama_gpu() -> bool:
     try:
         import llama_cpp
@@ -110,13 +152,13 @@ def _llama_gpu() -> bool:
         return False
 
 
-COMMANDS = {"ask": main_ask, "info": main_info}
+COMMANDS = {"ask": main_ask, "info": main_info, "eval": main_eval}
 
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] not in COMMANDS:
-        print("usage: mivl {ask,info} ...  (mivl ask -h for help)", file=sys.stderr)
+        print("usage: mivl {ask,info,eval} ...  (mivl ask -h for help)", file=sys.stderr)
         return 2
     try:
         return COMMANDS[argv[0]](argv[1:])

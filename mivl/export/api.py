@@ -162,7 +162,10 @@ def build_manifest(ref: Reference, checkpoint, preset, vision_precision, vision_
                    "stop": [tpl.stop], "stop_ids": sorted(ref.stop_ids), "add_bos": bool(tok.add_bos),
                    "bos_id": tok.bos_id},
         "vision": {"file": vision_file, "precision": vision_precision, **io_spec(ref.model),
-                   "max_tiles": max_tiles, "output_dim": cfg.llm.hidden_size},
+                   "max_tiles": max_tiles, "output_dim": cfg.llm.hidden_size,
+                   "vit_hidden": cfg.vision.hidden_size, "vit_heads": cfg.vision.num_attention_heads,
+                   "vit_intermediate": cfg.vision.intermediate_size, "vit_layers": cfg.vision.num_hidden_layers,
+                   "vit_tokens": cfg.vision.grid ** 2 + 1},
         "llm": {"file": llm_file, "quant": quant, "format": "gguf", "n_embd": cfg.llm.hidden_size,
                 "n_ctx": n_ctx, "arch": cfg.llm.family, "vocab_size": cfg.llm.vocab_size},
     }

@@ -3,6 +3,7 @@
   mivl-export CHECKPOINT -o BUNDLE [--fp32 | --fp16 | --int8 | --int4] [--calib PATH] ...
   mivl-export make-tiny --llm qwen2|internlm2|phi3 -o DIR [--seed N]
   mivl-export build-engine BUNDLE
+  mivl-export train | convert | make-default   (domain adaptation: mivl.export.train)
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ FORMATS = """formats (precision presets):
 def export_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mivl-export", description="Export a Mini-InternVL checkpoint to a "
                                 "validated edge bundle.", epilog=FORMATS + "\nother commands: make-tiny, "
-                                "build-engine (run 'mivl-export make-tiny -h')",
+                                "build-engine, train, convert, make-default (run 'mivl-export train -h')",
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoint", help="checkpoint directory (OpenGVLab or -hf layout) or hub id")
     p.add_argument("-o", "--output", required=True, help="bundle directory to write")
@@ -99,7 +100,16 @@ def main_build_engine(argv) -> int:
     return 0
 
 
-COMMANDS = {"make-tiny": main_make_tiny, "build-engine": main_build_engine}
+def _train_command(name):
+    def run(argv) -> int:
+        from .train import cli
+        return getattr(cli, name)(argv)
+    return run
+
+
+COMMANDS = {"make-tiny": main_make_tiny, "build-engine": main_build_engine,
+            "train": _train_command("main_train"), "convert": _train_command("main_convert"),
+            "make-default": _train_command("main_make_default")}
 
 
 def main(argv=None) -> int:

@@ -60,12 +60,12 @@ def tiny_llm_config(family: str, vocab_size: int, seed: int, dims: dict | None =
 
 
 def tiny_config(family: str, vocab_size: int, seed: int, vision: dict | None = None,
-                llm_dims: dict | None = None) -> dict:
+                llm_dims: dict | None = None, max_tiles: int = 12) -> dict:
     return {
         "architectures": ["InternVLChatModel"], "model_type": "internvl_chat",
         "template": DEFAULT_TEMPLATE[family], "downsample_ratio": 0.5, "ps_version": "v2",
         "select_layer": -1, "force_image_size": 448, "dynamic_image_size": True,
-        "use_thumbnail": True, "min_dynamic_patch": 1, "max_dynamic_patch": 12,
+        "use_thumbnail": True, "min_dynamic_patch": 1, "max_dynamic_patch": max_tiles,
         "vision_config": vision or TINY_VISION,
         "llm_config": tiny_llm_config(family, vocab_size, seed, llm_dims),
         "torch_dtype": "bfloat16",
@@ -102,7 +102,8 @@ def make_real_size(size: str, out_dir: str | Path, seed: int = 0, overwrite: boo
 
 
 def make_tiny(family: str, out_dir: str | Path, seed: int = 0, overwrite: bool = False,
-              vision: dict | None = None, llm_dims: dict | None = None) -> Path:
+              vision: dict | None = None, llm_dims: dict | None = None, max_tiles: int = 12,
+              init=None) -> Path:
     """Write a tiny random checkpoint of `family` to out_dir (atomically)."""
     if family not in FAMILIES:
         raise InputError(f"unknown LLM family {family!r}; choose one of {', '.join(FAMILIES)}")
@@ -113,9 +114,9 @@ def make_tiny(family: str, out_dir: str | Path, seed: int = 0, overwrite: bool =
         else:
             write_spm_tokenizer(tmp, family, seed)
         vocab = max(load_tokenizer(tmp).vocab_size, (llm_dims or {}).get("vocab_size", 0))
-        cfg = tiny_config(family, vocab, seed, vision, llm_dims)
+        cfg = tiny_config(family, vocab, seed, vision, llm_dims, max_tiles)
         (tmp / "config.json").write_text(json.dumps(cfg, indent=2))
         model = InternVLChat(parse_config(cfg))
-        randomise(model, seed)
+        (init or randomise)(model, seed)
         save_weights(model, tmp, torch.bfloat16)
     return out

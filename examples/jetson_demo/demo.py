@@ -1,0 +1,240 @@
+"""Six-camera demo: a bundle watching six cameras, answers and boxes drawn over each camera.
+
+  python examples/jetson_demo/demo.py BUNDLE --synthetic --frames 20            (no cameras needed)
+  python examples/jetson_demo/demo.py BUNDLE --cam CAM_FRONT=csi:0 --cam CAM_BACK=v4l2:/dev/video1 ...
+  python examples/jetson_demo/demo.py BUNDLE --cam CAM_FRONT=front.mp4 ... --find "red car" --rate 2
+
+Each tick reads one frame from every camera and runs the probes:
+  --find PHRASE   which camera shows it (six-camera multiple choice), then its box in that camera
+  --ask TEXT      a free question about the six cameras (DriveLM <c..> points are drawn)
+  --describe CAM  a description of one camera's objects
+It overlays the answers and boxes per camera and a HUD with the latency breakdown (preprocess,
+vision, prefill, decode) and memory. With a display it opens a window (q quits); headless (or
+--headless) it writes OUT/demo.mp4, PNG snapshots every --snapshot-every ticks and OUT/log.jsonl.
+Without --bundle argument it uses the embedded default model, exporting it once to out/.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from sources import Rig, SyntheticRig  # noqa: E402
+
+from mivl.calib.questions import GROUNDING_PROMPT, options_text  # noqa: E402
+from mivl.edge.multiview import CAMERAS  # noqa: E402
+
+TILE_W, TILE_H = 480, 270
+HUD_H = 150
+COLOURS = [(0, 255, 255), (255, 0, 255), (0, 255, 0), (255, 128, 0)]
+
+
+# ------------------------------------------------------------------ probes
+def run_probe(session, probe: tuple[str, str], frames: dict) -> dict:
+    kind, arg = probe
+    timings = []
+    if kind == "find":
+        q = f"Which camera shows the {arg}?\n" + options_text(CAMERAS)
+        a = session.ask(q, cameras=frames, channels="BGR", max_new_tokens=16)
+        timings.append(a.timings)
+        cam = a.text.strip().rstrip(".")
+        out = {"probe": f"find {arg}", "camera": cam, "answer": a.text, "boxes": []}
+        if cam in frames:
+            g = session.ask(GROUNDING_PROMPT + f"<ref>the {arg}</ref>", images=[frames[cam]], channels="BGR",
+                            max_new_tokens=40)
+            timings.append(g.timings)
+            out["answer"] += " | " + g.text
+            out["boxes"] = [{"camera": cam, "label": arg, "pixels": list(o.pixels)}
+                            for o in g.objects if getattr(o, "pixels", None)]
+    elif kind == "describe":
+        a = session.ask("Describe the objects in this image.", images=[frames[arg]], channels="BGR",
+                        max_new_tokens=48)
+        timings.append(a.timings)
+        out = {"probe": f"describe {arg}", "camera": arg, "answer": a.text,
+               "boxes": [{"camera": arg, "label": o.label, "pixels": list(o.pixels)}
+                         for o in a.objects if getattr(o, "pixels", None)]}
+    else:
+        a = session.ask(arg, cameras=frames, channels="BGR", max_new_tokens=96)
+        timings.append(a.timings)
+        out = {"probe": "ask", "camera": None, "answer": a.text, "boxes": [],
+               "points": [{"camera": o.camera, "pixels": list(o.pixels)} for o in a.objects
+                          if getattr(o, "kind", "") == "camera_point"]}
+    out["timings"] = {k: sum(getattr(t, k) for t in timings) for k in
+                      ("preprocess_s", "vision_s", "prefill_s", "decode_s", "new_tokens", "prompt_tokens")}
+    return out
+
+
+# ------------------------------------------------------------------ drawing
+def rss_mib() -> float:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+def camera_tile(name: str, frame: np.ndarray, results: list[dict]) -> np.ndarray:
+    import cv2
+
+    h, w = frame.shape[:2]
+    sx, sy = TILE_W / w, TILE_H / h
+    tile = cv2.resize(frame, (TILE_W, TILE_H), interpolation=cv2.INTER_AREA)
+    cv2.putText(tile, name, (8, 22), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 0, 255), 2)
+    line = 44
+    for k, r in enumerate(results):
+        colour = COLOURS[k % len(COLOURS)]
+        for b in r.get("boxes", []):
+            if b["camera"] != name:
+                continue
+            x1, y1, x2, y2 = b["pixels"]
+            cv2.rectangle(tile, (int(x1 * sx), int(y1 * sy)), (int(x2 * sx), int(y2 * sy)), colour, 2)
+            cv2.putText(tile, b["label"] or "", (int(x1 * sx), max(12, int(y1 * sy) - 4)),
+                        cv2.FONT_HERSHEY_SIMPLEX, 0.5, colour, 1)
+        for p in r.get("points", []):
+            if p["camera"] == name:
+                cv2.circle(tile, (int(p["pixels"][0] * sx), int(p["pixels"][1] * sy)), 6, colour, 2)
+        if r.get("camera") == name:
+            cv2.putText(tile, f"{r['probe']}: {r['answer'][:48]}", (8, line), cv2.FONT_HERSHEY_SIMPLEX,
+                        0.45, colour, 1)
+            line += 18
+    return tile
+
+
+def hud(results: list[dict], tick: int, wall_s: float) -> np.ndarray:
+    import cv2
+
+    panel = np.zeros((HUD_H, 3 * TILE_W, 3), np.uint8)
+    t = {k: sum(r["timings"][k] for r in results) for k in results[0]["timings"]} if results else {}
+    tps = t.get("new_tokens", 0) / t["decode_s"] if t.get("decode_s") else 0.0
+    rows = [f"tick {tick}   wall {wall_s * 1000:.0f} ms   RSS {rss_mib():.0f} MiB",
+            f"preprocess {t.get('preprocess_s', 0) * 1000:.0f} ms   vision {t.get('vision_s', 0) * 1000:.0f} ms   "
+            f"prefill {t.get('prefill_s', 0) * 1000:.0f} ms   decode {t.get('decode_s', 0) * 1000:.0f} ms "
+            f"({tps:.0f} tok/s)"]
+    rows += [f"{r['probe']}: {r['answer'][:110]}" for r in results if r.get("camera") is None or r["probe"] == "ask"]
+    rows += [f"{r['probe']} -> {r.get('camera')}" for r in results if r["probe"].startswith("find")]
+    for k, text in enumerate(rows[:7]):
+        cv2.putText(panel, text, (10, 22 + 20 * k), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (230, 230, 230), 1)
+    return panel
+
+
+def compose(frames: dict, results: list[dict], tick: int, wall_s: float) -> np.ndarray:
+    tiles = [camera_tile(name, frames[name], results) for name in CAMERAS]
+    grid = np.vstack([np.hstack(tiles[:3]), np.hstack(tiles[3:])])
+    return np.vstack([grid, hud(results, tick, wall_s)])
+
+
+# ------------------------------------------------------------------ main loop
+def default_bundle() -> Path:
+    """The embedded default model, exported once (INT8) to out/default-bundle."""
+    out = Path(__file__).resolve().parents[2] / "out" / "default-bundle"
+    if not (out / "manifest.json").is_file():
+        from mivl.export.api import export
+        from mivl.export.default_model import ASSET
+
+        print(f"exporting the embedded default model to {out} ...", flush=True)
+        export(ASSET, out, precision="int8", quiet=True, force=True)
+    return out
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("bundle", nargs="?", help="bundle folder (default: the embedded default model)")
+    p.add_argument("--cam", action="append", default=[], metavar="NAME=SOURCE",
+                   help="a camera source (see sources.py); all six cameras")
+    p.add_argument("--synthetic", action="store_true", help="use mivl.calib's synthetic six-camera clip")
+    p.add_argument("--seed", type=int, default=3, help="synthetic clip seed")
+    p.add_argument("--find", action="append", default=[], metavar="PHRASE")
+    p.add_argument("--ask", action="append", default=[], metavar="QUESTION")
+    p.add_argument("--describe", action="append", default=[], metavar="CAM", choices=CAMERAS)
+    p.add_argument("--frames", type=int, default=0, help="stop after N ticks (0: until a source ends)")
+    p.add_argument("--rate", type=float, default=0.0, help="ticks per second (0: as fast as it runs)")
+    p.add_argument("--headless", action="store_true", help="never open a window")
+    p.add_argument("--out", default="out/demo", help="folder for demo.mp4, snapshots and log.jsonl")
+    p.add_argument("--snapshot-every", type=int, default=5)
+    p.add_argument("--threads", type=int)
+    return p.parse_args(argv)
+
+
+def synthetic_probes(rig: SyntheticRig) -> list[tuple[str, str]]:
+    objs = rig.clip.scene.objects
+    keys = [(o.colour, o.cls) for o in objs]
+    unique = [f"{c} {k}" for c, k in keys if keys.count((c, k)) == 1]
+    probes = [("find", p) for p in unique[:2]]
+    return probes + [("describe", "CAM_FRONT")]
+
+
+def main(argv=None) -> int:
+    import cv2
+
+    from mivl.edge.session import Session
+
+    a = parse_args(argv)
+    if a.synthetic == bool(a.cam):
+        raise SystemExit("give --synthetic or six --cam NAME=SOURCE")
+    if a.synthetic:
+        rig = SyntheticRig(a.seed)
+    else:
+        specs = dict(c.split("=", 1) for c in a.cam)
+        if set(specs) != set(CAMERAS):
+            raise SystemExit(f"--cam must name each of {', '.join(CAMERAS)} once")
+        rig = Rig(specs)
+    probes = [("find", f) for f in a.find] + [("ask", q) for q in a.ask] + [("describe", c) for c in a.describe]
+    if not probes:
+        probes = synthetic_probes(rig) if a.synthetic else [("ask", "Describe the driving scene.")]
+    display = not a.headless and bool(os.environ.get("DISPLAY"))
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    writer, log = None, open(out / "log.jsonl", "w")
+    bundle = Path(a.bundle) if a.bundle else default_bundle()
+    tick = 0
+    with Session(bundle, threads=a.threads) as session:
+        print(f"bundle {bundle}; probes: {probes}; backends {session.backends}", flush=True)
+        try:
+            while not a.frames or tick < a.frames:
+                t0 = time.perf_counter()
+                frames = rig.read()
+                if frames is None:
+                    break
+                results = [run_probe(session, p, frames) for p in probes]
+                wall = time.perf_counter() - t0
+                view = compose(frames, results, tick, wall)
+                log.write(json.dumps({"tick": tick, "wall_s": wall, "rss_mib": rss_mib(), "results": results}) + "\n")
+                log.flush()
+                if display:
+                    cv2.imshow("mivl six-camera demo", view)
+                    if cv2.waitKey(1) & 0xFF == ord("q"):
+                        break
+                else:
+                    if writer is None:
+                        fps = a.rate if a.rate > 0 else 2.0
+                        writer = cv2.VideoWriter(str(out / "demo.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), fps,
+                                                 (view.shape[1], view.shape[0]))
+                    writer.write(view)
+                    if tick % a.snapshot_every == 0:
+                        cv2.imwrite(str(out / f"snapshot-{tick:05d}.png"), view)
+                print(f"tick {tick}: {wall * 1000:.0f} ms; " + "; ".join(
+                    f"{r['probe']} -> {r['answer'][:60]!r}" for r in results), flush=True)
+                tick += 1
+                if a.rate > 0:
+                    time.sleep(max(0.0, 1 / a.rate - (time.perf_counter() - t0)))
+        finally:
+            rig.close()
+            log.close()
+            if writer is not None:
+                writer.release()
+            if display:
+                cv2.destroyAllWindows()
+    print(f"{tick} tick(s); wrote {out}/" + ("" if display else "demo.mp4, snapshots, ") + "log.jsonl")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

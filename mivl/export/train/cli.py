@@ -1,0 +1,136 @@
+"""mivl-export train | convert | make-default.
+
+  mivl-export train CHECKPOINT -o OUT --data domain.jsonl [--general general.jsonl] [--mode lora] ...
+  torchrun --nproc_per_node 4 -m mivl.export.train CHECKPOINT -o OUT --data ...   (several processes)
+  mivl-export convert folder ROOT -o records.jsonl | convert coco annotations.json -o records.jsonl
+  mivl-export make-default -o DIR      (regenerates the embedded default model)
+
+--data / --general take JSONL record files (see mivl.export.train.records) or `synthetic`
+(driving-scene questions drawn on the fly; for --general: scene captions).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from .records import read_records, write_records
+
+
+class Concat:
+    def __init__(self, parts):
+        self.parts = parts
+
+    def __len__(self):
+        return sum(len(p) for p in self.parts)
+
+    def __getitem__(self, i):
+        for p in self.parts:
+            if i < len(p):
+                return p[i]
+            i -= len(p)
+        raise IndexError(i)
+
+
+def source(paths: list[str], general: bool, seed: int):
+    from .synthetic import DOMAIN_KINDS, GENERAL_KINDS, SyntheticTasks
+
+    parts = []
+    for p in paths:
+        if p == "synthetic":
+            parts.append(SyntheticTasks(GENERAL_KINDS if general else DOMAIN_KINDS, seed + int(general)))
+        else:
+            parts.append(read_records(p))
+    return parts[0] if len(parts) == 1 else Concat(parts)
+
+
+def train_parser() -> argparse.ArgumentParser:
+    from .trainer import MODES, PARTS
+
+    p = argparse.ArgumentParser(prog="mivl-export train", description="Fine-tune an InternVL checkpoint "
+                                "(full, partial or LoRA); writes the original checkpoint layout.")
+    p.add_argument("checkpoint")
+    p.add_argument("-o", "--output", required=True, help="output checkpoint folder (also holds resume state)")
+    p.add_argument("--data", action="append", required=True, help="domain records (.jsonl) or 'synthetic'")
+    p.add_argument("--general", action="append", default=[], help="general records (.jsonl) or 'synthetic'")
+    p.add_argument("--general-ratio", type=float, default=None,
+                   help="share of general records (default 0.25 with --general, else 0)")
+    p.add_argument("--max-domain", type=int, help="cap on domain records (a fixed random subset)")
+    p.add_argument("--mode", choices=MODES, default="full")
+    p.add_argument("--freeze", action="append", choices=PARTS, default=[], help="partial: freeze a part")
+    p.add_argument("--lora-rank", type=int, default=16)
+    p.add_argument("--lora-alpha", type=int, default=32)
+    p.add_argument("--lora-parts", default="llm", help="comma list of llm,vit (default llm)")
+    p.add_argument("--steps", type=int, default=100)
+    p.add_argument("--batch-size", type=int, default=8, help="global batch in records")
+    p.add_argument("--lr", type=float, default=1e-5)
+    p.add_argument("--warmup-ratio", type=float, default=0.03)
+    p.add_argument("--weight-decay", type=float, default=0.01)
+    p.add_argument("--dtype", choices=["bf16", "fp32"], default="bf16")
+    p.add_argument("--grad-checkpointing", action="store_true")
+    p.add_argument("--max-length", type=int, default=8192)
+    p.add_argument("--save-every", type=int, default=0)
+    p.add_argument("--no-resume", action="store_true")
+    p.add_argument("--strategy", choices=["ddp", "fsdp"], default="ddp")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--save-dtype", choices=["bf16", "fp32"], default="bf16")
+    p.add_argument("--seed", type=int, default=0)
+    return p
+
+
+def main_train(argv) -> int:
+    from .mixing import Mixture
+    from .trainer import TrainConfig, train
+
+    a = train_parser().parse_args(argv)
+    domain = source(a.data, False, a.seed)
+    ratio = a.general_ratio if a.general_ratio is not None else (0.25 if a.general else 0.0)
+    general = source(a.general, True, a.seed) if a.general else []
+    data = Mixture(general, domain, ratio, a.max_domain, a.seed)
+    cfg = TrainConfig(a.checkpoint, a.output, mode=a.mode, freeze=tuple(a.freeze), lora_rank=a.lora_rank,
+                      lora_alpha=a.lora_alpha, lora_parts=tuple(a.lora_parts.split(",")), steps=a.steps,
+                      batch_size=a.batch_size, lr=a.lr, warmup_ratio=a.warmup_ratio,
+                      weight_decay=a.weight_decay, dtype=a.dtype, grad_checkpointing=a.grad_checkpointing,
+                      max_length=a.max_length, save_every=a.save_every, resume=not a.no_resume,
+                      strategy=a.strategy, device=a.device, save_dtype=a.save_dtype, seed=a.seed)
+    r = train(cfg, data)
+    if r.losses:
+        print(f"trained {r.steps} step(s) in {r.seconds:.0f} s, loss {r.losses[0]:.4f} -> {r.losses[-1]:.4f}; "
+              f"checkpoint {r.output}\nnext: mivl-export {r.output} -o BUNDLE --int8")
+    return 0
+
+
+def main_convert(argv) -> int:
+    from . import converters
+
+    p = argparse.ArgumentParser(prog="mivl-export convert", description="Convert a dataset to records.")
+    p.add_argument("kind", choices=["folder", "coco"])
+    p.add_argument("source", help="image-folder root (root/<label>/*.jpg) or COCO annotations .json")
+    p.add_argument("-o", "--output", required=True, help="records .jsonl to write")
+    p.add_argument("--images", help="COCO: folder of the images (default: the JSON's folder)")
+    a = p.parse_args(argv)
+    recs = converters.image_folder(a.source) if a.kind == "folder" else converters.coco(a.source, a.images)
+    n = write_records(a.output, recs)
+    print(f"wrote {n} record(s) to {a.output}")
+    return 0
+
+
+def main_make_default(argv) -> int:
+    from ..default_model import ASSET, evaluate_reference, train_default
+
+    p = argparse.ArgumentParser(prog="mivl-export make-default",
+                                description="Train the embedded default model on synthetic driving scenes.")
+    p.add_argument("-o", "--output", default=str(ASSET))
+    p.add_argument("--steps", type=int, default=800)
+    p.add_argument("--work", help="folder for the initial model and resume state (default OUTPUT.work)")
+    a = p.parse_args(argv)
+    import shutil
+
+    trained = train_default(a.output, a.steps, work=a.work)
+    out = Path(a.output)
+    out.mkdir(parents=True, exist_ok=True)
+    for f in trained.iterdir():
+        if f.is_file():
+            shutil.copyfile(f, out / f.name)
+    print(json.dumps(evaluate_reference(out, 100), indent=1))
+    return 0

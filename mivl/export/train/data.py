@@ -1,0 +1,102 @@
+"""Records -> training samples: the SDK's own tiling and prompt template, loss on assistant tokens.
+
+A sample is the tile batch of its images and the token ids of the whole conversation, rendered by
+the checkpoint's chat template exactly as inference renders it; `labels` repeats the ids of each
+assistant answer and its closing separator (the stop token the runtime waits for) and holds
+IGNORE everywhere else (system prompt, user turns, image tokens, role prefixes).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ...edge.multiview import stitch_cameras
+from ...edge.preprocess import PreprocessConfig, preprocess_frames, preprocess_images
+from ...edge.prompt import ChatTemplate, expand_images
+from .records import check_record, images_of
+
+IGNORE = -100
+
+
+@dataclass
+class Sample:
+    pixels: np.ndarray | None      # (N, 3, 448, 448) float32 tiles, or None for text only
+    input_ids: list[int]
+    labels: list[int]              # IGNORE except on assistant tokens
+
+    @property
+    def n_targets(self) -> int:
+        """Tokens that are predicted (a label at position t is predicted from position t-1)."""
+        return sum(1 for x in self.labels[1:] if x != IGNORE)
+
+
+def record_tiles(rec: dict, pre: PreprocessConfig):
+    """The record's tile batch (None without images)."""
+    if rec.get("cameras") is not None:
+        return preprocess_images([stitch_cameras(rec["cameras"])], pre, max_tiles=rec.get("max_tiles"))
+    if rec.get("video") is not None:
+        return preprocess_frames(list(rec["video"]), pre)
+    imgs = images_of(rec)
+    return preprocess_images(imgs, pre, max_tiles=rec.get("max_tiles")) if imgs else None
+
+
+def _first_question(text: str, n_images: int, video: bool) -> str:
+    if not n_images or "<image>" in text:
+        return text
+    if video:
+        return "".join(f"Frame{i + 1}: <image>\n" for i in range(n_images)) + text
+    if n_images == 1:
+        return "<image>\n" + text
+    return "".join(f"Image-{i + 1}: <image>\n" for i in range(n_images)) + text
+
+
+def render_turns(rec: dict, tpl: ChatTemplate, tiles_per_image: list[int], tokens_per_tile: int,
+                 system: str | None = None) -> list[tuple[str, bool]]:
+    """(text, is_answer) pieces of the conversation, images expanded."""
+    conv = rec["conversations"]
+    pieces = [(tpl.system_fmt.format(system=tpl.default_system if system is None else system) + tpl.sep,
+               False)]
+    remaining = list(tiles_per_image)
+    for k in range(0, len(conv), 2):
+        q = conv[k]["value"]
+        if k == 0:
+            q = _first_question(q, len(tiles_per_image), rec.get("video") is not None)
+        n = q.count("<image>")
+        q = expand_images(q, remaining[:n], tokens_per_tile)
+        remaining = remaining[n:]
+        pieces.append((tpl.user + q + tpl.sep + tpl.assistant, False))
+        pieces.append((conv[k + 1]["value"] + tpl.sep, True))
+    return pieces
+
+
+def tokenize_pieces(tok, pieces: list[tuple[str, bool]]) -> tuple[list[int], list[int]]:
+    """Token ids of the joined pieces and labels that keep only the answer pieces.
+
+    Each boundary is tokenised as inference sees it: the ids of text[:boundary] are the prompt,
+    and the answer is what follows. If joint tokenisation merges across a boundary, the answer is
+    tokenised on its own and appended (what a model generating after that prompt must produce).
+    """
+    ids: list[int] = []
+    labels: list[int] = []
+    text = ""
+    for piece, is_answer in pieces:
+        text += piece
+        full = tok.encode(text)
+        new = full[len(ids):] if full[:len(ids)] == ids else tok.encode(piece, add_bos=False)
+        ids.extend(new)
+        labels.extend(new if is_answer else [IGNORE] * len(new))
+    return ids, labels
+
+
+def encode_record(rec: dict, tok, tpl: ChatTemplate, pre: PreprocessConfig, tokens_per_tile: int,
+                  max_length: int | None = None, system: str | None = None) -> Sample:
+    check_record(rec)
+    tiles = record_tiles(rec, pre)
+    per_image = tiles.tiles_per_image if tiles is not None else []
+    ids, labels = tokenize_pieces(tok, render_turns(rec, tpl, per_image, tokens_per_tile, system))
+    if max_length is not None and len(ids) > max_length:
+        from ...edge.errors import InputError
+        raise InputError(f"record {rec.get('id', '?')!r} is {len(ids)} tokens, more than max_length="
+                         f"{max_length}; lower its max_tiles or raise max_length")
+    return Sample(None if tiles is None else tiles.pixels, ids, labels)

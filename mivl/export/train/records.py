@@ -1,0 +1,113 @@
+"""The conversation-record schema every training task is converted to (one JSON object per line).
+
+    {"id": "...",
+     "image": "a.jpg" | ["a.jpg", "b.jpg"],           # one or several images, or
+     "cameras": {"CAM_FRONT": "f.jpg", ...},          # the six cameras (stitched, spec section 2), or
+     "video": ["f0.jpg", "f1.jpg", ...],              # video frames (one tile each)
+     "max_tiles": 6,                                  # optional tile budget of this record
+     "conversations": [{"from": "human", "value": "<image>\\nWhat is ..."},
+                       {"from": "gpt", "value": "..."}, ...]}
+
+This is InternVL's own fine-tuning format (`image` + `conversations`), extended by `cameras` and
+`video`. Relative paths are resolved against the JSONL file's folder. In memory, an image may also
+be a NumPy array (HWC uint8 RGB), which is how generated data is fed without touching the disk.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ...edge.errors import InputError
+from ...edge.multiview import CAMERAS
+
+MEDIA_KEYS = ("image", "cameras", "video")
+ROLES = ("human", "gpt")
+
+
+def check_record(rec: dict, where: str = "record") -> dict:
+    """Raise InputError naming what is wrong; return the record unchanged."""
+    if not isinstance(rec, dict):
+        raise InputError(f"{where}: a record must be a JSON object, got {type(rec).__name__}")
+    media = [k for k in MEDIA_KEYS if rec.get(k) is not None]
+    if len(media) > 1:
+        raise InputError(f"{where}: give one of {', '.join(MEDIA_KEYS)}, not {' and '.join(media)}")
+    conv = rec.get("conversations")
+    if not isinstance(conv, list) or not conv or len(conv) % 2:
+        raise InputError(f"{where}: 'conversations' must be a non-empty list of human/gpt pairs")
+    for i, turn in enumerate(conv):
+        want = ROLES[i % 2]
+        if not isinstance(turn, dict) or turn.get("from") != want or not isinstance(turn.get("value"), str):
+            raise InputError(f"{where}: conversations[{i}] must be {{\"from\": \"{want}\", \"value\": str}}")
+    if "cameras" in media:
+        cams = rec["cameras"]
+        if not isinstance(cams, dict) or set(cams) != set(CAMERAS):
+            raise InputError(f"{where}: 'cameras' must name exactly {', '.join(CAMERAS)}")
+    if "video" in media and (not isinstance(rec["video"], list) or not rec["video"]):
+        raise InputError(f"{where}: 'video' must be a non-empty list of frames")
+    n_img = len(images_of(rec))
+    n_ph = sum(t["value"].count("<image>") for t in conv[::2])
+    if n_ph not in (0, n_img) or (n_ph and any("<image>" in t["value"] for t in conv[1::2])):
+        raise InputError(f"{where}: {n_ph} <image> placeholder(s) in the human turns for {n_img} image(s)")
+    mt = rec.get("max_tiles")
+    if mt is not None and (not isinstance(mt, int) or mt < 1):
+        raise InputError(f"{where}: max_tiles must be a positive integer, got {mt!r}")
+    return rec
+
+
+def images_of(rec: dict) -> list:
+    """The images the prompt's <image> placeholders stand for (the stitched canvas counts as one)."""
+    if rec.get("cameras") is not None:
+        return [rec["cameras"]]
+    if rec.get("video") is not None:
+        return list(rec["video"])
+    img = rec.get("image")
+    if img is None:
+        return []
+    return list(img) if isinstance(img, (list, tuple)) else [img]
+
+
+def _resolve(value, base: Path):
+    if isinstance(value, str):
+        p = Path(value)
+        return str(p if p.is_absolute() else base / p)
+    if isinstance(value, list):
+        return [_resolve(v, base) for v in value]
+    if isinstance(value, dict):
+        return {k: _resolve(v, base) for k, v in value.items()}
+    return value
+
+
+def read_records(path: str | Path) -> list[dict]:
+    """Records of a JSONL file, checked, with media paths made absolute."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"no such records file: {path}")
+    out = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise InputError(f"{path}:{n}: not JSON ({e.msg})") from None
+        check_record(rec, f"{path}:{n}")
+        for k in MEDIA_KEYS:
+            if rec.get(k) is not None:
+                rec[k] = _resolve(rec[k], path.parent)
+        out.append(rec)
+    if not out:
+        raise InputError(f"{path} holds no records")
+    return out
+
+
+def write_records(path: str | Path, records) -> int:
+    """Write records (media as paths) to a JSONL file; returns how many."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    n = 0
+    with path.open("w", encoding="utf-8") as f:
+        for rec in records:
+            check_record(rec, f"record {n}")
+            f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+            n += 1
+    return n

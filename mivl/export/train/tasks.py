@@ -1,0 +1,59 @@
+"""Task formats of the transfer-learning framework (internvl-spec.md section 7) as records."""
+from __future__ import annotations
+
+from ...calib.questions import GROUNDING_PROMPT, Question, box_1000, box_text
+from ...edge.errors import InputError
+
+CLS_PREFIX = "What is in this image?"
+CLS_SUFFIX = "Answer with one of the options."
+
+
+def conversation(question: str, answer: str, n_images: int = 1) -> list[dict]:
+    if n_images == 1 and "<image>" not in question:
+        question = "<image>\n" + question
+    elif n_images > 1 and "<image>" not in question:
+        question = "".join(f"Image-{i + 1}: <image>\n" for i in range(n_images)) + question
+    return [{"from": "human", "value": question}, {"from": "gpt", "value": answer}]
+
+
+def classification(image, labels, truth: str, prefix: str = CLS_PREFIX, suffix: str = CLS_SUFFIX,
+                   rid: str = "") -> dict:
+    """Image classification as multiple choice: [image][prefix][candidate labels][suffix] -> truth."""
+    labels = list(labels)
+    if truth not in labels:
+        raise InputError(f"the true label {truth!r} is not among the candidates {labels}")
+    q = f"{prefix}\nOptions: {', '.join(labels)}.\n{suffix}"
+    return {"id": rid, "image": image, "conversations": conversation(q, truth)}
+
+
+def grounding(image, phrase: str, box, size: tuple[int, int], rid: str = "") -> dict:
+    """<ref>phrase</ref> -> <ref>phrase</ref><box>[[x1, y1, x2, y2]]</box>, box in 0..1000."""
+    ref = f"<ref>{phrase}</ref>"
+    b = box_text(box_1000(box, *size))
+    return {"id": rid, "image": image, "conversations": conversation(GROUNDING_PROMPT + ref, ref + b)}
+
+
+def region(image, name: str, box, size: tuple[int, int], rid: str = "") -> dict:
+    """Region perception: the question and the answer both carry the box."""
+    b = box_text(box_1000(box, *size))
+    return {"id": rid, "image": image,
+            "conversations": conversation(f"What object is in this location {b}?", name + b)}
+
+
+def multiview(cameras: dict, question: str, answer: str, rid: str = "") -> dict:
+    return {"id": rid, "cameras": cameras, "conversations": conversation(question, answer)}
+
+
+def video(frames: list, question: str, answer: str, rid: str = "") -> dict:
+    prefix = "".join(f"Frame{i + 1}: <image>\n" for i in range(len(frames)))
+    return {"id": rid, "video": list(frames), "conversations": conversation(prefix + question, answer, 0)}
+
+
+def from_questions(qs: list[Question], cameras: dict, rid: str = "") -> dict:
+    """calib Questions about one view of a scene (cameras: name -> image) as a multi-turn record."""
+    conv = conversation(qs[0].text, qs[0].answer)
+    for q in qs[1:]:
+        conv += [{"from": "human", "value": q.text}, {"from": "gpt", "value": q.answer}]
+    if qs[0].camera is None:
+        return {"id": rid, "cameras": cameras, "conversations": conv}
+    return {"id": rid, "image": cameras[qs[0].camera], "conversations": conv}

@@ -1,0 +1,313 @@
+"""Supervised fine-tuning of an InternVL checkpoint: full, partial (frozen parts) or LoRA.
+
+The same function runs on one process or under torchrun. A step takes `batch_size` records (the
+global batch): rank r encodes records r, r + world, ... of it, one record per micro-batch, and
+every micro-batch's summed token loss is divided by the global number of target tokens of the
+step, so one process and many give the same gradient (DDP and FSDP average over ranks, hence
+the factor world size). The learning rate follows a linear warmup and a cosine decay; state is
+saved every `save_every` steps and training resumes from the newest state in the output folder.
+The result is written in the original checkpoint layout (LoRA merged) that mivl-export reads.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ...edge.errors import InputError
+from ...edge.prompt import IMG_CONTEXT, get_template
+from ..checkpoint import load_checkpoint, save_weights
+from ..hf_layout import hf_config_to_original, is_hf_config
+from ..model.projector import vit_to_tokens
+from ..reference import preprocess_config
+from ..tokenizer import load_tokenizer
+from . import distributed as D
+from .data import IGNORE, Sample, encode_record
+from .lora import add_lora, merge_lora
+
+MODES = ("full", "partial", "lora")
+PARTS = ("vit", "projector", "llm")
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+STATE_DIR = "train_state"
+
+
+@dataclass
+class TrainConfig:
+    checkpoint: str
+    output: str
+    mode: str = "full"                   # full | partial | lora
+    freeze: tuple = ()                   # partial: any of vit, projector, llm
+    lora_rank: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    lora_parts: tuple = ("llm",)         # LoRA on llm and/or vit; the projector is trained fully
+    steps: int = 100
+    batch_size: int = 8                  # global batch, in records
+    lr: float = 1e-5
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.03
+    min_lr_ratio: float = 0.0
+    max_grad_norm: float = 1.0
+    dtype: str = "bf16"                  # autocast dtype: bf16 | fp32 (weights stay fp32)
+    grad_checkpointing: bool = False
+    max_length: int = 8192
+    save_every: int = 0                  # 0: only at the end
+    resume: bool = True
+    log_every: int = 10
+    seed: int = 0
+    device: str = "auto"
+    strategy: str = "ddp"                # ddp | fsdp (with several processes)
+    save_dtype: str = "bf16"
+    quiet: bool = False
+
+    def check(self) -> None:
+        if self.mode not in MODES:
+            raise InputError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        bad = set(self.freeze) - set(PARTS)
+        if bad:
+            raise InputError(f"freeze takes {', '.join(PARTS)}; unknown: {', '.join(sorted(bad))}")
+        if self.mode == "partial" and not self.freeze:
+            raise InputError("partial fine-tuning needs freeze=(some of vit, projector, llm)")
+        if self.mode == "partial" and set(self.freeze) == set(PARTS):
+            raise InputError("everything is frozen: nothing to train")
+        if self.dtype not in DTYPES or self.save_dtype not in DTYPES:
+            raise InputError(f"dtype and save_dtype take {', '.join(DTYPES)}")
+        if self.steps < 1 or self.batch_size < 1:
+            raise InputError("steps and batch_size must be positive")
+
+
+@dataclass
+class TrainResult:
+    output: Path
+    losses: list[float] = field(default_factory=list)     # mean token loss of each step run here
+    steps: int = 0
+    seconds: float = 0.0
+
+
+class TrainingModel(nn.Module):
+    """forward(pixels, ids, labels) -> (summed token loss, target count) for one record."""
+
+    def __init__(self, model, img_context_id: int, autocast_dtype: torch.dtype):
+        super().__init__()
+        self.model = model
+        self.img_context_id = img_context_id
+        self.autocast_dtype = autocast_dtype
+
+    def forward(self, pixels, ids, labels):
+        m, cfg = self.model, self.model.config
+        device_type = ids.device.type
+        ctx = (torch.autocast(device_type, dtype=self.autocast_dtype)
+               if self.autocast_dtype != torch.float32 else contextlib.nullcontext())
+        with ctx:
+            x = m.language_model.embed(ids[None])
+            if pixels is not None:
+                hidden = m.vision_model(pixels, cfg.select_layer)
+                feats = m.mlp1(vit_to_tokens(hidden, cfg.downsample_ratio, cfg.ps_version))
+                slots = (ids == self.img_context_id).nonzero().flatten()
+                x = x.clone()
+                x[0, slots] = feats.reshape(-1, x.shape[-1]).to(x.dtype)
+            h = m.language_model(x, hidden_only=True)[0]
+            keep = labels[1:] != IGNORE
+            logits = m.language_model.lm_head(h[:-1][keep])
+        return F.cross_entropy(logits.float(), labels[1:][keep], reduction="sum")
+
+
+def set_trainable(model, cfg: TrainConfig) -> None:
+    groups = {"vit": model.vision_model, "projector": model.mlp1, "llm": model.language_model}
+    if cfg.mode == "lora":
+        add_lora(model, cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_parts)
+        for p in model.mlp1.parameters():
+            p.requires_grad = True
+        return
+    for name, mod in groups.items():
+        for p in mod.parameters():
+            p.requires_grad = not (cfg.mode == "partial" and name in cfg.freeze)
+
+
+def enable_checkpointing(model) -> None:
+    """Recompute each ViT and decoder layer in the backward pass instead of keeping activations."""
+    from torch.utils.checkpoint import checkpoint
+
+    from ..model.decoder import DecoderLayer
+    from ..model.internvit import InternVisionEncoderLayer
+
+    for m in model.modules():
+        if isinstance(m, (DecoderLayer, InternVisionEncoderLayer)):
+            inner = m.forward
+            m.forward = (lambda f: lambda *a: checkpoint(f, *a, use_reentrant=False))(inner)
+
+
+def lr_lambda(cfg: TrainConfig):
+    warm = max(1, round(cfg.warmup_ratio * cfg.steps)) if cfg.warmup_ratio > 0 else 0
+
+    def f(step: int) -> float:   # step = number of optimizer steps taken so far
+        if step < warm:
+            return (step + 1) / warm
+        progress = (step - warm) / max(1, cfg.steps - warm)
+        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return f
+
+
+def make_optimizer(model, cfg: TrainConfig):
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (decay if p.ndim >= 2 else no_decay).append(p)
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg))
+
+
+def latest_state(out: Path) -> Path | None:
+    states = sorted((out / STATE_DIR).glob("step-*.pt"), key=lambda p: int(p.stem.split("-")[1]))
+    return states[-1] if states else None
+
+
+def save_state(out: Path, step: int, model, opt, sched, losses, world) -> None:
+    if not world.main:
+        return
+    d = out / STATE_DIR
+    d.mkdir(parents=True, exist_ok=True)
+    trainable = {k: v.detach().cpu() for k, v in model.named_parameters() if v.requires_grad}
+    tmp = d / f".step-{step}.pt.tmp"
+    torch.save({"step": step, "model": trainable, "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(), "losses": losses}, tmp)
+    tmp.replace(d / f"step-{step}.pt")
+    for old in d.glob("step-*.pt"):
+        if old.name != f"step-{step}.pt":
+            old.unlink()
+
+
+def load_state(path: Path, model, opt, sched) -> tuple[int, list]:
+    st = torch.load(path, map_location="cpu", weights_only=True)
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for k, v in st["model"].items():
+            params[k].copy_(v)
+    opt.load_state_dict(st["optimizer"])
+    sched.load_state_dict(st["scheduler"])
+    return int(st["step"]), list(st["losses"])
+
+
+def original_config(path: Path) -> dict:
+    raw = json.loads((path / "config.json").read_text())
+    return hf_config_to_original(raw, path) if is_hf_config(raw) else raw
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "merges.txt", "tokenizer_config.json",
+                   "special_tokens_map.json", "added_tokens.json", "generation_config.json")
+
+
+def write_checkpoint(model, src: Path, out: Path, dtype: torch.dtype, log: dict) -> None:
+    """The trained model in the original layout: config.json, safetensors, tokenizer files."""
+    out.mkdir(parents=True, exist_ok=True)
+    for old in list(out.glob("*.safetensors")) + list(out.glob("model.safetensors.index.json")):
+        old.unlink()
+    cfg = original_config(src)
+    cfg["torch_dtype"] = "bfloat16" if dtype == torch.bfloat16 else "float32"
+    cfg.setdefault("llm_config", {})["torch_dtype"] = cfg["torch_dtype"]
+    (out / "config.json").write_text(json.dumps(cfg, indent=2))
+    for name in TOKENIZER_FILES:
+        if (src / name).is_file():
+            shutil.copyfile(src / name, out / name)
+    save_weights(model, out, dtype)
+    (out / "train_log.json").write_text(json.dumps(log, indent=2))
+
+
+def step_indices(step: int, cfg: TrainConfig, world) -> list[int]:
+    base = step * cfg.batch_size
+    return [base + j for j in range(cfg.batch_size) if j % world.size == world.rank]
+
+
+def to_device(s: Sample, device):
+    pixels = None if s.pixels is None else torch.from_numpy(s.pixels).to(device)
+    return pixels, torch.tensor(s.input_ids, device=device), torch.tensor(s.labels, device=device)
+
+
+def sync_context(net, last: bool):
+    if last:
+        return contextlib.nullcontext()
+    if hasattr(net, "no_sync"):
+        return net.no_sync()
+    if hasattr(net, "set_requires_gradient_sync"):   # FSDP2
+        net.set_requires_gradient_sync(False)
+    return contextlib.nullcontext()
+
+
+def train(cfg: TrainConfig, dataset) -> TrainResult:
+    """Fine-tune cfg.checkpoint on `dataset` (an indexable sequence of records)."""
+    cfg.check()
+    if len(dataset) < 1:
+        raise InputError("the training data holds no records")
+    world = D.init_world(cfg.device)
+    if cfg.batch_size % world.size:
+        raise InputError(f"batch_size={cfg.batch_size} must be a multiple of the number of processes "
+                         f"({world.size})")
+    if world.size > 1 and cfg.strategy == "fsdp" and cfg.save_every:
+        raise InputError("intermediate train states are written for ddp only; use save_every=0 with fsdp")
+    torch.manual_seed(cfg.seed)
+    out = Path(cfg.output)
+    ckpt = load_checkpoint(cfg.checkpoint, torch.float32)
+    model, tok = ckpt.model.train(), load_tokenizer(ckpt.path)
+    tpl, pre = get_template(ckpt.config.template), preprocess_config(ckpt)
+    set_trainable(model, cfg)
+    if cfg.grad_checkpointing:
+        enable_checkpointing(model)
+    net = TrainingModel(model, tok.token_to_id(IMG_CONTEXT), DTYPES[cfg.dtype]).to(world.device)
+    net = D.wrap(net, world, cfg.strategy)
+    opt, sched = make_optimizer(net, cfg)
+    start, losses = 0, []
+    state = latest_state(out) if cfg.resume else None
+    if state is not None:
+        start, losses = load_state(state, net, opt, sched)
+        _log(cfg, world, f"resumed from {state} at step {start}")
+    t0 = time.perf_counter()
+    trainable = [p for p in net.parameters() if p.requires_grad]
+    for step in range(start, cfg.steps):
+        samples = [encode_record(dataset[i % len(dataset)], tok, tpl, pre, ckpt.config.tokens_per_tile,
+                                 cfg.max_length) for i in step_indices(step, cfg, world)]
+        n_tokens = D.all_sum(sum(s.n_targets for s in samples), world)
+        if n_tokens == 0:
+            raise InputError(f"step {step}: no assistant tokens in the batch (empty answers?)")
+        total = 0.0
+        for k, s in enumerate(samples):
+            with sync_context(net, k == len(samples) - 1):
+                if k == len(samples) - 1 and hasattr(net, "set_requires_gradient_sync"):
+                    net.set_requires_gradient_sync(True)
+                loss = net(*to_device(s, world.device))
+                (loss * (world.size / n_tokens)).backward()
+            total += float(loss.detach())
+        if cfg.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(D.all_sum(total, world) / n_tokens)
+        if (step + 1) % cfg.log_every == 0 or step == start:
+            _log(cfg, world, f"step {step + 1}/{cfg.steps} loss {losses[-1]:.4f} "
+                             f"lr {sched.get_last_lr()[0]:.2e} ({time.perf_counter() - t0:.0f} s)")
+        if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < cfg.steps:
+            save_state(out, step + 1, net, opt, sched, losses, world)
+    seconds = time.perf_counter() - t0
+    model = D.gather_model(net, model, world, cfg.strategy)
+    if world.main:
+        if cfg.mode == "lora":
+            merge_lora(model)
+        log = {"config": asdict(cfg), "losses": losses, "seconds_this_run": seconds, "world_size": world.size}
+        write_checkpoint(model.cpu(), ckpt.path, out, DTYPES[cfg.save_dtype], log)
+        shutil.rmtree(out / STATE_DIR, ignore_errors=True)
+    D.barrier(world)
+    return TrainResult(out, losses[start:], cfg.steps - start, seconds)
+
+
+def _log(cfg, world, msg: str) -> None:
+    if world.main and not cfg.quiet:
+        print(msg, flush=True)
