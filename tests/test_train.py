@@ -378,3 +378,17 @@ def test_cli_convert_and_train(tiny_dir, tmp_path):
     out = subprocess.run(exe + ["train", str(tiny_dir("qwen2")), "-o", str(tmp_path / "ft2"), "--data",
                                 str(tmp_path / "missing.jsonl")], capture_output=True, text=True, env=env)
     assert out.returncode == 2 and "no such records file" in out.stderr
+
+
+def test_gradient_checkpointing_gives_the_same_steps(tiny_dir, tmp_path):
+    kw = dict(steps=3, batch_size=2, lr=3e-3, dtype="fp32", quiet=True, warmup_ratio=0.0)
+    plain = train(TrainConfig(str(tiny_dir("qwen2")), str(tmp_path / "a"), **kw), _records(2))
+    ckpt = train(TrainConfig(str(tiny_dir("qwen2")), str(tmp_path / "b"), grad_checkpointing=True, **kw),
+                 _records(2))
+    np.testing.assert_allclose(ckpt.losses, plain.losses, rtol=1e-5)
+
+
+def test_bf16_autocast_trains(tiny_dir, tmp_path):
+    r = train(TrainConfig(str(tiny_dir("qwen2")), str(tmp_path / "o"), steps=6, batch_size=2, lr=5e-3,
+                          dtype="bf16", quiet=True, warmup_ratio=0.0), _records(2))
+    assert r.losses[-1] < 0.7 * r.losses[0], r.losses

@@ -80,7 +80,8 @@ def llm_shape(path: Path) -> LLMShape:
     m = gguf_metadata(path)
     arch = m["general.architecture"]
     g = lambda k: m[f"{arch}.{k}"]   # noqa: E731
-    vocab = m.get(f"{arch}.vocab_size") or m.get("tokenizer.ggml.tokens")
+    tokens = m.get("tokenizer.ggml.tokens")
+    vocab = m.get(f"{arch}.vocab_size") or (len(tokens) if isinstance(tokens, list) else tokens)
     return LLMShape(int(g("block_count")), int(g("embedding_length")), int(g("attention.head_count")),
                     int(m.get(f"{arch}.attention.head_count_kv", g("attention.head_count"))),
                     int(g("feed_forward_length")), int(vocab))

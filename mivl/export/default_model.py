@@ -1,7 +1,7 @@
 """The embedded default model: a tiny InternVL trained by the SDK's own trainer on synthetic
 six-camera driving scenes, so that the demo and the README's main command get real answers.
 
-    mivl-export make-default -o mivl/assets/default_model     # regenerates it (CPU, ~30 min)
+    mivl-export make-default      # regenerates mivl/assets/default_model (2 CPU cores: ~1 hour)
 
 Architecture: InternViT at the real 448px / patch-14 geometry (1025 tokens per tile) but 64 wide
 and 3 layers deep, pixel unshuffle v2 + MLP projector, a 4-layer 128-wide Qwen2 LLM with the
@@ -67,7 +67,7 @@ def training_data(seed: int = TRAIN_SEED, general_ratio: float = 0.25) -> Mixtur
 def train_default(out: str | Path, steps: int = 800, batch_size: int = 8, lr: float = 2e-3,
                   seed: int = TRAIN_SEED, work: str | Path | None = None, quiet: bool = False) -> Path:
     out = Path(out)
-    work = Path(work) if work else out.with_name(out.name + ".work")
+    work = Path(work) if work else Path("out") / "default-model-work"
     init = make_initial(work / "init", seed)
     cfg = TrainConfig(str(init), str(work / "trained"), mode="full", steps=steps, batch_size=batch_size,
                       lr=lr, warmup_ratio=0.03, min_lr_ratio=0.05, weight_decay=0.01, dtype="fp32",

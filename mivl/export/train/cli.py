@@ -122,7 +122,7 @@ def main_make_default(argv) -> int:
                                 description="Train the embedded default model on synthetic driving scenes.")
     p.add_argument("-o", "--output", default=str(ASSET))
     p.add_argument("--steps", type=int, default=800)
-    p.add_argument("--work", help="folder for the initial model and resume state (default OUTPUT.work)")
+    p.add_argument("--work", help="folder for the initial model and resume state (default out/default-model-work)")
     a = p.parse_args(argv)
     import shutil
 

@@ -1,0 +1,104 @@
+"""`mivl info --budget`, `mivl eval`, and the six-camera demo app run headless."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mivl.edge.budget import DEVICES, budget, gguf_metadata, kv_cache_bytes, llm_shape
+from mivl.edge.bundle import open_bundle
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_gguf_header_reader_agrees_with_the_gguf_package(bundle_dir):
+    gguf = pytest.importorskip("gguf")
+    b = open_bundle(bundle_dir("qwen2"))
+    path = b.file(b.manifest["llm"]["file"])
+    ours = gguf_metadata(path)
+    theirs = gguf.GGUFReader(str(path))
+    for key, field in theirs.fields.items():
+        if key.startswith("GGUF."):
+            continue
+        v = field.contents()
+        if isinstance(v, list) and v and not isinstance(v[0], str):
+            assert ours[key] == len(v), key        # numeric arrays: their length
+        else:
+            assert ours[key] == v, key
+
+
+def test_budget_is_computed_from_the_bundle(bundle_dir):
+    b = open_bundle(bundle_dir("qwen2"))
+    s = llm_shape(b.file(b.manifest["llm"]["file"]))
+    assert s.n_embd == b.manifest["llm"]["n_embd"] and s.n_layer == 2 and s.n_head_kv == 2
+    r = budget(b, n_ctx=2048)
+    kv = [v for k, v in r["parts"].items() if k.startswith("KV cache")][0]
+    assert kv == kv_cache_bytes(s, 2048) == 2 * 2 * 2048 * 2 * (64 // 4) * 2
+    assert r["parts"]["LLM weights"] == b.file(b.manifest["llm"]["file"]).stat().st_size
+    assert r["total"] == sum(r["parts"].values())
+    assert [d["device"] for d in r["devices"]] == [d[0] for d in DEVICES] and all(d["fits"] for d in r["devices"])
+    big = budget(b, n_ctx=2048, tiles=2000)                       # activations scale with the tile batch
+    assert not big["devices"][0]["fits"] and big["total"] > r["total"]
+
+
+def test_cli_info_budget_and_eval(bundle_dir):
+    bundle = str(bundle_dir("qwen2"))
+    env = dict(os.environ)
+    out = subprocess.run([sys.executable, "-m", "mivl.edge.cli", "info", bundle, "--budget", "--n-ctx", "4096"],
+                         capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
+    assert "Orin Nano 8GB" in out.stdout and "KV cache (n_ctx 4096, f16)" in out.stdout and "fits" in out.stdout
+    out = subprocess.run([sys.executable, "-m", "mivl.edge.cli", "eval", bundle, "--questions", "3", "--json"],
+                         capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
+    res = json.loads(out.stdout)
+    assert res["n"] == 3 and len(res["answers"]) == 3 and 0.0 <= res["accuracy"] <= 1.0
+    out = subprocess.run([sys.executable, "-m", "mivl.edge.cli", "eval", bundle, "--kinds", "nonsense"],
+                         capture_output=True, text=True, env=env)
+    assert out.returncode == 2 and "--kinds takes" in out.stderr
+
+
+def test_demo_runs_headless_on_the_synthetic_clip(bundle_dir, tmp_path):
+    cmd = [sys.executable, str(ROOT / "examples/jetson_demo/demo.py"), str(bundle_dir("qwen2")), "--synthetic",
+           "--frames", "2", "--headless", "--out", str(tmp_path / "demo"), "--snapshot-every", "1"]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, DISPLAY=""), timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    d = tmp_path / "demo"
+    assert (d / "demo.mp4").stat().st_size > 1000
+    snaps = sorted(d.glob("snapshot-*.png"))
+    assert len(snaps) == 2
+    import cv2
+    img = cv2.imread(str(snaps[0]))
+    assert img.shape == (2 * 270 + 150, 3 * 480, 3)
+    log = [json.loads(line) for line in (d / "log.jsonl").read_text().splitlines()]
+    assert [r["tick"] for r in log] == [0, 1]
+    probes = [p["probe"] for p in log[0]["results"]]
+    assert probes[-1] == "describe CAM_FRONT" and any(p.startswith("find ") for p in probes)
+    for r in log[0]["results"]:
+        assert r["timings"]["vision_s"] > 0 and r["timings"]["prompt_tokens"] > 0
+    cap = cv2.VideoCapture(str(d / "demo.mp4"))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 2
+
+
+def test_demo_refuses_incomplete_camera_sets(tmp_path):
+    cmd = [sys.executable, str(ROOT / "examples/jetson_demo/demo.py"), "unused", "--cam", "CAM_FRONT=x.mp4",
+           "--headless"]
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    assert out.returncode != 0 and "must name each of CAM_FRONT_LEFT" in out.stderr
+
+
+def test_synthetic_clip_moves_and_writes_six_videos(tmp_path):
+    import cv2
+    import numpy as np
+    from mivl.calib.clip import SixCameraClip
+    clip = SixCameraClip(4, 320, 180)
+    a, b = clip.frames(0), clip.frames(5)
+    assert set(a) == set(b) and any(not np.array_equal(a[k], b[k]) for k in a)
+    for o in clip.objects(7):
+        assert 0 <= o.box[0] < o.box[2] <= 320
+    paths = clip.write(tmp_path, 3, fps=5)
+    for p in paths.values():
+        cap = cv2.VideoCapture(str(p))
+        assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 3
