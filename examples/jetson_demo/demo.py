@@ -151,6 +151,7 @@ def parse_args(argv=None):
                    help="a camera source (see sources.py); all six cameras")
     p.add_argument("--synthetic", action="store_true", help="use mivl.calib's synthetic six-camera clip")
     p.add_argument("--seed", type=int, default=3, help="synthetic clip seed")
+    p.add_argument("--objects", type=int, default=1, help="synthetic clip: objects per camera (at most)")
     p.add_argument("--find", action="append", default=[], metavar="PHRASE")
     p.add_argument("--ask", action="append", default=[], metavar="QUESTION")
     p.add_argument("--describe", action="append", default=[], metavar="CAM", choices=CAMERAS)
@@ -180,7 +181,7 @@ def main(argv=None) -> int:
     if a.synthetic == bool(a.cam):
         raise SystemExit("give --synthetic or six --cam NAME=SOURCE")
     if a.synthetic:
-        rig = SyntheticRig(a.seed)
+        rig = SyntheticRig(a.seed, max_objects=a.objects)
     else:
         specs = dict(c.split("=", 1) for c in a.cam)
         if set(specs) != set(CAMERAS):

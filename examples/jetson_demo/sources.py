@@ -78,10 +78,10 @@ def open_source(spec: str):
 class SyntheticRig:
     """All six cameras from mivl.calib's synthetic clip (frames converted to BGR)."""
 
-    def __init__(self, seed: int = 0, width: int = 800, height: int = 450):
+    def __init__(self, seed: int = 0, width: int = 800, height: int = 450, max_objects: int = 1):
         from mivl.calib.clip import SixCameraClip
 
-        self.clip, self.t = SixCameraClip(seed, width, height), 0
+        self.clip, self.t = SixCameraClip(seed, width, height, max_objects), 0
 
     def read(self) -> dict[str, np.ndarray]:
         frames = {k: np.ascontiguousarray(v[:, :, ::-1]) for k, v in self.clip.frames(self.t).items()}

@@ -8,24 +8,25 @@ from __future__ import annotations
 
 import time
 
-from .questions import MC_KINDS, draw_question, is_correct
+from .questions import MAX_OBJECTS, MC_KINDS, draw_question, is_correct
 
 EVAL_SEED = 20260
 
 
-def score(ask, n: int = 200, seed: int = EVAL_SEED, kinds=MC_KINDS, keep: bool = False) -> dict:
+def score(ask, n: int = 200, seed: int = EVAL_SEED, kinds=MC_KINDS, keep: bool = False,
+          max_objects: int = MAX_OBJECTS) -> dict:
     per: dict[str, list[int]] = {}
     rows = []
     t0 = time.perf_counter()
     for i in range(n):
-        q, frames = draw_question(seed, i, kinds)
+        q, frames = draw_question(seed, i, kinds, max_objects=max_objects)
         got = ask(q, frames)
         ok = is_correct(q, got)
         per.setdefault(q.kind, []).append(int(ok))
         if keep:
             rows.append({"i": i, "kind": q.kind, "question": q.text, "answer": q.answer, "got": got, "correct": ok})
     total = [x for v in per.values() for x in v]
-    out = {"n": len(total), "seed": seed, "accuracy": sum(total) / max(1, len(total)),
+    out = {"n": len(total), "seed": seed, "max_objects": max_objects, "accuracy": sum(total) / max(1, len(total)),
            "per_kind": {k: {"n": len(v), "accuracy": sum(v) / len(v)} for k, v in sorted(per.items())},
            "seconds": time.perf_counter() - t0}
     if keep:

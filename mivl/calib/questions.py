@@ -128,6 +128,7 @@ def is_correct(question: Question, answer: str) -> bool:
 
 
 SCENE_SIZE = (800, 450)
+MAX_OBJECTS = 3
 
 
 def jpeg_roundtrip(rgb: np.ndarray, quality: int) -> np.ndarray:
@@ -137,25 +138,26 @@ def jpeg_roundtrip(rgb: np.ndarray, quality: int) -> np.ndarray:
     return cv2.imdecode(buf, cv2.IMREAD_COLOR)[:, :, ::-1].copy()
 
 
-def draw_question(seed: int, i: int, kinds=KINDS, size: tuple[int, int] = SCENE_SIZE
-                  ) -> tuple[Question, dict[str, np.ndarray]]:
+def draw_question(seed: int, i: int, kinds=KINDS, size: tuple[int, int] = SCENE_SIZE,
+                  max_objects: int = MAX_OBJECTS) -> tuple[Question, dict[str, np.ndarray]]:
     """Question i of the stream `seed`, and the camera frames it shows (JPEG round-tripped at
-    quality 75..95, as camera data usually is). A pure function of (seed, i)."""
-    qs, frames = draw_conversation(seed, i, kinds, size, turns=1)
+    quality 75..95, as camera data usually is). A pure function of its arguments."""
+    qs, frames = draw_conversation(seed, i, kinds, size, turns=1, max_objects=max_objects)
     return qs[0], frames
 
 
-def draw_conversation(seed: int, i: int, kinds=KINDS, size: tuple[int, int] = SCENE_SIZE, turns: int = 1
-                      ) -> tuple[list[Question], dict[str, np.ndarray]]:
+def draw_conversation(seed: int, i: int, kinds=KINDS, size: tuple[int, int] = SCENE_SIZE, turns: int = 1,
+                      max_objects: int = MAX_OBJECTS) -> tuple[list[Question], dict[str, np.ndarray]]:
     """Up to `turns` questions about one view (one camera, or all six for `camera` questions):
     the first of a kind drawn from `kinds`, the others of any kind of `kinds` that fits the same
-    view, each about a different object. A pure function of (seed, i, turns)."""
+    view, never the same kind about the same object twice. Scenes hold 0..max_objects objects
+    per camera. A pure function of its arguments."""
     from .synthetic import draw_scene
 
     rng = np.random.default_rng([seed, i, 1])
     for attempt in range(100):   # a scene may have no unique subject for the drawn kind
         scene_seed = int(np.random.default_rng([seed, i, 2, attempt]).integers(2 ** 62))
-        scene = draw_scene(scene_seed, *size)
+        scene = draw_scene(scene_seed, *size, max_objects=max_objects)
         q = ask_kind(kinds[rng.integers(len(kinds))], scene, rng, size)
         if q is None:
             continue
@@ -165,7 +167,7 @@ def draw_conversation(seed: int, i: int, kinds=KINDS, size: tuple[int, int] = SC
             if not same_view:
                 break
             k = same_view[rng.integers(len(same_view))]
-            more = ask_kind(k, scene, rng, size, q.camera, avoid=[x.subject for x in qs])
+            more = ask_kind(k, scene, rng, size, q.camera, avoid=[x.subject for x in qs if x.kind == k])
             if more is not None:
                 qs.append(more)
         quality = int(rng.integers(75, 96))

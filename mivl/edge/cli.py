@@ -115,7 +115,7 @@ def main_info(argv) -> int:
 
 def main_eval(argv) -> int:
     from ..calib.evaluate import EVAL_SEED, score, session_ask
-    from ..calib.questions import KINDS, MC_KINDS
+    from ..calib.questions import KINDS, MAX_OBJECTS, MC_KINDS
     from .session import Session
 
     p = argparse.ArgumentParser(prog="mivl eval", description="Accuracy of a bundle on freshly drawn, held-out "
@@ -125,6 +125,8 @@ def main_eval(argv) -> int:
     p.add_argument("--questions", type=int, default=200, help="how many questions (default 200)")
     p.add_argument("--seed", type=int, default=EVAL_SEED, help=f"question stream (default {EVAL_SEED})")
     p.add_argument("--kinds", default=",".join(MC_KINDS), help=f"comma list of {', '.join(KINDS)}")
+    p.add_argument("--max-objects", type=int, default=MAX_OBJECTS,
+                   help=f"objects per camera in the drawn scenes (0..N; default {MAX_OBJECTS})")
     p.add_argument("--threads", type=int)
     p.add_argument("--json", action="store_true", help="print every question and answer as JSON")
     a = p.parse_args(argv)
@@ -133,11 +135,12 @@ def main_eval(argv) -> int:
     if bad or not kinds:
         raise MivlError(f"--kinds takes {', '.join(KINDS)}; got {a.kinds!r}")
     with Session(a.bundle, threads=a.threads) as s:
-        res = score(session_ask(s), a.questions, a.seed, kinds, keep=a.json)
+        res = score(session_ask(s), a.questions, a.seed, kinds, keep=a.json, max_objects=a.max_objects)
     if a.json:
         print(json.dumps(res, indent=2, ensure_ascii=False))
         return 0
     print(f"accuracy {res['accuracy']:.3f} on {res['n']} held-out questions (stream {a.seed}, "
+          f"up to {a.max_objects} object(s) per camera, "
           f"{res['seconds']:.0f} s)")
     for k, v in res["per_kind"].items():
         print(f"  {k:<10} {v['accuracy']:.3f}  ({v['n']})")

@@ -27,8 +27,9 @@ ASSET = Path(__file__).resolve().parents[1] / "assets" / "default_model"
 VISION = dict(TINY_VISION, hidden_size=64, intermediate_size=256, num_hidden_layers=3, num_attention_heads=4)
 LLM = dict(hidden_size=128, intermediate_size=384, num_hidden_layers=4, num_attention_heads=4,
            num_key_value_heads=2)
-MAX_TILES = 2
-TURNS = 4
+MAX_TILES = 1
+MAX_OBJECTS = 1             # objects per camera in its training and evaluation scenes
+TURNS = 8
 # first-question kinds, repeated to weight them: the multiple-choice kinds get twice the boxes' share
 DEFAULT_KINDS = ("colour", "class", "camera", "colour", "class", "camera", "grounding", "region")
 TRAIN_SEED, GENERAL_SEED = 0, 1
@@ -54,24 +55,25 @@ def make_initial(out: Path, seed: int = 0) -> Path:
     path = make_tiny("qwen2", out, seed, overwrite=True, vision=VISION, llm_dims=LLM, max_tiles=MAX_TILES,
                      init=init_for_training)
     cfg = json.loads((path / "config.json").read_text())
-    cfg["use_thumbnail"] = False      # 2 tiles at near-native resolution beat 2 + a coarse thumbnail here
+    cfg["use_thumbnail"] = False
     (path / "config.json").write_text(json.dumps(cfg, indent=2))
     return path
 
 
 def training_data(seed: int = TRAIN_SEED, general_ratio: float = 0.25) -> Mixture:
-    return Mixture(SyntheticTasks(GENERAL_KINDS, GENERAL_SEED + seed * 1000),
-                   SyntheticTasks(DEFAULT_KINDS, seed * 1000, turns=TURNS), general_ratio, seed=seed)
+    return Mixture(SyntheticTasks(GENERAL_KINDS, GENERAL_SEED + seed * 1000, max_objects=MAX_OBJECTS),
+                   SyntheticTasks(DEFAULT_KINDS, seed * 1000, turns=TURNS, max_objects=MAX_OBJECTS),
+                   general_ratio, seed=seed)
 
 
-def train_default(out: str | Path, steps: int = 800, batch_size: int = 8, lr: float = 2e-3,
+def train_default(out: str | Path, steps: int = 1800, batch_size: int = 4, lr: float = 2e-3,
                   seed: int = TRAIN_SEED, work: str | Path | None = None, quiet: bool = False) -> Path:
     out = Path(out)
     work = Path(work) if work else Path("out") / "default-model-work"
     init = make_initial(work / "init", seed)
     cfg = TrainConfig(str(init), str(work / "trained"), mode="full", steps=steps, batch_size=batch_size,
                       lr=lr, warmup_ratio=0.03, min_lr_ratio=0.05, weight_decay=0.01, dtype="fp32",
-                      save_every=25, seed=seed, save_dtype="bf16", quiet=quiet, log_every=10)
+                      save_every=100, seed=seed, save_dtype="bf16", quiet=quiet, log_every=10)
     train(cfg, training_data(seed))
     return work / "trained"
 
@@ -80,12 +82,12 @@ def evaluate_reference(checkpoint, n: int = 100, seed: int = EVAL_SEED, kinds=MC
     """Accuracy of the PyTorch reference on n held-out multiple-choice questions."""
     from .reference import Reference
 
-    return score(reference_ask(Reference(checkpoint)), n, seed, kinds)
+    return score(reference_ask(Reference(checkpoint)), n, seed, kinds, max_objects=MAX_OBJECTS)
 
 
 if __name__ == "__main__":
     import sys
     out = Path(sys.argv[1])
-    steps = int(sys.argv[2]) if len(sys.argv) > 2 else 800
+    steps = int(sys.argv[2]) if len(sys.argv) > 2 else 1800
     trained = train_default(out, steps)
     print(json.dumps(evaluate_reference(trained, 60), indent=1))

@@ -121,7 +121,7 @@ def main_make_default(argv) -> int:
     p = argparse.ArgumentParser(prog="mivl-export make-default",
                                 description="Train the embedded default model on synthetic driving scenes.")
     p.add_argument("-o", "--output", default=str(ASSET))
-    p.add_argument("--steps", type=int, default=800)
+    p.add_argument("--steps", type=int, default=1800)
     p.add_argument("--work", help="folder for the initial model and resume state (default out/default-model-work)")
     a = p.parse_args(argv)
     import shutil
