@@ -7,6 +7,7 @@ The canvas then goes through normal tiling (max 12 -> 6x2 + thumbnail = 13 tiles
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import lru_cache
 from importlib import resources
 
@@ -25,7 +26,7 @@ LABEL_ASSET = "camera_labels.npz"
 
 
 def check_cameras(cameras: dict) -> None:
-    if not isinstance(cameras, dict):
+    if not isinstance(cameras, Mapping):
         raise InputError(f"cameras must be a dict of name -> image, got {type(cameras).__name__}")
     unknown = sorted(set(cameras) - set(CAMERAS))
     missing = [c for c in CAMERAS if c not in cameras]
