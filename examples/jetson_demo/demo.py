@@ -11,7 +11,7 @@ Each tick reads one frame from every camera and runs the probes:
 It overlays the answers and boxes per camera and a HUD with the latency breakdown (preprocess,
 vision, prefill, decode) and memory. With a display it opens a window (q quits); headless (or
 --headless) it writes OUT/demo.mp4, PNG snapshots every --snapshot-every ticks and OUT/log.jsonl.
-Without --bundle argument it uses the embedded default model, exporting it once to out/.
+Without a bundle argument it uses the default model, exporting it once to out/default-bundle.
 """
 from __future__ import annotations
 
@@ -133,14 +133,23 @@ def compose(frames: dict, results: list[dict], tick: int, wall_s: float) -> np.n
 
 # ------------------------------------------------------------------ main loop
 def default_bundle() -> Path:
-    """The embedded default model, exported once (INT8) to out/default-bundle."""
-    out = Path(__file__).resolve().parents[2] / "out" / "default-bundle"
+    """The default model, exported once (INT8) to out/default-bundle: the embedded trained model
+    when the package has one (mivl/assets/default_model), else the tiny random checkpoint that
+    scripts/demo.sh uses."""
+    root = Path(__file__).resolve().parents[2] / "out"
+    out = root / "default-bundle"
     if not (out / "manifest.json").is_file():
         from mivl.export.api import export
         from mivl.export.default_model import ASSET
 
-        print(f"exporting the embedded default model to {out} ...", flush=True)
-        export(ASSET, out, precision="int8", quiet=True, force=True)
+        src = ASSET
+        if not (ASSET / "config.json").is_file():
+            from mivl.export.tiny import make_tiny
+            src = root / "default-checkpoint"
+            if not (src / "config.json").is_file():
+                make_tiny("qwen2", src, 0, overwrite=True)
+        print(f"exporting {src} to {out} ...", flush=True)
+        export(src, out, precision="int8", quiet=True, force=True)
     return out
 
 

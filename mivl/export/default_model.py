@@ -1,13 +1,17 @@
-"""The embedded default model: a tiny InternVL trained by the SDK's own trainer on synthetic
-six-camera driving scenes, so that the demo and the README's main command get real answers.
+"""The recipe of the embedded default model: a tiny InternVL trained from scratch by the SDK's own
+trainer on synthetic six-camera driving scenes, so that the demo gets real answers.
 
-    mivl-export make-default      # regenerates mivl/assets/default_model (2 CPU cores: ~1 hour)
+    mivl-export make-default      # trains into mivl/assets/default_model (2 CPU cores: ~40 min)
+
+Status: with this recipe (1,800 steps of 4 conversations) the held-out multiple-choice accuracy
+stayed near chance on 2 CPU cores (BENCHMARKS.md, "Embedded default model"), so no trained model
+ships yet and the demo falls back to a tiny random checkpoint.
 
 Architecture: InternViT at the real 448px / patch-14 geometry (1025 tokens per tile) but 64 wide
 and 3 layers deep, pixel unshuffle v2 + MLP projector, a 4-layer 128-wide Qwen2 LLM with the
-Hermes-2 template and a byte-level BPE tokenizer; at most 2 tiles + thumbnail per image (a
-camera frame or the stitched six-camera canvas is 3 tiles, 768 image tokens). It is trained from
-scratch on the question kinds of `mivl.calib.questions` (general share: captions), 25% general.
+Hermes-2 template and a byte-level BPE tokenizer; one tile per image (a camera frame or the
+stitched six-camera canvas). Data: multi-turn conversations of the question kinds of
+`mivl.calib.questions` about scenes with at most one object per camera; 25% general (captions).
 """
 from __future__ import annotations
 
