@@ -32,6 +32,11 @@ def run(args: list[str]) -> str:
     return r.stdout
 
 
+def table(out: str) -> str:
+    """The rows bench_models.py prints under its '### section' heading."""
+    return out.split("###", 1)[-1].split("\n", 2)[-1]
+
+
 def gpu_present() -> bool:
     try:
         import cupy  # noqa: F401
@@ -61,12 +66,12 @@ def main() -> int:
         parts.append("## CUDA kernels\n\nnot measured: no GPU on this machine (`benchmarks/bench_kernels.py` on one)\n")
     for size in sizes:
         bm = ["benchmarks/bench_models.py", "--work", a.work, "--size", size]
-        parts.append(f"## {size}: vision encoder\n\n" + run(bm + ["vision"]).split("###", 1)[-1].split("\n", 2)[-1])
-        parts.append(f"## {size}: LLM decode per GGUF type\n\n" + run(bm + ["decode"]).split("###", 1)[-1].split("\n", 2)[-1])
+        parts.append(f"## {size}: vision encoder\n\n" + table(run(bm + ["vision"])))
+        parts.append(f"## {size}: LLM decode per GGUF type\n\n" + table(run(bm + ["decode"])))
     if any(s in ("1B", "2B") for s in sizes):
         bm = ["benchmarks/bench_models.py", "--work", a.work]
-        parts.append("## LLM conversion (1B and 2B)\n\n" + run(bm + ["llm"]).split("###", 1)[-1].split("\n", 2)[-1])
-        parts.append("## end to end (1B bundle, INT8 vision + q8_0)\n\n" + run(bm + ["runtime"]).split("###", 1)[-1].split("\n", 2)[-1])
+        parts.append("## LLM conversion (1B and 2B)\n\n" + table(run(bm + ["llm"])))
+        parts.append("## end to end (1B bundle, INT8 vision + q8_0)\n\n" + table(run(bm + ["runtime"])))
     text = "\n".join(parts)
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -2,7 +2,6 @@
 and one process vs two under torchrun."""
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path

@@ -34,19 +34,11 @@ def score(ask, n: int = 200, seed: int = EVAL_SEED, kinds=MC_KINDS, keep: bool =
     return out
 
 
-def session_ask(session, max_new_tokens: int = 24):
-    """An `ask` for score() backed by a mivl.edge Session (greedy)."""
+def asker(model, max_new_tokens: int = 24):
+    """An `ask` for score() backed by anything with `.ask(text, images=, cameras=, max_new_tokens=)`:
+    a mivl.edge Session or the PyTorch reference (mivl.export.reference.Reference); greedy."""
     def ask(q, frames):
         if q.camera is None:
-            return session.ask(q.text, cameras=frames, max_new_tokens=max_new_tokens).text
-        return session.ask(q.text, images=[frames[q.camera]], max_new_tokens=max_new_tokens).text
-    return ask
-
-
-def reference_ask(ref, max_new_tokens: int = 24):
-    """An `ask` for score() backed by the PyTorch reference (mivl.export.reference.Reference)."""
-    def ask(q, frames):
-        if q.camera is None:
-            return ref.ask(q.text, cameras=frames, max_new_tokens=max_new_tokens).text
-        return ref.ask(q.text, images=[frames[q.camera]], max_new_tokens=max_new_tokens).text
+            return model.ask(q.text, cameras=frames, max_new_tokens=max_new_tokens).text
+        return model.ask(q.text, images=[frames[q.camera]], max_new_tokens=max_new_tokens).text
     return ask

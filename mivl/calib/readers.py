@@ -19,16 +19,21 @@ def folder_images(path: Path) -> list[Path]:
     return files
 
 
-def jsonl_images(path: Path) -> list[Path]:
-    out = []
-    base = Path(path).parent
-    for n, line in enumerate(Path(path).read_text().splitlines(), 1):
+def jsonl_lines(path: Path):
+    """(line number, object) of each non-empty line of a JSONL file; a bad line names itself."""
+    for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
             continue
         try:
-            rec = json.loads(line)
+            yield n, json.loads(line)
         except json.JSONDecodeError as e:
-            raise InputError(f"{path}:{n}: not valid JSON ({e})") from None
+            raise InputError(f"{path}:{n}: not JSON ({e.msg})") from None
+
+
+def jsonl_images(path: Path) -> list[Path]:
+    out = []
+    base = Path(path).parent
+    for n, rec in jsonl_lines(path):
         imgs = rec.get("image") or rec.get("images")
         if imgs is None:
             raise InputError(f"{path}:{n}: record has no 'image' field")

@@ -114,7 +114,7 @@ def main_info(argv) -> int:
 
 
 def main_eval(argv) -> int:
-    from ..calib.evaluate import EVAL_SEED, score, session_ask
+    from ..calib.evaluate import EVAL_SEED, asker, score
     from ..calib.questions import KINDS, MAX_OBJECTS, MC_KINDS
     from .session import Session
 
@@ -135,7 +135,7 @@ def main_eval(argv) -> int:
     if bad or not kinds:
         raise MivlError(f"--kinds takes {', '.join(KINDS)}; got {a.kinds!r}")
     with Session(a.bundle, threads=a.threads) as s:
-        res = score(session_ask(s), a.questions, a.seed, kinds, keep=a.json, max_objects=a.max_objects)
+        res = score(asker(s), a.questions, a.seed, kinds, keep=a.json, max_objects=a.max_objects)
     if a.json:
         print(json.dumps(res, indent=2, ensure_ascii=False))
         return 0

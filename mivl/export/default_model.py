@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from ..calib.evaluate import EVAL_SEED, reference_ask, score
+from ..calib.evaluate import EVAL_SEED, asker, score
 from ..calib.questions import MC_KINDS
 from .tiny import TINY_VISION, make_tiny
 from .train.mixing import Mixture
@@ -86,7 +86,7 @@ def evaluate_reference(checkpoint, n: int = 100, seed: int = EVAL_SEED, kinds=MC
     """Accuracy of the PyTorch reference on n held-out multiple-choice questions."""
     from .reference import Reference
 
-    return score(reference_ask(Reference(checkpoint)), n, seed, kinds, max_objects=MAX_OBJECTS)
+    return score(asker(Reference(checkpoint)), n, seed, kinds, max_objects=MAX_OBJECTS)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ...calib.readers import jsonl_lines
 from ...edge.errors import InputError
 from ...edge.multiview import CAMERAS
 
@@ -83,13 +84,7 @@ def read_records(path: str | Path) -> list[dict]:
     if not path.is_file():
         raise InputError(f"no such records file: {path}")
     out = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise InputError(f"{path}:{n}: not JSON ({e.msg})") from None
+    for n, rec in jsonl_lines(path):
         check_record(rec, f"{path}:{n}")
         for k in MEDIA_KEYS:
             if rec.get(k) is not None:

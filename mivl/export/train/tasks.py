@@ -3,16 +3,17 @@ from __future__ import annotations
 
 from ...calib.questions import GROUNDING_PROMPT, Question, box_1000, box_text
 from ...edge.errors import InputError
+from ...edge.prompt import IMAGE_PLACEHOLDER, multi_image_prefix, video_prefix
 
 CLS_PREFIX = "What is in this image?"
 CLS_SUFFIX = "Answer with one of the options."
 
 
 def conversation(question: str, answer: str, n_images: int = 1) -> list[dict]:
-    if n_images == 1 and "<image>" not in question:
-        question = "<image>\n" + question
-    elif n_images > 1 and "<image>" not in question:
-        question = "".join(f"Image-{i + 1}: <image>\n" for i in range(n_images)) + question
+    if n_images == 1 and IMAGE_PLACEHOLDER not in question:
+        question = IMAGE_PLACEHOLDER + "\n" + question
+    elif n_images > 1 and IMAGE_PLACEHOLDER not in question:
+        question = multi_image_prefix(n_images) + question
     return [{"from": "human", "value": question}, {"from": "gpt", "value": answer}]
 
 
@@ -45,8 +46,8 @@ def multiview(cameras: dict, question: str, answer: str, rid: str = "") -> dict:
 
 
 def video(frames: list, question: str, answer: str, rid: str = "") -> dict:
-    prefix = "".join(f"Frame{i + 1}: <image>\n" for i in range(len(frames)))
-    return {"id": rid, "video": list(frames), "conversations": conversation(prefix + question, answer, 0)}
+    return {"id": rid, "video": list(frames),
+            "conversations": conversation(video_prefix(len(frames)) + question, answer, 0)}
 
 
 def from_questions(qs: list[Question], cameras: dict, rid: str = "") -> dict:

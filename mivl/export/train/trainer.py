@@ -233,12 +233,11 @@ def to_device(s: Sample, device):
 
 
 def sync_context(net, last: bool):
-    if last:
-        return contextlib.nullcontext()
-    if hasattr(net, "no_sync"):
-        return net.no_sync()
+    """Reduce gradients over ranks only in the last micro-batch of a step (DDP, FSDP2)."""
     if hasattr(net, "set_requires_gradient_sync"):   # FSDP2
-        net.set_requires_gradient_sync(False)
+        net.set_requires_gradient_sync(last)
+    elif hasattr(net, "no_sync") and not last:
+        return net.no_sync()
     return contextlib.nullcontext()
 
 
@@ -280,8 +279,6 @@ def train(cfg: TrainConfig, dataset) -> TrainResult:
         total = 0.0
         for k, s in enumerate(samples):
             with sync_context(net, k == len(samples) - 1):
-                if k == len(samples) - 1 and hasattr(net, "set_requires_gradient_sync"):
-                    net.set_requires_gradient_sync(True)
                 loss = net(*to_device(s, world.device))
                 (loss * (world.size / n_tokens)).backward()
             total += float(loss.detach())
