@@ -6,7 +6,7 @@ import textwrap
 
 import pytest
 
-from mivl.export.tokenizer import load_tokenizer
+from mivl.edge.tokenizer import load_tokenizer
 
 FAMILIES = ["qwen2", "internlm2", "phi3"]
 CORPUS = [

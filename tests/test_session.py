@@ -165,3 +165,33 @@ def test_capi_errors_never_raise(bundle_dir):
     assert capi.mivl_status_name(capi.MIVL_ERR_IMAGE) == "MIVL_ERR_IMAGE"
     capi.mivl_request_destroy(r.value)
     capi.mivl_session_destroy(s.value)
+
+
+def test_grounding_markup_survives_decoding(bundle_dir, reference):
+    """Boxes are parsed from `<ref>..</ref><box>[[..]]</box>`: those special tokens stay in the
+    answer text (in the runtime and the reference alike); other special tokens do not."""
+    from mivl.edge.prompt import ANSWER_MARKUP
+
+    tok = reference("qwen2").tok
+    script = (tok.encode("<ref>", add_bos=False) + tok.encode("the bus", add_bos=False)
+              + tok.encode("</ref><box>", add_bos=False) + tok.encode("[[100, 200, 500, 600]]", add_bos=False)
+              + tok.encode("</box><img>", add_bos=False))
+    assert tok.decode(script, skip_special=True, keep=ANSWER_MARKUP) == \
+        "<ref>the bus</ref><box>[[100, 200, 500, 600]]</box>"
+
+    with Session(bundle_dir("qwen2", "fp32"), device="cpu") as s:
+        llm, stop = s._engine.llm, min(s._engine.stop_ids)
+        real_logits, calls = llm.logits, [0]
+
+        def scripted_logits(i=-1):   # the real LLM runs; the script overrides its choice
+            real_logits(i)
+            k, calls[0] = calls[0], calls[0] + 1
+            out = np.zeros(llm.n_vocab, np.float32)
+            out[script[k] if k < len(script) else stop] = 1.0
+            return out
+
+        llm.logits = scripted_logits
+        a = s.ask("Where is the bus?", images=[IMG], max_new_tokens=len(script) + 2)
+    assert a.stopped and a.token_ids == script
+    assert a.text == "<ref>the bus</ref><box>[[100, 200, 500, 600]]</box>"
+    assert [o.label for o in a.objects] == ["the bus"] and tuple(a.objects[0].box) == (100, 200, 500, 600)

@@ -2,7 +2,7 @@ import pytest
 
 from mivl.edge.prompt import INTERNVL_SPECIAL_TOKENS
 from mivl.export.tiny_tokenizer import FAMILY_SPECIALS
-from mivl.export.tokenizer import load_tokenizer
+from mivl.edge.tokenizer import load_tokenizer
 
 CORPUS = ["Hello world", "你好，世界！自动驾驶", "😀🚗 emoji 👍🏽", "tabs\tand   runs    of spaces\n\n\nx",
           "def f(x):\n    return x ** 2\n", "<img><IMG_CONTEXT><IMG_CONTEXT></img>\nWhat is this?",

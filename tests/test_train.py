@@ -17,7 +17,7 @@ from mivl.edge.parse import parse_boxes
 from mivl.edge.prompt import IMG_CONTEXT, get_template
 from mivl.export.checkpoint import load_checkpoint
 from mivl.export.reference import preprocess_config
-from mivl.export.tokenizer import load_tokenizer
+from mivl.edge.tokenizer import load_tokenizer
 from mivl.export.train import converters, tasks
 from mivl.export.train.data import IGNORE, encode_record
 from mivl.export.train.mixing import Mixture

@@ -114,16 +114,19 @@ def budget(bundle, n_ctx: int | None = None, n_batch: int = 512, tiles: int | No
     n_ctx = n_ctx or int(m["llm"]["n_ctx"])
     v = m["vision"]
     tiles = tiles or int(v["max_tiles"])
-    shape = llm_shape(b.file(m["llm"]["file"]))
+    onnx_llm = m["llm"].get("format", "gguf") == "onnx"
+    shape = LLMShape(**m["llm"]["shape"]) if "shape" in m["llm"] else llm_shape(b.file(m["llm"]["file"]))
     engine = [f for f in m["files"] if f.endswith(".engine")]
     vision_file = engine[0] if engine else v["file"]
     weights_v = b.file(vision_file).stat().st_size
-    weights_l = b.file(m["llm"]["file"]).stat().st_size
+    weights_l = sum(b.file(f).stat().st_size for f in m["files"]
+                    if f == m["llm"]["file"] or f == m["llm"]["file"] + ".data")
     act_bytes = 2 if (engine or v.get("precision") in ("fp16", "int8")) else 4
+    kv_bytes = 4 if onnx_llm else 2      # ONNX Runtime's cache is fp32 host arrays; llama.cpp's f16
     parts = {
         "vision weights": weights_v,
         "LLM weights": weights_l,
-        f"KV cache (n_ctx {n_ctx}, f16)": kv_cache_bytes(shape, n_ctx),
+        f"KV cache (n_ctx {n_ctx}, {'f32' if onnx_llm else 'f16'})": kv_cache_bytes(shape, n_ctx, kv_bytes),
         f"LLM compute (n_batch {n_batch})": llm_compute_bytes(shape, n_ctx, n_batch),
         f"vision activations ({tiles} tiles)": vision_activation_bytes(v, tiles, act_bytes),
         "runtime": RUNTIME_OVERHEAD,

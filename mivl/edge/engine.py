@@ -21,7 +21,7 @@ from .errors import InputError, MivlError
 from .multiview import stitch_cameras
 from .parse import parse_objects
 from .preprocess import TileBatch, preprocess_frames, preprocess_images
-from .prompt import build_prompt, get_template, video_prefix
+from .prompt import ANSWER_MARKUP, build_prompt, get_template, video_prefix
 from .request import Request
 
 
@@ -83,6 +83,8 @@ class Engine:
         self.template = get_template(bundle.prompt["template"])
         self.img_id = int(bundle.prompt["img_context_id"])
         self.stop_ids = set(bundle.prompt["stop_ids"])
+        specials = bundle.prompt.get("special_tokens", {})
+        self.markup_ids = {specials[t] for t in ANSWER_MARKUP if t in specials}
         self.pre = bundle.preprocessing
         self.lock = threading.Lock()
         self.kv_ids: list[int] = []          # token ids whose KV is in the cache (text prefix only)
@@ -286,7 +288,7 @@ class Generation:
                 self.stopped = True
                 return self._finish(t0)
             self.tokens.append(tok)
-            delta = self.utf8.push(llm.piece(tok))
+            delta = self.utf8.push(llm.piece(tok, special=tok in self.engine.markup_ids))
             self.text += delta  # _finish appends the flushed tail itself
             if len(self.tokens) >= self.req.max_new_tokens or llm.n_past + 1 > llm.n_ctx:
                 return delta + self._finish(t0)

@@ -14,6 +14,9 @@ IMG_START, IMG_END, IMG_CONTEXT = "<img>", "</img>", "<IMG_CONTEXT>"
 IMAGE_PLACEHOLDER = "<image>"
 INTERNVL_SPECIAL_TOKENS = ("<img>", "</img>", "<IMG_CONTEXT>", "<quad>", "</quad>",
                            "<ref>", "</ref>", "<box>", "</box>")
+# Special tokens that are part of an answer's text (grounding markup): kept when answers are
+# decoded, so that boxes can be parsed; every other special token is dropped.
+ANSWER_MARKUP = ("<quad>", "</quad>", "<ref>", "</ref>", "<box>", "</box>")
 
 INTERNVL_SYSTEM = ("你是由上海人工智能实验室联合商汤科技开发的书生多模态大模型，英文名叫InternVL, "
                    "是一个有用无害的人工智能助手。")

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from .bundle import open_bundle
 from .engine import Engine, Timings
-from .errors import InputError, MivlError
+from .errors import BundleError, InputError, MivlError
 from .request import Request
 
 
@@ -29,9 +29,28 @@ class Answer:
                 "objects": [o.to_dict() for o in self.objects], "timings": self.timings.to_dict()}
 
 
+def open_llm(b, device: str, threads: int | None, n_ctx: int | None, n_batch: int, flash_attn: bool):
+    """The bundle's LLM on its runtime: llama.cpp for GGUF, ONNX Runtime for an ONNX decoder."""
+    n_ctx = n_ctx or int(b.llm["n_ctx"])
+    fmt = b.llm.get("format", "gguf")
+    if fmt == "onnx":
+        from ..runtimes.llm_ort import OrtLLM
+
+        llm = OrtLLM(str(b.file(b.llm["file"])), str(b.file(b.llm["tokenizer"])), n_ctx=n_ctx,
+                     n_batch=n_batch, n_threads=threads, device=device, eog_ids=b.prompt.get("stop_ids", ()))
+        return llm, llm.backend
+    if fmt != "gguf":
+        raise BundleError(f"the bundle's LLM format {fmt!r} is not one this runtime knows (gguf, onnx)")
+    from ..runtimes.llm_llamacpp import LlamaCppLLM
+
+    gpu_layers = 0 if device == "cpu" else -1 if _llama_has_gpu() else 0
+    llm = LlamaCppLLM(str(b.file(b.llm["file"])), n_ctx=n_ctx, n_batch=n_batch, n_threads=threads,
+                      n_gpu_layers=gpu_layers, flash_attn=flash_attn)
+    return llm, "llama.cpp" + (" (GPU)" if gpu_layers else " (CPU)")
+
+
 def open_engine(bundle, device: str = "auto", threads: int | None = None, n_ctx: int | None = None,
                 n_batch: int = 512, flash_attn: bool = False, verify: bool = True) -> Engine:
-    from ..runtimes.llm_llamacpp import LlamaCppLLM
     from ..runtimes.vision_ort import OrtVision
 
     if device not in ("auto", "cpu", "cuda"):
@@ -39,20 +58,17 @@ def open_engine(bundle, device: str = "auto", threads: int | None = None, n_ctx:
     b = open_bundle(bundle, check_hashes=verify)
     v = b.vision
     vision = OrtVision(str(b.file(v["file"])), v["input"]["name"], int(v["max_tiles"]), device, threads)
-    gpu_layers = 0 if device == "cpu" else -1 if _llama_has_gpu() else 0
     try:
-        llm = LlamaCppLLM(str(b.file(b.llm["file"])), n_ctx=n_ctx or int(b.llm["n_ctx"]), n_batch=n_batch,
-                          n_threads=threads, n_gpu_layers=gpu_layers, flash_attn=flash_attn)
+        llm, llm_backend = open_llm(b, device, threads, n_ctx, n_batch, flash_attn)
     except BaseException:
         vision.close()
         raise
     if llm.n_embd != int(b.llm["n_embd"]):
         llm.close()
         vision.close()
-        raise MivlError(f"the GGUF has n_embd {llm.n_embd} but the manifest says {b.llm['n_embd']}")
+        raise MivlError(f"the LLM file has n_embd {llm.n_embd} but the manifest says {b.llm['n_embd']}")
     engine = Engine(b, vision, llm)
-    engine.backends = {"vision": vision.backend, "llm": "llama.cpp" + (" (GPU)" if gpu_layers else " (CPU)"),
-                       "preprocess": "numpy (PIL-exact)"}
+    engine.backends = {"vision": vision.backend, "llm": llm_backend, "preprocess": "numpy (PIL-exact)"}
     if device != "cpu" and vision.on_gpu:
         engine.backends["preprocess"] = engine.enable_gpu_preprocessing()
     return engine

@@ -27,6 +27,7 @@ from .vision_onnx import export_vision, io_spec
 # precision preset -> (vision precision, LLM GGUF type)
 PRESETS = {"fp32": ("fp32", "f32"), "fp16": ("fp16", "f16"), "int8": ("int8", "q8_0"),
            "int4": ("int8", "q4_k_m")}
+ONNX_LLM_PRESETS = {"fp32": "fp32", "int8": "int8"}
 VISION_FILES = {"fp32": "vision.onnx", "fp16": "vision.fp16.onnx", "int8": "vision.int8.onnx"}
 
 
@@ -79,7 +80,8 @@ def calibration_tiles(ref: Reference, calib, calib_size: int, seed: int, quiet: 
 def export(checkpoint: str | Path, output: str | Path, precision: str = "fp16", calib=None,
            calib_size: int = 16, calib_method: str = "minmax", max_tiles: int | None = None,
            llm_quant: str | None = None, n_ctx: int = 4096, engine: bool = False, force: bool = False,
-           seed: int = 0, keep_float: tuple[str, ...] = ("projector",), quiet: bool = False) -> ExportResult:
+           seed: int = 0, keep_float: tuple[str, ...] = ("projector",), llm_format: str = "gguf",
+           quiet: bool = False) -> ExportResult:
     """Export `checkpoint` to a bundle at `output`; every artifact is validated first."""
     t0 = time.time()
     if precision not in PRESETS:
@@ -87,9 +89,7 @@ def export(checkpoint: str | Path, output: str | Path, precision: str = "fp16", 
     if calib_method not in METHODS:
         raise InputError(f"--calib-method {calib_method!r} unknown; choose one of {', '.join(METHODS)}")
     vision_precision, quant = PRESETS[precision]
-    quant = llm_quant or quant
-    if quant not in QUANT_TYPES:
-        raise InputError(f"--llm-quant {quant!r} unknown; choose one of {', '.join(QUANT_TYPES)}")
+    quant = llm_quant or _llm_quant(precision, llm_format)
     output = Path(output)
     if output.exists() and not force:
         raise InputError(f"{output} already exists; pass --force to overwrite it")
@@ -104,16 +104,12 @@ def export(checkpoint: str | Path, output: str | Path, precision: str = "fp16", 
         reference = reference_features(ref.model, val_tiles)
         vision_file = _export_vision(ref, tmp, vision_precision, val_tiles, reference, calib,
                                      calib_size, calib_method, seed, keep_float, force, quiet, report)
-        _say(quiet, f"writing LLM as GGUF {quant}")
-        llm_file = tmp / f"llm.{quant}.gguf"
-        write_llm(ref, llm_file, quant, n_ctx, tmp)
-        _say(quiet, "validating the LLM in llama.cpp against PyTorch")
         cases = reference_cases(ref, val_images[:2], steps=16, n_ctx=n_ctx)
-        report["llm"] = check_llm(llm_file, quant, cases)
-        require(report["llm"], f"GGUF {quant}", force)
+        llm_file, report["llm"] = _export_llm(ref, tmp, llm_format, quant, n_ctx, cases, quiet)
+        require(report["llm"], f"{llm_format} LLM {quant}", force)
         report["passed"] = all(report[k]["passed"] for k in ("vision", "llm"))
         manifest = build_manifest(ref, checkpoint, precision, vision_precision, vision_file.name,
-                                  llm_file.name, quant, n_ctx, max_tiles)
+                                  llm_file.name, quant, n_ctx, max_tiles, llm_format)
         finish(tmp, manifest, report)
     sizes = {f: (output / f).stat().st_size for f in manifest["files"]}
     result = ExportResult(output, manifest, report, time.time() - t0, sizes)
@@ -121,6 +117,38 @@ def export(checkpoint: str | Path, output: str | Path, precision: str = "fp16", 
         from .tensorrt_build import build_engine
         build_engine(output)
     return result
+
+
+def _llm_quant(precision: str, llm_format: str) -> str:
+    if llm_format == "gguf":
+        return PRESETS[precision][1]
+    if llm_format == "onnx":
+        if precision not in ONNX_LLM_PRESETS:
+            raise InputError(f"--llm-format onnx comes in fp32 and int8 (--fp32, --int8, or --llm-quant "
+                             f"fp32|int8), not the {precision} preset")
+        return ONNX_LLM_PRESETS[precision]
+    raise InputError(f"--llm-format {llm_format!r} unknown; choose gguf or onnx")
+
+
+def _export_llm(ref, tmp: Path, llm_format: str, quant: str, n_ctx: int, cases: dict, quiet: bool):
+    """Write the LLM in `llm_format` and validate it; returns (file, figures)."""
+    if llm_format == "onnx":
+        from .llm_onnx import PRECISIONS, check_onnx_llm, write_onnx_llm
+
+        if quant not in PRECISIONS:
+            raise InputError(f"--llm-quant {quant!r} is not an ONNX LLM precision; choose one of "
+                             f"{', '.join(PRECISIONS)}")
+        _say(quiet, f"writing LLM as an ONNX decoder ({quant})")
+        path, tok_dir = write_onnx_llm(ref, tmp, quant, n_ctx)
+        _say(quiet, "validating the ONNX LLM in ONNX Runtime against PyTorch")
+        return path, check_onnx_llm(path, tok_dir, quant, cases, sorted(ref.stop_ids))
+    if quant not in QUANT_TYPES:
+        raise InputError(f"--llm-quant {quant!r} unknown; choose one of {', '.join(QUANT_TYPES)}")
+    _say(quiet, f"writing LLM as GGUF {quant}")
+    path = tmp / f"llm.{quant}.gguf"
+    write_llm(ref, path, quant, n_ctx, tmp)
+    _say(quiet, "validating the LLM in llama.cpp against PyTorch")
+    return path, check_llm(path, quant, cases)
 
 
 def _export_vision(ref, tmp, precision, val_tiles, reference, calib, calib_size, calib_method, seed,
@@ -148,7 +176,7 @@ def _export_vision(ref, tmp, precision, val_tiles, reference, calib, calib_size,
 
 
 def build_manifest(ref: Reference, checkpoint, preset, vision_precision, vision_file, llm_file, quant,
-                   n_ctx, max_tiles) -> dict:
+                   n_ctx, max_tiles, llm_format: str = "gguf") -> dict:
     cfg, tok, tpl = ref.ckpt.config, ref.tok, ref.template
     specials = {t: tok.token_to_id(t) for t in INTERNVL_SPECIAL_TOKENS}
     return {
@@ -166,6 +194,10 @@ def build_manifest(ref: Reference, checkpoint, preset, vision_precision, vision_
                    "vit_hidden": cfg.vision.hidden_size, "vit_heads": cfg.vision.num_attention_heads,
                    "vit_intermediate": cfg.vision.intermediate_size, "vit_layers": cfg.vision.num_hidden_layers,
                    "vit_tokens": cfg.vision.grid ** 2 + 1},
-        "llm": {"file": llm_file, "quant": quant, "format": "gguf", "n_embd": cfg.llm.hidden_size,
-                "n_ctx": n_ctx, "arch": cfg.llm.family, "vocab_size": cfg.llm.vocab_size},
+        "llm": {"file": llm_file, "quant": quant, "format": llm_format, "n_embd": cfg.llm.hidden_size,
+                "n_ctx": n_ctx, "arch": cfg.llm.family, "vocab_size": cfg.llm.vocab_size,
+                "shape": {"n_layer": cfg.llm.num_hidden_layers, "n_embd": cfg.llm.hidden_size,
+                          "n_head": cfg.llm.num_attention_heads, "n_head_kv": cfg.llm.num_key_value_heads,
+                          "n_ff": cfg.llm.intermediate_size, "n_vocab": cfg.llm.vocab_size},
+                **({"tokenizer": "tokenizer"} if llm_format == "onnx" else {})},
     }

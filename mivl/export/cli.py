@@ -38,6 +38,9 @@ def export_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-tiles", type=int, help="largest tile batch the vision engine takes "
                    "(default: the checkpoint's max tiles + thumbnail)")
     p.add_argument("--llm-quant", help="override the LLM GGUF type (f32 f16 bf16 q8_0 q6_k q5_k_m q4_k_m)")
+    p.add_argument("--llm-format", default="gguf", choices=["gguf", "onnx"],
+                   help="LLM as GGUF for llama.cpp (default) or as an ONNX decoder with KV cache for "
+                        "ONNX Runtime / TensorRT (fp32 or int8)")
     p.add_argument("--n-ctx", type=int, default=4096, help="LLM context the bundle is made for (default 4096)")
     p.add_argument("--engine", action="store_true", help="also build a TensorRT engine (needs TensorRT and a GPU)")
     p.add_argument("--force", action="store_true", help="overwrite BUNDLE; write it even if validation fails")
@@ -50,9 +53,10 @@ def export_parser() -> argparse.ArgumentParser:
 def summary(result) -> str:
     r, rows = result.report, []
     v, llm = r["vision"], r["llm"]
+    files = {result.manifest["vision"]["file"]: "vision", result.manifest["llm"]["file"]: "llm"}
     for name, size in sorted(result.sizes.items()):
-        if name.endswith((".onnx", ".gguf")):
-            fig = (f"cosine min {v['min_cosine']:.5f} mean {v['mean_cosine']:.5f}" if name.endswith(".onnx")
+        if name in files:
+            fig = (f"cosine min {v['min_cosine']:.5f} mean {v['mean_cosine']:.5f}" if files[name] == "vision"
                    else f"top-1 {llm['top1_agreement']:.3f} ({llm['top1_agreement_decisive']:.3f} decisive), greedy {'same' if llm['greedy_identical'] else 'differs'}, "
                         f"rel. logit err {llm['max_rel_logit_error']:.1e}")
             rows.append(f"  {name:<22} {size / 2**20:9.1f} MiB   {fig}")
@@ -68,7 +72,8 @@ def main_export(argv) -> int:
     a = export_parser().parse_args(argv)
     result = export(a.checkpoint, a.output, precision=a.precision, calib=a.calib, calib_size=a.calib_size,
                     calib_method=a.calib_method, max_tiles=a.max_tiles, llm_quant=a.llm_quant,
-                    n_ctx=a.n_ctx, engine=a.engine, force=a.force, seed=a.seed, quiet=a.quiet)
+                    n_ctx=a.n_ctx, engine=a.engine, force=a.force, seed=a.seed, llm_format=a.llm_format,
+                    quiet=a.quiet)
     print(summary(result))
     return 0
 

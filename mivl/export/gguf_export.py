@@ -18,7 +18,7 @@ from ..edge.errors import InputError
 from ..edge.prompt import get_template
 from .gguf_tokenizer import write_tokenizer
 from .model.config import InternVLConfig, LLMConfig
-from .tokenizer import TextTokenizer
+from ..edge.tokenizer import TextTokenizer
 
 T = gguf.MODEL_TENSOR
 LAYER_MAP = {  # canonical per-layer name -> llama.cpp tensor

@@ -11,7 +11,7 @@ import json
 
 import gguf
 
-from .tokenizer import TextTokenizer
+from ..edge.tokenizer import TextTokenizer
 
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
 

@@ -43,20 +43,17 @@ def feed_prompt(llm, ids, feats, img_id) -> None:
             k += v
 
 
-def validate(model: str, cases_path: str, out_path: str, flash_attn: bool = False) -> None:
-    from ..runtimes.llm_llamacpp import LlamaCppLLM
-
-    data = np.load(cases_path)
-    n_cases = int(data["n_cases"])
-    llm = LlamaCppLLM(model, n_ctx=int(data["n_ctx"]), n_batch=512, flash_attn=flash_attn)
+def compare(llm, data) -> list[dict]:
+    """Run every case of `data` (reference_cases) through `llm` (any LLM backend): teacher-forced
+    on the reference continuation for logits and top-1, then free-running greedy."""
     results = []
-    for c in range(n_cases):
+    img_id = int(data["img_context_id"])
+    for c in range(int(data["n_cases"])):
         ids, feats = data[f"ids{c}"], data[f"feats{c}"]
         ref_tokens, ref_logits = data[f"tokens{c}"].tolist(), data[f"logits{c}"]
-        img_id = int(data["img_context_id"])
         feed_prompt(llm, ids, feats, img_id)
         agree, decisive, decisive_agree, rel_err = 0, 0, 0, 0.0
-        for k, tok in enumerate(ref_tokens):  # teacher-forced on the reference continuation
+        for k, tok in enumerate(ref_tokens):
             logits = llm.logits()
             same = int(np.argmax(logits) == np.argmax(ref_logits[k]))
             agree += same
@@ -69,13 +66,22 @@ def validate(model: str, cases_path: str, out_path: str, flash_attn: bool = Fals
             llm.eval_tokens([tok])
         feed_prompt(llm, ids, feats, img_id)
         greedy = []
-        for _ in range(len(ref_tokens)):  # free-running greedy
+        for _ in range(len(ref_tokens)):
             t = int(np.argmax(llm.logits()))
             greedy.append(t)
             llm.eval_tokens([t])
         results.append({"steps": len(ref_tokens), "top1_agree": agree, "max_rel_logit_error": rel_err,
                         "decisive_steps": decisive, "decisive_agree": decisive_agree,
                         "greedy_identical": greedy == ref_tokens, "image": bool(len(feats))})
+    return results
+
+
+def validate(model: str, cases_path: str, out_path: str, flash_attn: bool = False) -> None:
+    from ..runtimes.llm_llamacpp import LlamaCppLLM
+
+    data = np.load(cases_path)
+    llm = LlamaCppLLM(model, n_ctx=int(data["n_ctx"]), n_batch=512, flash_attn=flash_attn)
+    results = compare(llm, data)
     llm.close()
     with open(out_path, "w") as f:
         json.dump(results, f)

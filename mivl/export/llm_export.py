@@ -95,6 +95,11 @@ def check_llm(path: Path, quant: str, cases: dict, flash_attn: bool = False) -> 
         args = ["validate", str(path), str(cases_file), str(out)] + (["--flash-attn"] if flash_attn else [])
         _run(args)
         results = json.loads(out.read_text())
+    return figures(results, quant, LLM[quant], flash_attn=flash_attn)
+
+
+def figures(results: list[dict], quant: str, bar: dict, **extra) -> dict:
+    """The validation figures of compare()'s results, judged against the precision bar."""
     steps = sum(r["steps"] for r in results)
     fig = {"quant": quant, "prompts": len(results), "image_prompts": sum(r["image"] for r in results),
            "steps": steps, "top1_agreement": sum(r["top1_agree"] for r in results) / max(steps, 1),
@@ -102,8 +107,7 @@ def check_llm(path: Path, quant: str, cases: dict, flash_attn: bool = False) -> 
            "decisive_steps": sum(r["decisive_steps"] for r in results),
            "top1_agreement_decisive": (sum(r["decisive_agree"] for r in results)
                                        / max(sum(r["decisive_steps"] for r in results), 1)),
-           "greedy_identical": all(r["greedy_identical"] for r in results), "flash_attn": flash_attn}
-    bar = LLM[quant]
+           "greedy_identical": all(r["greedy_identical"] for r in results), **extra}
     failed = []
     if bar.get("greedy_identical") and not fig["greedy_identical"]:
         failed.append("greedy tokens differ from PyTorch")

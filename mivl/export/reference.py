@@ -12,10 +12,10 @@ import torch
 
 from ..edge.multiview import stitch_cameras
 from ..edge.preprocess import PreprocessConfig, TileBatch, preprocess_frames, preprocess_images
-from ..edge.prompt import IMG_CONTEXT, build_prompt, get_template, video_prefix
+from ..edge.prompt import ANSWER_MARKUP, IMG_CONTEXT, build_prompt, get_template, video_prefix
 from .checkpoint import Checkpoint, load_checkpoint
 from .model.internvl import Generation
-from .tokenizer import TextTokenizer, load_tokenizer
+from ..edge.tokenizer import TextTokenizer, load_tokenizer
 
 
 def preprocess_config(ckpt: Checkpoint) -> PreprocessConfig:
@@ -76,4 +76,4 @@ class Reference:
         ids = self.prompt_ids(question, tiles, history, video=video is not None)
         gen = self.model.generate(torch.tensor(ids), self.image_embeds(tiles), self.img_context_id,
                                   self.stop_ids, max_new_tokens, temperature, top_p, seed, keep_logits)
-        return Answer(self.tok.decode(gen.tokens, skip_special=True), gen.tokens, ids, tiles, gen)
+        return Answer(self.tok.decode(gen.tokens, skip_special=True, keep=ANSWER_MARKUP), gen.tokens, ids, tiles, gen)

@@ -17,7 +17,7 @@ from .checkpoint import save_weights
 from .model.config import DEFAULT_TEMPLATE, parse_config
 from .model.internvl import InternVLChat
 from .tiny_tokenizer import write_bpe_tokenizer, write_spm_tokenizer
-from .tokenizer import load_tokenizer
+from ..edge.tokenizer import load_tokenizer
 
 FAMILIES = ("qwen2", "internlm2", "phi3")
 ARCH = {"qwen2": "Qwen2ForCausalLM", "internlm2": "InternLM2ForCausalLM", "phi3": "Phi3ForCausalLM"}

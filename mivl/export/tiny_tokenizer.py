@@ -52,7 +52,7 @@ def write_bpe_tokenizer(out: Path, seed: int, vocab_size: int = 1024) -> None:
     """Byte-level BPE like Qwen2's: tokenizer.json, vocab.json, merges.txt, tokenizer_config.json."""
     from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
-    from .tokenizer import QWEN2_PATTERN
+    from ..edge.tokenizer import QWEN2_PATTERN
 
     tok = Tokenizer(models.BPE())
     tok.normalizer = normalizers.NFC()

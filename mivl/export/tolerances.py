@@ -17,3 +17,6 @@ LLM = {
     "q5_k_m": {"min_top1_agreement": 0.90},
     "q4_k_m": {"min_top1_agreement": 0.0},  # reported only: task accuracy decides
 }
+# The ONNX decoder (--llm-format onnx): fp32 is held to the f32 GGUF's bar, int8 (blocks of 32
+# like q8_0) to q8_0's.
+LLM_ONNX = {"fp32": LLM["f32"], "int8": LLM["q8_0"]}

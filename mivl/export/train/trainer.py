@@ -28,7 +28,7 @@ from ..checkpoint import load_checkpoint, save_weights
 from ..hf_layout import hf_config_to_original, is_hf_config
 from ..model.projector import vit_to_tokens
 from ..reference import preprocess_config
-from ..tokenizer import load_tokenizer
+from ...edge.tokenizer import TOKENIZER_FILES, load_tokenizer
 from . import distributed as D
 from .data import IGNORE, Sample, encode_record
 from .lora import add_lora, merge_lora
@@ -200,10 +200,6 @@ def load_state(path: Path, model, opt, sched) -> tuple[int, list]:
 def original_config(path: Path) -> dict:
     raw = json.loads((path / "config.json").read_text())
     return hf_config_to_original(raw, path) if is_hf_config(raw) else raw
-
-
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "merges.txt", "tokenizer_config.json",
-                   "special_tokens_map.json", "added_tokens.json", "generation_config.json")
 
 
 def write_checkpoint(model, src: Path, out: Path, dtype: torch.dtype, log: dict) -> None:

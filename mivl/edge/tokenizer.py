@@ -9,9 +9,14 @@ from __future__ import annotations
 
 import json
 import re
+from functools import lru_cache
 from pathlib import Path
 
-from ..edge.errors import CheckpointError
+from .errors import CheckpointError
+
+# What a checkpoint's tokenizer is made of (copied with it by the trainer and into ONNX-LLM bundles).
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "merges.txt", "tokenizer_config.json",
+                   "special_tokens_map.json", "added_tokens.json", "generation_config.json")
 
 # Qwen2's pre-tokenisation pattern (GPT-4 style, single digits).
 QWEN2_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}|"
@@ -121,13 +126,37 @@ class TextTokenizer:
                 ids.extend(self._encode_text(part, first=(i == 0)))
         return ids
 
-    def decode(self, ids: list[int], skip_special: bool = False) -> str:
+    def piece(self, i: int, special: bool = False) -> bytes:
+        """The bytes token i adds to the text, as llama.cpp's token_to_piece gives them: added
+        (special) tokens only when `special`, byte tokens as their byte, byte-level BPE symbols
+        mapped back to bytes, SentencePiece's word marker as a space."""
+        control = (self._sp is not None and i < self._sp.get_piece_size()
+                   and (self._sp.is_control(i) or self._sp.is_unknown(i)))
+        if i in self.id_to_added or control:
+            return self.id_to_token(i).encode("utf-8") if special else b""
+        t = self.id_to_token(i)
+        if t is None:
+            return b""
+        m = _BYTE_TOKEN.fullmatch(t)
+        if m:
+            return bytes([int(m.group(1), 16)])
+        if self._byte_level:
+            dec = _byte_decoder()
+            return bytes(dec[c] for c in t if c in dec)
+        return t.replace("\u2581", " ").encode("utf-8")
+
+    @property
+    def _byte_level(self) -> bool:
+        return self._hf is not None and type(self._hf.decoder).__name__ == "ByteLevel"
+
+    def decode(self, ids: list[int], skip_special: bool = False, keep: tuple[str, ...] = ()) -> str:
+        """Text of ids; with skip_special, added tokens are dropped except those in `keep`."""
         out, run = [], []
         for i in ids:
             if i in self.id_to_added:
                 out.append(self._decode_run(run))
                 run = []
-                if not skip_special:
+                if not skip_special or self.id_to_added[i] in keep:
                     out.append(self.id_to_added[i])
             else:
                 run.append(int(i))
@@ -138,6 +167,23 @@ class TextTokenizer:
         if not ids:
             return ""
         return self._sp.decode(ids) if self._sp else self._hf.decode(ids, skip_special_tokens=False)
+
+
+_BYTE_TOKEN = re.compile(r"<0x([0-9A-Fa-f]{2})>")
+
+
+@lru_cache(maxsize=1)
+def _byte_decoder() -> dict[str, int]:
+    """GPT-2's byte-level alphabet, inverted: printable stand-in character -> byte."""
+    keep = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAD)) + list(range(0xAE, 0x100))
+    chars, extra = {}, 0
+    for b in range(256):
+        if b in keep:
+            chars[chr(b)] = b
+        else:
+            chars[chr(256 + extra)] = b
+            extra += 1
+    return chars
 
 
 def _content(tok) -> str | None:
