@@ -35,13 +35,12 @@ def main():
     from PIL import Image
 
     from mivl.calib.synthetic import draw_scene
-    from mivl.edge.multiview import stitch_cameras
-    from mivl.edge.preprocess import preprocess_image
+    from mivl.edge.multiview import preprocess_cameras
 
     cams = draw_scene(3).cameras  # 1600x900 RGB frames
 
     def ours():
-        return preprocess_image(stitch_cameras(cams), max_tiles=12).pixels
+        return preprocess_cameras(cams, max_tiles=12).pixels
 
     def theirs():
         canvas = official.stitch({k: Image.fromarray(v) for k, v in cams.items()})

@@ -8,7 +8,7 @@ from PIL import Image
 
 from mivl.edge.errors import ImageError, InputError
 from mivl.edge.image_io import load_rgb
-from mivl.edge.multiview import CAMERAS, stitch_cameras
+from mivl.edge.multiview import CAMERAS, preprocess_cameras, stitch_cameras
 from mivl.edge.preprocess import normalise, preprocess_frames, preprocess_image, preprocess_images
 from mivl.edge.resize import resize_bicubic, resize_bicubic_numpy, resize_many
 from mivl.edge.video import frame_indices
@@ -91,6 +91,21 @@ def test_six_camera_layout_matches_official_stitching():
     assert batch.n_tiles == 13 and (batch.grids[0].cols, batch.grids[0].rows) == (6, 2)
     pil_tiles, ref_t = official.load_image(Image.fromarray(ref), max_num=12)
     assert torch.allclose(torch.from_numpy(batch.pixels), ref_t, atol=1e-6)
+    assert np.array_equal(preprocess_cameras(cams, max_tiles=12).pixels, batch.pixels)
+
+
+@pytest.mark.parametrize("max_tiles", [12, 13, 6, 2, 1])
+def test_camera_fast_path_equals_stitch_then_tile(max_tiles):
+    """preprocess_cameras normalises each cell's tiles as it is drawn (when the grid is the
+    canvas): bit for bit the stitched canvas's tiles, for every budget, sizes and channel order."""
+    rng = np.random.default_rng(max_tiles)
+    sizes = [(900, 1600), (720, 1280), (480, 640), (1080, 1920), (899, 1601), (600, 800)]
+    cams = {c: rng.integers(0, 256, sizes[i] + (3,), dtype=np.uint8) for i, c in enumerate(CAMERAS)}
+    for channels in ("RGB", "BGR"):
+        fast = preprocess_cameras(cams, max_tiles=max_tiles, channels=channels)
+        slow = preprocess_images([stitch_cameras(cams, channels=channels)], max_tiles=max_tiles)
+        assert fast.grids == slow.grids and fast.sizes == slow.sizes
+        assert np.array_equal(fast.pixels, slow.pixels)
 
 
 def test_six_cameras_order_and_labels():

@@ -18,7 +18,7 @@ import numpy as np
 
 from .bundle import Bundle
 from .errors import InputError, MivlError
-from .multiview import stitch_cameras
+from .multiview import preprocess_cameras
 from .parse import parse_objects
 from .preprocess import TileBatch, preprocess_frames, preprocess_images
 from .prompt import ANSWER_MARKUP, build_prompt, get_template, video_prefix
@@ -137,7 +137,7 @@ class Engine:
         sizes: dict = {}
         if req.cameras is not None:
             frames, sizes = self.camera_frames(req)
-            return preprocess_images([stitch_cameras(frames)], self.pre, max_tiles=req.max_tiles), sizes
+            return preprocess_cameras(frames, self.pre, max_tiles=req.max_tiles), sizes
         if req.video is not None:
             frames = req.video
             if isinstance(frames, str):

@@ -15,7 +15,8 @@ import numpy as np
 
 from .errors import InputError
 from .image_io import ImageInput, load_rgb
-from .resize import resize_many
+from .preprocess import PreprocessConfig, TileBatch, grid_for, normalise_into, preprocess_images
+from .resize import resize_bicubic, resize_many
 
 CAMERAS = ("CAM_FRONT_LEFT", "CAM_FRONT", "CAM_FRONT_RIGHT",
            "CAM_BACK_LEFT", "CAM_BACK", "CAM_BACK_RIGHT")
@@ -72,6 +73,40 @@ def stitch_cameras(cameras: dict[str, ImageInput], *, channels: str = "RGB",
         r, c = divmod(i, 3)
         canvas[r * CELL_H:(r + 1) * CELL_H, c * CELL_W:(c + 1) * CELL_W] = cell
     return canvas
+
+
+def preprocess_cameras(cameras: dict[str, ImageInput], cfg: PreprocessConfig = PreprocessConfig(), *,
+                       max_tiles: int | None = None, channels: str = "RGB") -> TileBatch:
+    """Six named cameras -> the tile batch of their canvas, bit for bit what
+    preprocess_images([stitch_cameras(cameras)]) gives.
+
+    When the tile grid is the canvas itself (6 x 2 tiles of 448: each cell is two tiles, the
+    default 12-tile budget), each camera's two tiles are normalised as soon as its cell is drawn,
+    cameras on two threads, and the canvas is never resized, only the thumbnail is cut from it."""
+    check_cameras(cameras)
+    s = cfg.image_size
+    grid = grid_for(np.empty((CANVAS_H, CANVAS_W, 0), np.uint8), cfg, max_tiles)
+    if grid.canvas_size != (CANVAS_W, CANVAS_H) or CELL_W != 2 * s or CELL_H != s:
+        return preprocess_images([stitch_cameras(cameras, channels=channels)], cfg, max_tiles=max_tiles)
+    canvas = np.empty((CANVAS_H, CANVAS_W, 3), dtype=np.uint8)
+    out = np.empty((grid.n_tiles, 3, s, s), dtype=np.float32)
+
+    def cell(i: int) -> None:
+        name = CAMERAS[i]
+        c = resize_bicubic(load_rgb(cameras[name], channels=channels), CELL_W, CELL_H)
+        draw_label(c, name)
+        r, k = divmod(i, 3)
+        canvas[r * CELL_H:(r + 1) * CELL_H, k * CELL_W:(k + 1) * CELL_W] = c
+        first = r * grid.cols + 2 * k                   # row-major: tiles 2k, 2k+1 of grid row r
+        normalise_into(c.reshape(s, 2, s, 3).transpose(1, 0, 2, 3), out[first:first + 2], cfg.mean, cfg.std)
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        list(pool.map(cell, range(len(CAMERAS))))
+    if grid.thumbnail:
+        normalise_into(resize_bicubic(canvas, s, s)[None], out[grid.n_grid:], cfg.mean, cfg.std)
+    return TileBatch(out, [grid], [(CANVAS_W, CANVAS_H)])
 
 
 def canvas_to_camera(x: float, y: float, camera_sizes: dict[str, tuple[int, int]] | None = None

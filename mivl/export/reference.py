@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ..edge.multiview import stitch_cameras
+from ..edge.multiview import preprocess_cameras
 from ..edge.preprocess import PreprocessConfig, TileBatch, preprocess_frames, preprocess_images
 from ..edge.prompt import ANSWER_MARKUP, IMG_CONTEXT, build_prompt, get_template, video_prefix
 from .checkpoint import Checkpoint, load_checkpoint
@@ -48,7 +48,7 @@ class Reference:
 
     def tiles(self, images=None, cameras=None, video=None, max_tiles=None) -> TileBatch | None:
         if cameras is not None:
-            return preprocess_images([stitch_cameras(cameras)], self.pre, max_tiles=max_tiles)
+            return preprocess_cameras(cameras, self.pre, max_tiles=max_tiles)
         if video is not None:
             return preprocess_frames(list(video), self.pre)
         if images:

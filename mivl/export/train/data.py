@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ...edge.multiview import stitch_cameras
+from ...edge.multiview import preprocess_cameras
 from ...edge.preprocess import PreprocessConfig, preprocess_frames, preprocess_images
 from ...edge.prompt import IMAGE_PLACEHOLDER, ChatTemplate, expand_images, multi_image_prefix, video_prefix
 from .records import check_record, images_of
@@ -34,7 +34,7 @@ class Sample:
 def record_tiles(rec: dict, pre: PreprocessConfig):
     """The record's tile batch (None without images)."""
     if rec.get("cameras") is not None:
-        return preprocess_images([stitch_cameras(rec["cameras"])], pre, max_tiles=rec.get("max_tiles"))
+        return preprocess_cameras(rec["cameras"], pre, max_tiles=rec.get("max_tiles"))
     if rec.get("video") is not None:
         return preprocess_frames(list(rec["video"]), pre)
     imgs = images_of(rec)
