@@ -8,6 +8,8 @@ Each tick reads one frame from every camera and runs the probes:
   --find PHRASE   which camera shows it (six-camera multiple choice), then its box in that camera
   --ask TEXT      a free question about the six cameras (DriveLM <c..> points are drawn)
   --describe CAM  a description of one camera's objects
+With --synthetic and no probe given, it asks questions whose answers the clip knows (colour and
+class of an object in two cameras, the HUD counting the right ones) and where two objects are.
 It overlays the answers and boxes per camera and a HUD with the latency breakdown (preprocess,
 vision, prefill, decode) and memory. With a display it opens a window (q quits); headless (or
 --headless) it writes OUT/demo.mp4, PNG snapshots every --snapshot-every ticks and OUT/log.jsonl.
@@ -52,6 +54,14 @@ def run_probe(session, probe: tuple[str, str], frames: dict) -> dict:
             out["answer"] += " | " + g.text
             out["boxes"] = [{"camera": cam, "label": arg, "pixels": list(o.pixels)}
                             for o in g.objects if getattr(o, "pixels", None)]
+    elif kind == "mc":             # a multiple-choice question about one camera, truth known
+        cam, question, truth = arg
+        a = session.ask(question, images=[frames[cam]], channels="BGR", max_new_tokens=8)
+        timings.append(a.timings)
+        got = a.text.strip().rstrip(".")
+        ok = got.lower() == truth.lower()
+        out = {"probe": question.splitlines()[0], "camera": cam, "boxes": [], "truth": truth, "correct": ok,
+               "answer": got + (" (right)" if ok else f" (truth: {truth})")}
     elif kind == "describe":
         a = session.ask("Describe the objects in this image.", images=[frames[arg]], channels="BGR",
                         max_new_tokens=48)
@@ -118,6 +128,9 @@ def hud(results: list[dict], tick: int, wall_s: float) -> np.ndarray:
             f"preprocess {t.get('preprocess_s', 0) * 1000:.0f} ms   vision {t.get('vision_s', 0) * 1000:.0f} ms   "
             f"prefill {t.get('prefill_s', 0) * 1000:.0f} ms   decode {t.get('decode_s', 0) * 1000:.0f} ms "
             f"({tps:.0f} tok/s)"]
+    known = [r["correct"] for r in results if "correct" in r]
+    if known:
+        rows.append(f"questions with known answers: {sum(known)}/{len(known)} right")
     rows += [f"{r['probe']}: {r['answer'][:110]}" for r in results if r.get("camera") is None or r["probe"] == "ask"]
     rows += [f"{r['probe']} -> {r.get('camera')}" for r in results if r["probe"].startswith("find")]
     for k, text in enumerate(rows[:7]):
@@ -149,7 +162,8 @@ def default_bundle() -> Path:
             if not (src / "config.json").is_file():
                 make_tiny("qwen2", src, 0, overwrite=True)
         print(f"exporting {src} to {out} ...", flush=True)
-        export(src, out, precision="int8", quiet=True, force=True)
+        export(src, out, precision="int8", quiet=True, force=True,
+               keep_float=("projector", "patch_embed", "last_block"))
     return out
 
 
@@ -173,12 +187,19 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def synthetic_probes(rig: SyntheticRig) -> list[tuple[str, str]]:
+def synthetic_probes(rig: SyntheticRig) -> list[tuple[str, object]]:
+    """Questions with known answers about the clip: colour and class of an object in each of two
+    cameras (what the embedded default model is trained for), then where two objects are."""
+    from mivl.calib.synthetic import CLASSES, COLOURS
+
     objs = rig.clip.scene.objects
+    probes: list[tuple[str, object]] = []
+    for o in [o for o in objs if sum(p.camera == o.camera for p in objs) == 1][:2]:
+        probes.append(("mc", (o.camera, f"What colour is the {o.cls}?\n" + options_text(list(COLOURS)), o.colour)))
+        probes.append(("mc", (o.camera, f"What is the {o.colour} object?\n" + options_text(CLASSES), o.cls)))
     keys = [(o.colour, o.cls) for o in objs]
     unique = [f"{c} {k}" for c, k in keys if keys.count((c, k)) == 1]
-    probes = [("find", p) for p in unique[:2]]
-    return probes + [("describe", "CAM_FRONT")]
+    return probes + [("find", p) for p in unique[:2]]
 
 
 def main(argv=None) -> int:

@@ -82,7 +82,8 @@ def preprocess_cameras(cameras: dict[str, ImageInput], cfg: PreprocessConfig = P
 
     When the tile grid is the canvas itself (6 x 2 tiles of 448: each cell is two tiles, the
     default 12-tile budget), each camera's two tiles are normalised as soon as its cell is drawn,
-    cameras on two threads, and the canvas is never resized, only the thumbnail is cut from it."""
+    one canvas row per thread, each thread also doing the thumbnail's horizontal pass over its
+    row; the canvas itself is never resized."""
     check_cameras(cameras)
     s = cfg.image_size
     grid = grid_for(np.empty((CANVAS_H, CANVAS_W, 0), np.uint8), cfg, max_tiles)
@@ -100,12 +101,20 @@ def preprocess_cameras(cameras: dict[str, ImageInput], cfg: PreprocessConfig = P
         first = r * grid.cols + 2 * k                   # row-major: tiles 2k, 2k+1 of grid row r
         normalise_into(c.reshape(s, 2, s, 3).transpose(1, 0, 2, 3), out[first:first + 2], cfg.mean, cfg.std)
 
+    def canvas_row(r: int):
+        """The three cells of canvas row r, then the thumbnail's horizontal pass over that band
+        (PIL resamples rows independently in that pass, so bands give the very same rows)."""
+        for k in range(3):
+            cell(3 * r + k)
+        return resize_bicubic(canvas[r * CELL_H:(r + 1) * CELL_H], s, CELL_H) if grid.thumbnail else None
+
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(max_workers=2) as pool:
-        list(pool.map(cell, range(len(CAMERAS))))
-    if grid.thumbnail:
-        normalise_into(resize_bicubic(canvas, s, s)[None], out[grid.n_grid:], cfg.mean, cfg.std)
+        bands = list(pool.map(canvas_row, range(2)))
+    if grid.thumbnail:   # the vertical pass over both bands
+        thumb = resize_bicubic(np.concatenate(bands), s, s)
+        normalise_into(thumb[None], out[grid.n_grid:], cfg.mean, cfg.std)
     return TileBatch(out, [grid], [(CANVAS_W, CANVAS_H)])
 
 

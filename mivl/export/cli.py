@@ -45,6 +45,9 @@ def export_parser() -> argparse.ArgumentParser:
     p.add_argument("--engine", action="store_true", help="also build a TensorRT engine (needs TensorRT and a GPU)")
     p.add_argument("--force", action="store_true", help="overwrite BUNDLE; write it even if validation fails")
     p.add_argument("--seed", type=int, default=0, help="seed of calibration sampling (default 0)")
+    p.add_argument("--keep-float", default="projector",
+                   help="comma list of vision parts left in float by --int8/--int4: projector, patch_embed, "
+                        "first_block, last_block (default projector)")
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(precision="fp16")
     return p
@@ -73,6 +76,7 @@ def main_export(argv) -> int:
     result = export(a.checkpoint, a.output, precision=a.precision, calib=a.calib, calib_size=a.calib_size,
                     calib_method=a.calib_method, max_tiles=a.max_tiles, llm_quant=a.llm_quant,
                     n_ctx=a.n_ctx, engine=a.engine, force=a.force, seed=a.seed, llm_format=a.llm_format,
+                    keep_float=tuple(k for k in a.keep_float.split(",") if k),
                     quiet=a.quiet)
     print(summary(result))
     return 0

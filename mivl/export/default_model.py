@@ -1,21 +1,28 @@
 """The recipe of the embedded default model: a tiny InternVL trained from scratch by the SDK's own
 trainer on synthetic six-camera driving scenes, so that the demo gets real answers.
 
-    mivl-export make-default      # trains into mivl/assets/default_model (2 CPU cores: ~40 min)
-
-Status: with this recipe (1,800 steps of 4 conversations) the held-out multiple-choice accuracy
-stayed near chance on 2 CPU cores (BENCHMARKS.md, "Embedded default model"), so no trained model
-ships yet and the demo falls back to a tiny random checkpoint.
+    mivl-export make-default      # trains into mivl/assets/default_model (2 CPU cores: ~45 min)
 
 Architecture: InternViT at the real 448px / patch-14 geometry (1025 tokens per tile) but 64 wide
 and 3 layers deep, pixel unshuffle v2 + MLP projector, a 4-layer 128-wide Qwen2 LLM with the
 Hermes-2 template and a byte-level BPE tokenizer; one tile per image (a camera frame or the
-stitched six-camera canvas). Data: multi-turn conversations of the question kinds of
-`mivl.calib.questions` about scenes with at most one object per camera; 25% general (captions).
+stitched six-camera canvas), scenes with at most one object per camera.
+
+Stages (each starts from the previous one's checkpoint):
+  1. dense   the vision encoder and projector learn, per vision token, the colour and class of
+             the object under it (`mivl.export.train.dense`; labels from the scene generator):
+             a dense signal that one answer token per question cannot give from scratch;
+  2. colour  the LLM (vision frozen) learns to read those tokens on colour questions;
+  3. mc      all multiple-choice kinds: colour, class (one camera) and camera (six cameras);
+  4. single  colour and class questions about one camera, the vision encoder training again
+             (two runs: single, then single2 at a lower learning rate).
+Trained on questions in one-turn conversations, drawn from a stream apart from the held-out one.
+What it reaches is in BENCHMARKS.md ("Embedded default model").
 """
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -23,8 +30,7 @@ import torch
 from ..calib.evaluate import EVAL_SEED, asker, score
 from ..calib.questions import MC_KINDS
 from .tiny import TINY_VISION, make_tiny
-from .train.mixing import Mixture
-from .train.synthetic import GENERAL_KINDS, SyntheticTasks
+from .train.synthetic import SyntheticTasks
 from .train.trainer import TrainConfig, train
 
 ASSET = Path(__file__).resolve().parents[1] / "assets" / "default_model"
@@ -33,10 +39,25 @@ LLM = dict(hidden_size=128, intermediate_size=384, num_hidden_layers=4, num_atte
            num_key_value_heads=2)
 MAX_TILES = 1
 MAX_OBJECTS = 1             # objects per camera in its training and evaluation scenes
-TURNS = 8
-# first-question kinds, repeated to weight them: the multiple-choice kinds get twice the boxes' share
-DEFAULT_KINDS = ("colour", "class", "camera", "colour", "class", "camera", "grounding", "region")
-TRAIN_SEED, GENERAL_SEED = 0, 1
+TRAIN_SEED = 0
+QA_STREAM = 5000            # question stream of the QA stages (held-out: calib.evaluate.EVAL_SEED)
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    steps: int
+    lr: float
+    kinds: tuple[str, ...] = ()      # question kinds (QA stages); empty: dense pretraining
+    freeze: tuple[str, ...] = ("vit",)
+    batch_size: int = 8
+
+
+STAGES = (Stage("dense", 400, 2e-3),
+          Stage("colour", 200, 1e-3, ("colour",)),
+          Stage("mc", 400, 1e-3, MC_KINDS),
+          Stage("single", 300, 5e-4, ("colour", "class"), freeze=()),
+          Stage("single2", 400, 3e-4, ("colour", "class"), freeze=()))
 
 
 @torch.no_grad()
@@ -64,22 +85,54 @@ def make_initial(out: Path, seed: int = 0) -> Path:
     return path
 
 
-def training_data(seed: int = TRAIN_SEED, general_ratio: float = 0.25) -> Mixture:
-    return Mixture(SyntheticTasks(GENERAL_KINDS, GENERAL_SEED + seed * 1000, max_objects=MAX_OBJECTS),
-                   SyntheticTasks(DEFAULT_KINDS, seed * 1000, turns=TURNS, max_objects=MAX_OBJECTS),
-                   general_ratio, seed=seed)
+def run_dense(src: Path, out: Path, stage: Stage, seed: int, quiet: bool) -> Path:
+    from .checkpoint import load_checkpoint
+    from .reference import preprocess_config
+    from .train.dense import pretrain_vision
+    from .train.trainer import write_checkpoint
+
+    ck = load_checkpoint(src)
+    losses, _ = pretrain_vision(ck.model, preprocess_config(ck), stage.steps, stage.batch_size, stage.lr, seed,
+                                max_objects=MAX_OBJECTS, quiet=quiet)
+    write_checkpoint(ck.model, src, out, torch.float32, {"stage": stage.name, "losses": losses})
+    return out
 
 
-def train_default(out: str | Path, steps: int = 1800, batch_size: int = 4, lr: float = 2e-3,
-                  seed: int = TRAIN_SEED, work: str | Path | None = None, quiet: bool = False) -> Path:
-    out = Path(out)
+def run_qa(src: Path, out: Path, stage: Stage, seed: int, quiet: bool) -> Path:
+    data = SyntheticTasks(stage.kinds, QA_STREAM + seed, turns=1, max_objects=MAX_OBJECTS)
+    cfg = TrainConfig(str(src), str(out), mode="partial" if stage.freeze else "full", freeze=stage.freeze,
+                      steps=stage.steps, batch_size=stage.batch_size, lr=stage.lr, warmup_ratio=0.05,
+                      min_lr_ratio=0.1, weight_decay=0.0, dtype="fp32", save_every=50, seed=seed,
+                      save_dtype="fp32", quiet=quiet, log_every=20)
+    train(cfg, data)
+    return out
+
+
+def train_default(out: str | Path, seed: int = TRAIN_SEED, work: str | Path | None = None,
+                  stages=STAGES, quiet: bool = False) -> Path:
+    """Run the stages in `work` (a finished stage is not run again) and return the last checkpoint."""
     work = Path(work) if work else Path("out") / "default-model-work"
-    init = make_initial(work / "init", seed)
-    cfg = TrainConfig(str(init), str(work / "trained"), mode="full", steps=steps, batch_size=batch_size,
-                      lr=lr, warmup_ratio=0.03, min_lr_ratio=0.05, weight_decay=0.01, dtype="fp32",
-                      save_every=100, seed=seed, save_dtype="bf16", quiet=quiet, log_every=10)
-    train(cfg, training_data(seed))
-    return work / "trained"
+    path = make_initial(work / "init", seed) if not (work / "init" / "config.json").is_file() else work / "init"
+    for stage in stages:
+        dst = work / stage.name
+        if not (dst / "config.json").is_file() or (dst / "train_state").exists():
+            run = run_qa if stage.kinds else run_dense
+            run(path, dst, stage, seed, quiet)
+        path = dst
+    return path
+
+
+def publish(trained: Path, out: Path) -> Path:
+    """The trained checkpoint as the embedded default: bf16 weights, config, tokenizer."""
+    from .checkpoint import load_checkpoint
+    from .train.trainer import write_checkpoint
+
+    ck = load_checkpoint(trained)
+    log = json.loads((trained / "train_log.json").read_text()) if (trained / "train_log.json").is_file() else {}
+    write_checkpoint(ck.model, trained, out, torch.bfloat16,
+                     {"recipe": "mivl.export.default_model", "stages": [s.__dict__ for s in STAGES],
+                      "last_stage_seconds": log.get("seconds_this_run")})
+    return out
 
 
 def evaluate_reference(checkpoint, n: int = 100, seed: int = EVAL_SEED, kinds=MC_KINDS) -> dict:
@@ -87,11 +140,3 @@ def evaluate_reference(checkpoint, n: int = 100, seed: int = EVAL_SEED, kinds=MC
     from .reference import Reference
 
     return score(asker(Reference(checkpoint)), n, seed, kinds, max_objects=MAX_OBJECTS)
-
-
-if __name__ == "__main__":
-    import sys
-    out = Path(sys.argv[1])
-    steps = int(sys.argv[2]) if len(sys.argv) > 2 else 1800
-    trained = train_default(out, steps)
-    print(json.dumps(evaluate_reference(trained, 60), indent=1))

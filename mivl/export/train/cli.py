@@ -116,21 +116,17 @@ def main_convert(argv) -> int:
 
 
 def main_make_default(argv) -> int:
-    from ..default_model import ASSET, evaluate_reference, train_default
+    from ..default_model import ASSET, evaluate_reference, publish, train_default
 
     p = argparse.ArgumentParser(prog="mivl-export make-default",
                                 description="Train the embedded default model on synthetic driving scenes.")
     p.add_argument("-o", "--output", default=str(ASSET))
-    p.add_argument("--steps", type=int, default=1800)
-    p.add_argument("--work", help="folder for the initial model and resume state (default out/default-model-work)")
+    p.add_argument("--work", help="folder of the stages' checkpoints and resume state (default "
+                                  "out/default-model-work); finished stages are not run again")
+    p.add_argument("--questions", type=int, default=200, help="held-out questions to score at the end")
     a = p.parse_args(argv)
-    import shutil
-
-    trained = train_default(a.output, a.steps, work=a.work)
-    out = Path(a.output)
-    out.mkdir(parents=True, exist_ok=True)
-    for f in trained.iterdir():
-        if f.is_file():
-            shutil.copyfile(f, out / f.name)
-    print(json.dumps(evaluate_reference(out, 100), indent=1))
+    trained = train_default(a.output, work=a.work)
+    publish(trained, Path(a.output))
+    r = evaluate_reference(a.output, a.questions)
+    print(json.dumps({k: v for k, v in r.items() if k != "answers"}, indent=1))
     return 0
