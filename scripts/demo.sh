@@ -5,8 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 # The default question is one the embedded model is trained for (class of an object in one camera;
-# the sample scene's front-right camera shows a black bus).
-Q="${1:-$'What is the black object?\nOptions: car, truck, bus, pedestrian, cone, traffic light.\nAnswer with one of the options.'}"
+# the sample scene's front camera shows a yellow pedestrian).
+Q="${1:-$'What is the yellow object?\nOptions: car, truck, bus, pedestrian, cone, traffic light.\nAnswer with one of the options.'}"
 OUT=out
 # The embedded default model (mivl/assets/default_model, trained by `mivl-export make-default`);
 # a tiny random model generated here if a checkout lacks it.
@@ -20,4 +20,4 @@ rm -rf "$OUT/default-bundle"
 # accuracy stays within 2 points of fp32 that way (BENCHMARKS.md, "Embedded default model")
 .venv/bin/mivl-export "$CKPT" -o "$OUT/default-bundle" --int8 --keep-float projector,patch_embed,last_block
 S=examples/sample_scene
-.venv/bin/mivl ask "$OUT/default-bundle" --max-new-tokens 24 --image $S/CAM_FRONT_RIGHT.jpg "$Q"
+.venv/bin/mivl ask "$OUT/default-bundle" --max-new-tokens 24 --image $S/CAM_FRONT.jpg "$Q"
