@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from mivl.edge.errors import InputError
-from test_runtime_parity import FAMILIES, STEPS, inputs, run_runtime  # noqa: F401 - fixture reused
+from test_runtime_parity import FAMILIES, inputs, parity_cases, reference_answers, run_runtime  # noqa: F401 - fixture reused
 
 
 @pytest.fixture(scope="module")
@@ -32,21 +32,9 @@ def test_fp32_decoder_validates_and_runtime_matches_reference(family, onnx_bundl
     assert res.manifest["llm"]["format"] == "onnx" and res.manifest["llm"]["file"] == "llm.onnx"
     assert any(f.startswith("tokenizer/") for f in res.manifest["files"])
     ref = reference(family)
-    cases = [
-        {"question": "What is in the picture?", "images": inputs["one"], "max_new_tokens": STEPS},
-        {"question": "Compare the two images.", "images": inputs["several"], "max_new_tokens": STEPS},
-        {"question": "What is in front of the car?", "cameras": inputs["cameras"], "max_new_tokens": STEPS},
-        {"question": "What happens in the video?", "video_npy": inputs["frames_npy"], "max_new_tokens": STEPS},
-        {"question": "Hello, who are you?", "max_new_tokens": STEPS},
-    ]
+    cases = parity_cases(inputs)
     got = run_runtime(res.path, cases, tmp_path)
-    expected = [
-        ref.ask(cases[0]["question"], images=inputs["one"], max_new_tokens=STEPS),
-        ref.ask(cases[1]["question"], images=inputs["several"], max_new_tokens=STEPS),
-        ref.ask(cases[2]["question"], cameras=inputs["cameras"], max_new_tokens=STEPS),
-        ref.ask(cases[3]["question"], video=list(inputs["frames"]), max_new_tokens=STEPS),
-        ref.ask(cases[4]["question"], max_new_tokens=STEPS),
-    ]
+    expected = reference_answers(ref, cases, inputs)
     for g, e in zip(got, expected):
         assert g["tokens"] == e.token_ids
         assert g["text"] == e.text

@@ -41,24 +41,31 @@ def run_runtime(bundle, cases, tmp_path):
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("family", FAMILIES)
-def test_runtime_matches_reference(family, bundle_dir, reference, inputs, tmp_path):
-    ref = reference(family)
-    cases = [
+def parity_cases(inputs) -> list[dict]:
+    """One image, several images, six cameras, video, text: the runtime_worker cases."""
+    return [
         {"question": "What is in the picture?", "images": inputs["one"], "max_new_tokens": STEPS},
         {"question": "Compare the two images.", "images": inputs["several"], "max_new_tokens": STEPS},
         {"question": "What is in front of the car?", "cameras": inputs["cameras"], "max_new_tokens": STEPS},
         {"question": "What happens in the video?", "video_npy": inputs["frames_npy"], "max_new_tokens": STEPS},
         {"question": "Hello, who are you?", "max_new_tokens": STEPS},
     ]
+
+
+def reference_answers(ref, cases, inputs) -> list:
+    """The PyTorch reference's answers to parity_cases (video from the in-memory frames)."""
+    return [ref.ask(c["question"], max_new_tokens=c["max_new_tokens"],
+                    **({"video": list(inputs["frames"])} if "video_npy" in c else
+                       {k: c[k] for k in ("images", "cameras") if k in c}))
+            for c in cases]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_runtime_matches_reference(family, bundle_dir, reference, inputs, tmp_path):
+    ref = reference(family)
+    cases = parity_cases(inputs)
     got = run_runtime(bundle_dir(family, "fp32"), cases, tmp_path)
-    expected = [
-        ref.ask(cases[0]["question"], images=inputs["one"], max_new_tokens=STEPS),
-        ref.ask(cases[1]["question"], images=inputs["several"], max_new_tokens=STEPS),
-        ref.ask(cases[2]["question"], cameras=inputs["cameras"], max_new_tokens=STEPS),
-        ref.ask(cases[3]["question"], video=list(inputs["frames"]), max_new_tokens=STEPS),
-        ref.ask(cases[4]["question"], max_new_tokens=STEPS),
-    ]
+    expected = reference_answers(ref, cases, inputs)
     for name, g, e in zip(["one image", "several images", "six cameras", "video", "text"], got, expected):
         assert g["tokens"] == e.token_ids, f"{family} {name}: runtime {g['tokens']} != reference {e.token_ids}"
     assert got[2]["timings"]["prompt_tokens"] == len(expected[2].prompt_ids)  # 13 tiles x 256 + text

@@ -27,7 +27,6 @@ from .vision_onnx import export_vision, io_spec
 # precision preset -> (vision precision, LLM GGUF type)
 PRESETS = {"fp32": ("fp32", "f32"), "fp16": ("fp16", "f16"), "int8": ("int8", "q8_0"),
            "int4": ("int8", "q4_k_m")}
-ONNX_LLM_PRESETS = {"fp32": "fp32", "int8": "int8"}
 VISION_FILES = {"fp32": "vision.onnx", "fp16": "vision.fp16.onnx", "int8": "vision.int8.onnx"}
 
 
@@ -89,7 +88,7 @@ def export(checkpoint: str | Path, output: str | Path, precision: str = "fp16", 
     if calib_method not in METHODS:
         raise InputError(f"--calib-method {calib_method!r} unknown; choose one of {', '.join(METHODS)}")
     vision_precision, quant = PRESETS[precision]
-    quant = llm_quant or _llm_quant(precision, llm_format)
+    quant = _llm_quant(precision, llm_format, llm_quant)
     output = Path(output)
     if output.exists() and not force:
         raise InputError(f"{output} already exists; pass --force to overwrite it")
@@ -119,31 +118,36 @@ def export(checkpoint: str | Path, output: str | Path, precision: str = "fp16", 
     return result
 
 
-def _llm_quant(precision: str, llm_format: str) -> str:
+def _llm_quant(precision: str, llm_format: str, llm_quant: str | None) -> str:
+    """The LLM type to write, checked against the format before any work is done."""
     if llm_format == "gguf":
-        return PRESETS[precision][1]
+        quant = llm_quant or PRESETS[precision][1]
+        if quant not in QUANT_TYPES:
+            raise InputError(f"--llm-quant {quant!r} unknown; choose one of {', '.join(QUANT_TYPES)}")
+        return quant
     if llm_format == "onnx":
-        if precision not in ONNX_LLM_PRESETS:
+        from .llm_onnx import PRECISIONS
+
+        if llm_quant is None and precision not in PRECISIONS:
             raise InputError(f"--llm-format onnx comes in fp32 and int8 (--fp32, --int8, or --llm-quant "
                              f"fp32|int8), not the {precision} preset")
-        return ONNX_LLM_PRESETS[precision]
+        quant = llm_quant or precision
+        if quant not in PRECISIONS:
+            raise InputError(f"--llm-quant {quant!r} is not an ONNX LLM precision; choose one of "
+                             f"{', '.join(PRECISIONS)}")
+        return quant
     raise InputError(f"--llm-format {llm_format!r} unknown; choose gguf or onnx")
 
 
 def _export_llm(ref, tmp: Path, llm_format: str, quant: str, n_ctx: int, cases: dict, quiet: bool):
     """Write the LLM in `llm_format` and validate it; returns (file, figures)."""
     if llm_format == "onnx":
-        from .llm_onnx import PRECISIONS, check_onnx_llm, write_onnx_llm
+        from .llm_onnx import check_onnx_llm, write_onnx_llm
 
-        if quant not in PRECISIONS:
-            raise InputError(f"--llm-quant {quant!r} is not an ONNX LLM precision; choose one of "
-                             f"{', '.join(PRECISIONS)}")
         _say(quiet, f"writing LLM as an ONNX decoder ({quant})")
         path, tok_dir = write_onnx_llm(ref, tmp, quant, n_ctx)
         _say(quiet, "validating the ONNX LLM in ONNX Runtime against PyTorch")
         return path, check_onnx_llm(path, tok_dir, quant, cases, sorted(ref.stop_ids))
-    if quant not in QUANT_TYPES:
-        raise InputError(f"--llm-quant {quant!r} unknown; choose one of {', '.join(QUANT_TYPES)}")
     _say(quiet, f"writing LLM as GGUF {quant}")
     path = tmp / f"llm.{quant}.gguf"
     write_llm(ref, path, quant, n_ctx, tmp)

@@ -36,7 +36,8 @@ def rope_table(lm: CausalLM, n_ctx: int) -> tuple[torch.Tensor, torch.Tensor]:
     inv_short, m_short = rope_inv_freq(cfg, 1)
     inv_long, m_long = rope_inv_freq(cfg, n_ctx)
     if not (torch.equal(inv_short, inv_long) and m_short == m_long):
-        raise InputError(f"this model's RoPE scaling ({(cfg.rope_scaling or {}).get('type') or (cfg.rope_scaling or {}).get('rope_type')}) "
+        scaling = cfg.rope_scaling or {}
+        raise InputError(f"this model's RoPE scaling ({scaling.get('type') or scaling.get('rope_type')}) "
                          f"changes with the sequence length below n_ctx={n_ctx}; the ONNX decoder bakes "
                          f"one table: lower n_ctx to the model's original context or use the GGUF format")
     pos = torch.arange(n_ctx, dtype=torch.float32)
