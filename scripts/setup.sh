@@ -9,7 +9,8 @@ PY=${PYTHON:-python3.11}
 command -v "$PY" >/dev/null || PY=python3
 VENV=.venv
 STAMP="$VENV/.mivl-setup"
-WANT="$(sha256sum pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)"
+# setup.py and the C sources too: the compiled resampler is rebuilt when they change.
+WANT="$(sha256sum pyproject.toml setup.py scripts/setup.sh mivl/edge/csrc/* | sha256sum | cut -c1-16)"
 [[ -x "$VENV/bin/python" ]] || "$PY" -m venv "$VENV"
 PIP="$VENV/bin/python -m pip"
 $PIP install --quiet --upgrade "pip>=24" wheel

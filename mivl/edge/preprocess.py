@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import native
 from .errors import InputError
 from .image_io import ImageInput, load_rgb
 from .resize import resize_bicubic
@@ -125,10 +126,15 @@ def write_tiles(rgb: np.ndarray, grid: TileGrid, out: np.ndarray, cfg: Preproces
 
 
 def normalise_into(tiles: np.ndarray, out: np.ndarray, mean, std) -> None:
+    """(N, S, S, 3) uint8 tiles (any view) -> out (N, 3, S, S) float32, through the lookup table."""
     key = (tuple(mean), tuple(std))
     lut = _LUTS.get(key)
     if lut is None:
         lut = _LUTS[key] = _normalise_lut(mean, std)
+    if native.available() and tiles.strides[2:] == (3, 1) and out.flags.c_contiguous:
+        for tile, dst in zip(tiles, out):
+            native.normalise_tile(tile, lut, dst)
+        return
     for c in range(3):
         np.take(lut[c], tiles[..., c], out=out[:, c])
 

@@ -1,9 +1,10 @@
 """Antialiased bicubic resize that reproduces PIL's `Image.resize(..., BICUBIC)` bit for bit.
 
-Two implementations: `resize_bicubic` calls PIL's own C resampler (the reference itself, and the
-fastest exact option on a CPU; several images run on parallel threads, as PIL releases the GIL),
-and `resize_bicubic_numpy` spells the same arithmetic out in NumPy (banded matrix products), the
-readable specification that the CUDA kernel and its CPU harness are held to.
+Three implementations of the same arithmetic: `resize_bicubic` runs the package's compiled
+resampler (`mivl.edge.native`, csrc/resample.c: PIL's fixed-point sums in vectorised loops, the
+fastest on a CPU) or, where it was not built, PIL's own C resampler; `resize_bicubic_numpy` spells
+the arithmetic out in NumPy (banded matrix products), the readable specification that the CUDA
+kernel, its CPU harness and the compiled resampler are all held to.
 
 PIL resamples separably: a horizontal pass, then a vertical pass, each a convolution whose
 support grows with the downscale factor (that is the antialiasing), with weights of the cubic
@@ -17,6 +18,8 @@ import os
 from functools import lru_cache
 
 import numpy as np
+
+from . import native
 
 PRECISION_BITS = 32 - 8 - 2  # PIL's fixed-point precision for 8-bit images
 _HALF = 1 << (PRECISION_BITS - 1)
@@ -105,6 +108,8 @@ def _pass_rows(x: np.ndarray, out_size: int) -> np.ndarray:
 def resize_stack(images: np.ndarray, width: int, height: int) -> np.ndarray:
     """(n, H, W, C) uint8 -> (n, height, width, C), PIL's BICUBIC, as banded matrix products."""
     n, h, w, c = images.shape
+    if native.vertical_first(w, h, width, height):
+        return resize_stack(resize_stack(images, w, height), width, height)
     x = images
     if width != w:   # horizontal pass: columns become rows of the matrix form
         t = np.ascontiguousarray(x.transpose(2, 0, 1, 3)).reshape(w, n * h * c)
@@ -122,13 +127,22 @@ def _check(img: np.ndarray, width: int, height: int) -> None:
         raise ValueError(f"target size must be at least 1x1, got {width}x{height}")
 
 
-def resize_bicubic(img: np.ndarray, width: int, height: int) -> np.ndarray:
-    """Resize an HWC (or HW) uint8 image to width x height with PIL's BICUBIC (exact)."""
-    from PIL import Image
-
+def resize_bicubic(img: np.ndarray, width: int, height: int, threads: int = 1) -> np.ndarray:
+    """Resize an HWC (or HW) uint8 image to width x height with PIL's BICUBIC (exact); the
+    compiled resampler splits the rows over `threads`."""
     _check(img, width, height)
     if img.shape[1] == width and img.shape[0] == height:
         return img.copy()
+    if native.available():
+        return native.resize(img, width, height, threads)
+    return resize_bicubic_pil(img, width, height)
+
+
+def resize_bicubic_pil(img: np.ndarray, width: int, height: int) -> np.ndarray:
+    """The same resize by PIL itself (the reference; the fallback where native is not built)."""
+    from PIL import Image
+
+    _check(img, width, height)
     return np.array(Image.fromarray(img).resize((width, height), Image.BICUBIC))  # writable
 
 

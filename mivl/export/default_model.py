@@ -51,6 +51,7 @@ class Stage:
     kinds: tuple[str, ...] = ()      # question kinds (QA stages); empty: dense pretraining
     freeze: tuple[str, ...] = ("vit",)
     batch_size: int = 8
+    turns: int = 1                   # questions per image (QA stages)
 
 
 STAGES = (Stage("dense", 400, 2e-3),
@@ -99,7 +100,7 @@ def run_dense(src: Path, out: Path, stage: Stage, seed: int, quiet: bool) -> Pat
 
 
 def run_qa(src: Path, out: Path, stage: Stage, seed: int, quiet: bool) -> Path:
-    data = SyntheticTasks(stage.kinds, QA_STREAM + seed, turns=1, max_objects=MAX_OBJECTS)
+    data = SyntheticTasks(stage.kinds, QA_STREAM + seed, turns=stage.turns, max_objects=MAX_OBJECTS)
     cfg = TrainConfig(str(src), str(out), mode="partial" if stage.freeze else "full", freeze=stage.freeze,
                       steps=stage.steps, batch_size=stage.batch_size, lr=stage.lr, warmup_ratio=0.05,
                       min_lr_ratio=0.1, weight_decay=0.0, dtype="fp32", save_every=50, seed=seed,

@@ -1,0 +1,217 @@
+/* PIL's antialiased resampling (Image.resize with BICUBIC, any separable filter) in the same
+ * 22-bit fixed-point arithmetic, bit for bit, written so that the compiler vectorises it.
+ *
+ * PIL runs a horizontal pass (rounded and clipped to uint8), then a vertical pass, each output
+ * value being clip8((HALF + sum_k in[k] * w[k]) >> 22) with int32 sums. Both passes here compute
+ * exactly those sums; only the loop order differs:
+ *   - vertical pass: for an output row, the sum runs over whole input rows, so the inner loop is
+ *     a contiguous multiply-add over the row's bytes (SIMD lanes along the row);
+ *   - horizontal pass: a band of BAND rows is first transposed (T[x][row * C + c]), so that the
+ *     taps of one output column again multiply contiguous vectors of BAND * C lanes.
+ * The weights and windows are PIL's own (computed in Python by mivl.edge.resize.pil_windows).
+ *
+ * One call resizes output rows [y0, y1) of one image, so callers split a picture or a batch of
+ * camera frames over threads; the functions touch no Python state, and ctypes releases the GIL
+ * around them. On x86-64 the hot loops are compiled twice (AVX2 and baseline) and chosen at load
+ * time, so one build runs on any x86-64 CPU.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define PRECISION_BITS (32 - 8 - 2)
+#define HALF (1 << (PRECISION_BITS - 1))
+#define BAND 16   /* rows per transposed band of the horizontal pass */
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define HAVE_AVX2_PATH 1
+#else
+#define HAVE_AVX2_PATH 0
+#endif
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define MULTIVERSION __attribute__((target_clones("avx2", "default")))
+#else
+#define MULTIVERSION
+#endif
+
+static inline uint8_t clip8(int32_t ss) {
+    ss >>= PRECISION_BITS;
+    return ss < 0 ? 0 : (ss > 255 ? 255 : (uint8_t)ss);
+}
+
+/* Eight lanes: portable GCC/Clang vector extensions (SSE2 or NEON code from one source). */
+typedef int32_t v8i __attribute__((vector_size(32)));
+typedef uint8_t v8b __attribute__((vector_size(8)));
+
+static inline __attribute__((always_inline)) v8i generic_load8(const uint8_t *p) {
+    v8b b;
+    memcpy(&b, p, 8);
+    return __builtin_convertvector(b, v8i);
+}
+
+static inline __attribute__((always_inline)) void generic_store8(uint8_t *p, v8i ss) {
+    ss >>= PRECISION_BITS;
+    ss &= ~(ss >> 31);                        /* max(ss, 0) */
+    v8i over = ss > 255;                       /* -1 where above 255 */
+    ss = (ss & ~over) | (255 & over);
+    v8b b = __builtin_convertvector(ss, v8b);
+    memcpy(p, &b, 8);
+}
+
+#define NAME(f) generic_##f
+#define TARGET
+#define VEC v8i
+#define SPLAT(v) ((v8i){v, v, v, v, v, v, v, v})
+#define MULADD(acc, w, p) ((acc) + (w) * generic_load8(p))
+#define STORE8(p, acc) generic_store8(p, acc)
+#include "resample_passes.h"
+#undef NAME
+#undef TARGET
+#undef VEC
+#undef SPLAT
+#undef MULADD
+#undef STORE8
+
+#if HAVE_AVX2_PATH
+/* Eight lanes in AVX2: widening loads (vpmovzxbd), vpmulld, saturating packs. */
+static inline __attribute__((always_inline, target("avx2"))) void avx2_store8(uint8_t *p, __m256i ss) {
+    ss = _mm256_srai_epi32(ss, PRECISION_BITS);
+    __m128i w = _mm_packs_epi32(_mm256_castsi256_si128(ss), _mm256_extracti128_si256(ss, 1));
+    _mm_storel_epi64((__m128i *)p, _mm_packus_epi16(w, w));   /* clip to 0..255 */
+}
+
+#define NAME(f) avx2_##f
+#define TARGET __attribute__((target("avx2")))
+#define VEC __m256i
+#define SPLAT(v) _mm256_set1_epi32(v)
+#define MULADD(acc, w, p) _mm256_add_epi32(acc, _mm256_mullo_epi32(_mm256_set1_epi32(w), \
+                              _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(p)))))
+#define STORE8(p, acc) avx2_store8(p, acc)
+#include "resample_passes.h"
+#endif
+
+typedef void (*horizontal_fn)(const uint8_t *, int64_t, int, int, int, uint8_t *, int64_t, int,
+                              const int32_t *, const int32_t *, const int32_t *, int, uint8_t *);
+typedef void (*vertical_fn)(const uint8_t *, int64_t, int, int, uint8_t *, int64_t, int, int,
+                            const int32_t *, const int32_t *, const int32_t *, int);
+
+static int generic_only = 0;
+
+/* 1: run the portable passes even where AVX2 is there (tests hold both to PIL). Returns the
+ * instruction set the passes use now: 1 AVX2, 0 portable. */
+int mivl_resample_isa(int portable) {
+    generic_only = portable;
+#if HAVE_AVX2_PATH
+    return !generic_only && __builtin_cpu_supports("avx2");
+#else
+    return 0;
+#endif
+}
+
+static int use_avx2(void) {
+#if HAVE_AVX2_PATH
+    return !generic_only && __builtin_cpu_supports("avx2");
+#else
+    return 0;
+#endif
+}
+
+static void pass_horizontal(const uint8_t *in, int64_t in_stride, int rows, int in_w, int C, uint8_t *out,
+                            int64_t out_stride, int out_w, const int32_t *xmin, const int32_t *xcount,
+                            const int32_t *weights, int ksize, uint8_t *tmp) {
+#if HAVE_AVX2_PATH
+    horizontal_fn f = use_avx2() ? avx2_pass_horizontal : generic_pass_horizontal;
+#else
+    horizontal_fn f = generic_pass_horizontal;
+#endif
+    f(in, in_stride, rows, in_w, C, out, out_stride, out_w, xmin, xcount, weights, ksize, tmp);
+}
+
+static void pass_vertical(const uint8_t *in, int64_t in_stride, int row0, int width, uint8_t *out,
+                          int64_t out_stride, int y0, int y1, const int32_t *ymin, const int32_t *ycount,
+                          const int32_t *weights, int ksize) {
+#if HAVE_AVX2_PATH
+    vertical_fn f = use_avx2() ? avx2_pass_vertical : generic_pass_vertical;
+#else
+    vertical_fn f = generic_pass_vertical;
+#endif
+    f(in, in_stride, row0, width, out, out_stride, y0, y1, ymin, ycount, weights, ksize);
+}
+
+/* Output rows [y0, y1) of the resize of `in` (in_h, in_w, C), stride in_stride, into `out`
+ * (whose row 0 is output row y0), stride out_stride. hx: the horizontal windows (NULL: the
+ * width is unchanged), hy: the vertical ones (NULL: the height is unchanged). Returns 0, or -1
+ * when scratch memory could not be had. */
+int mivl_resize_rows(const uint8_t *in, int64_t in_stride, int in_h, int in_w, int C,
+                     uint8_t *out, int64_t out_stride, int out_w, int y0, int y1,
+                     const int32_t *hx_min, const int32_t *hx_count, const int32_t *hx_w, int hx_ksize,
+                     const int32_t *hy_min, const int32_t *hy_count, const int32_t *hy_w, int hy_ksize) {
+    if (y1 <= y0) return 0;
+    if (!hy_min) {                                       /* horizontal pass only */
+        if (!hx_min) {
+            for (int y = y0; y < y1; y++) memcpy(out + (int64_t)(y - y0) * out_stride, in + (int64_t)y * in_stride, (size_t)in_w * C);
+            return 0;
+        }
+        uint8_t *tmp = malloc((size_t)BAND * C * (in_w + out_w) + 8);
+        if (!tmp) return -1;
+        pass_horizontal(in + (int64_t)y0 * in_stride, in_stride, y1 - y0, in_w, C, out, out_stride, out_w,
+                        hx_min, hx_count, hx_w, hx_ksize, tmp);
+        free(tmp);
+        return 0;
+    }
+    /* input rows the vertical pass reads for outputs y0..y1 */
+    int lo = hy_min[y0], hi = 0;
+    for (int y = y0; y < y1; y++) {
+        if (hy_min[y] < lo) lo = hy_min[y];
+        if (hy_min[y] + hy_count[y] > hi) hi = hy_min[y] + hy_count[y];
+    }
+    if (hi > in_h) hi = in_h;
+    if (!hx_min) {
+        pass_vertical(in + (int64_t)lo * in_stride, in_stride, lo, in_w * C, out, out_stride, y0, y1,
+                      hy_min, hy_count, hy_w, hy_ksize);
+        return 0;
+    }
+    int64_t mid_stride = (int64_t)out_w * C;
+    uint8_t *mid = malloc((size_t)(hi - lo) * mid_stride);
+    uint8_t *tmp = malloc((size_t)BAND * C * (in_w + out_w) + 8);
+    if (!mid || !tmp) {
+        free(mid);
+        free(tmp);
+        return -1;
+    }
+    pass_horizontal(in + (int64_t)lo * in_stride, in_stride, hi - lo, in_w, C, mid, mid_stride, out_w,
+                    hx_min, hx_count, hx_w, hx_ksize, tmp);
+    pass_vertical(mid, mid_stride, lo, out_w * C, out, out_stride, y0, y1, hy_min, hy_count, hy_w, hy_ksize);
+    free(mid);
+    free(tmp);
+    return 0;
+}
+
+/* (h, w, 3) uint8 tile region (row stride `stride` bytes) -> planar (3, h, w) float32 through a
+ * per-channel table of the 256 normalised values, lut[3][256]. */
+MULTIVERSION
+void mivl_normalise(const uint8_t *in, int64_t stride, int h, int w, float *out, const float *lut) {
+    float *p0 = out, *p1 = out + (int64_t)h * w, *p2 = out + 2 * (int64_t)h * w;
+    const float *l0 = lut, *l1 = lut + 256, *l2 = lut + 512;
+    for (int y = 0; y < h; y++) {
+        const uint8_t *s = in + (int64_t)y * stride;
+        int64_t o = (int64_t)y * w;
+        for (int x = 0; x < w; x++) {
+            p0[o + x] = l0[s[3 * x]];
+            p1[o + x] = l1[s[3 * x + 1]];
+            p2[o + x] = l2[s[3 * x + 2]];
+        }
+    }
+}
+
+/* A Python extension module only so that the build installs it beside the package; the
+ * functions above are called through ctypes (mivl.edge.native). */
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_resample",
+                                    "PIL-exact resampling and tile normalisation (called through ctypes).",
+                                    -1, NULL};
+
+PyMODINIT_FUNC PyInit__resample(void) { return PyModule_Create(&module); }
