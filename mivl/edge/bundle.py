@@ -94,9 +94,10 @@ def check_consistency(manifest: dict) -> None:
                           "and LLM files come from different models")
     if v["output"]["shape"][1] != manifest["prompt"]["tokens_per_tile"]:
         raise BundleError("vision tokens per tile disagree with the prompt's tokens_per_tile")
-    for part in (v, llm):
-        if part["file"] not in manifest["files"]:
-            raise BundleError(f"{part['file']} is referenced but has no sha256 in the manifest")
+    split = v.get("split", {})
+    for name in (v["file"], llm["file"], *(split[k] for k in ("projector_file", "norm_file") if k in split)):
+        if name not in manifest["files"]:
+            raise BundleError(f"{name} is referenced but has no sha256 in the manifest")
 
 
 def open_bundle(path: str | Path, check_hashes: bool = True) -> Bundle:

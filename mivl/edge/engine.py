@@ -98,6 +98,8 @@ class Engine:
             from ..runtimes.kernels.preprocessor import Preprocessor
 
             self.gpu_pre = Preprocessor(gpu_backend(), self.pre)
+            if hasattr(self.vision, "use_kernels"):      # split vision: unshuffle + LayerNorm on the GPU
+                self.vision.use_kernels(self.gpu_pre)
             return "cuda kernels"
         except MivlError as e:
             return f"numpy (cuda kernels unavailable: {e})"

@@ -49,15 +49,32 @@ def open_llm(b, device: str, threads: int | None, n_ctx: int | None, n_batch: in
     return llm, "llama.cpp" + (" (GPU)" if gpu_layers else " (CPU)")
 
 
-def open_engine(bundle, device: str = "auto", threads: int | None = None, n_ctx: int | None = None,
-                n_batch: int = 512, flash_attn: bool = False, verify: bool = True) -> Engine:
+def open_vision(b, device: str, threads: int | None):
+    """The bundle's vision encoder: one graph, or a split ViT + projector (--split-vision)."""
     from ..runtimes.vision_ort import OrtVision
 
+    v = b.vision
+    vision = OrtVision(str(b.file(v["file"])), v["input"]["name"], int(v["max_tiles"]), device, threads)
+    split = v.get("split")
+    if not split:
+        return vision
+    from ..runtimes.vision_split import SplitVision, read_norm
+
+    try:
+        gamma, beta = read_norm(b.file(split["norm_file"]))
+        return SplitVision(vision, str(b.file(split["projector_file"])), split["projector_input"], gamma, beta,
+                           float(split["norm_eps"]), threads)
+    except BaseException:
+        vision.close()
+        raise
+
+
+def open_engine(bundle, device: str = "auto", threads: int | None = None, n_ctx: int | None = None,
+                n_batch: int = 512, flash_attn: bool = False, verify: bool = True) -> Engine:
     if device not in ("auto", "cpu", "cuda"):
         raise InputError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
     b = open_bundle(bundle, check_hashes=verify)
-    v = b.vision
-    vision = OrtVision(str(b.file(v["file"])), v["input"]["name"], int(v["max_tiles"]), device, threads)
+    vision = open_vision(b, device, threads)
     try:
         llm, llm_backend = open_llm(b, device, threads, n_ctx, n_batch, flash_attn)
     except BaseException:

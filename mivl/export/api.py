@@ -21,8 +21,8 @@ from .bundle_writer import finish, staging
 from .llm_export import QUANT_TYPES, check_llm, reference_cases, write_llm
 from .quantize import METHODS, quantize_vision_isolated
 from .reference import Reference
-from .vision_check import check_vision, reference_features, require
-from .vision_onnx import export_vision, io_spec
+from .vision_check import check_vision, reference_features, require, run_split
+from .vision_onnx import SPLIT_FILES, export_projector, export_vision, export_vit, io_spec, split_spec
 
 # precision preset -> (vision precision, LLM GGUF type)
 PRESETS = {"fp32": ("fp32", "f32"), "fp16": ("fp16", "f16"), "int8": ("int8", "q8_0"),
@@ -80,7 +80,7 @@ def export(checkpoint: str | Path, output: str | Path, precision: str = "fp16", 
            calib_size: int = 16, calib_method: str = "minmax", max_tiles: int | None = None,
            llm_quant: str | None = None, n_ctx: int = 4096, engine: bool = False, force: bool = False,
            seed: int = 0, keep_float: tuple[str, ...] = ("projector",), llm_format: str = "gguf",
-           quiet: bool = False) -> ExportResult:
+           split_vision: bool = False, quiet: bool = False) -> ExportResult:
     """Export `checkpoint` to a bundle at `output`; every artifact is validated first."""
     t0 = time.time()
     if precision not in PRESETS:
@@ -102,13 +102,17 @@ def export(checkpoint: str | Path, output: str | Path, precision: str = "fp16", 
         val_tiles, val_images = validation_tiles(ref, 4, seed)
         reference = reference_features(ref.model, val_tiles)
         vision_file = _export_vision(ref, tmp, vision_precision, val_tiles, reference, calib,
-                                     calib_size, calib_method, seed, keep_float, force, quiet, report)
+                                     calib_size, calib_method, seed, keep_float, force, quiet, report,
+                                     split_vision)
+        split = report.pop("vision_split", None)
         cases = reference_cases(ref, val_images[:2], steps=16, n_ctx=n_ctx)
         llm_file, report["llm"] = _export_llm(ref, tmp, llm_format, quant, n_ctx, cases, quiet)
         require(report["llm"], f"{llm_format} LLM {quant}", force)
         report["passed"] = all(report[k]["passed"] for k in ("vision", "llm"))
         manifest = build_manifest(ref, checkpoint, precision, vision_precision, vision_file.name,
                                   llm_file.name, quant, n_ctx, max_tiles, llm_format)
+        if split:
+            manifest["vision"]["split"] = {**split, "vit_file": vision_file.name}
         finish(tmp, manifest, report)
     sizes = {f: (output / f).stat().st_size for f in manifest["files"]}
     result = ExportResult(output, manifest, report, time.time() - t0, sizes)
@@ -156,22 +160,38 @@ def _export_llm(ref, tmp: Path, llm_format: str, quant: str, n_ctx: int, cases: 
 
 
 def _export_vision(ref, tmp, precision, val_tiles, reference, calib, calib_size, calib_method, seed,
-                   keep_float, force, quiet, report) -> Path:
-    _say(quiet, "exporting the vision encoder to ONNX (fp32)")
-    fp32 = export_vision(ref.model, tmp / VISION_FILES["fp32"])
-    figures = {"fp32": check_vision(fp32, "fp32", val_tiles, reference)}
+                   keep_float, force, quiet, report, split: bool = False) -> Path:
+    if split:   # ViT graph + projector graph + LayerNorm weights (mivl.runtimes.vision_split)
+        files = {k: v[0] for k, v in SPLIT_FILES.items()}
+        proj, norm, eps = export_projector(ref.model, tmp)
+        report["vision_split"] = split_spec(ref.model, "", proj.name, eps)
+
+        def write(path, half=False):
+            return export_vit(ref.model, path, half)
+
+        def run(path, pixels):
+            return run_split(path, proj, norm, eps, pixels)
+    else:
+        files, run = VISION_FILES, None
+
+        def write(path, half=False):
+            return export_vision(ref.model, path, half)
+    what = "ViT" if split else "vision encoder"
+    _say(quiet, f"exporting the {what} to ONNX (fp32)")
+    fp32 = write(tmp / files["fp32"])
+    figures = {"fp32": check_vision(fp32, "fp32", val_tiles, reference, run)}
     require(figures["fp32"], "vision fp32 ONNX", force)
     out = fp32
     if precision == "fp16":
-        out = export_vision(ref.model, tmp / VISION_FILES["fp16"], half=True)
-        figures["fp16"] = check_vision(out, "fp16", val_tiles, reference)
+        out = write(tmp / files["fp16"], half=True)
+        figures["fp16"] = check_vision(out, "fp16", val_tiles, reference, run)
     elif precision == "int8":
         _say(quiet, f"calibrating INT8 ({calib_method}, {calib_size} images)")
         tiles = calibration_tiles(ref, calib, calib_size, seed, quiet)
-        out = tmp / VISION_FILES["int8"]
+        out = tmp / files["int8"]
         info = quantize_vision_isolated(fp32, out, tiles, calib_method, keep_float,
                                progress=_progress(quiet, "calibrating"))
-        figures["int8"] = {**check_vision(out, "int8", val_tiles, reference), **info}
+        figures["int8"] = {**check_vision(out, "int8", val_tiles, reference, run), **info}
     if out != fp32:
         fp32.unlink()
     report["vision"] = {**figures[precision], "checks": figures}

@@ -48,6 +48,9 @@ def export_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep-float", default="projector",
                    help="comma list of vision parts left in float by --int8/--int4: projector, patch_embed, "
                         "first_block, last_block (default projector)")
+    p.add_argument("--split-vision", action="store_true",
+                   help="write the vision encoder as a ViT graph and a projector graph, with unshuffle + "
+                        "LayerNorm between them done by the runtime (the fused CUDA kernel on a GPU)")
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(precision="fp16")
     return p
@@ -77,7 +80,7 @@ def main_export(argv) -> int:
                     calib_method=a.calib_method, max_tiles=a.max_tiles, llm_quant=a.llm_quant,
                     n_ctx=a.n_ctx, engine=a.engine, force=a.force, seed=a.seed, llm_format=a.llm_format,
                     keep_float=tuple(k for k in a.keep_float.split(",") if k),
-                    quiet=a.quiet)
+                    split_vision=a.split_vision, quiet=a.quiet)
     print(summary(result))
     return 0
 

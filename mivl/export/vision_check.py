@@ -34,9 +34,27 @@ def reference_features(model: InternVLChat, pixels: np.ndarray, batch: int = 4) 
                                for i in range(0, len(pixels), batch)])
 
 
-def check_vision(path: Path, precision: str, pixels: np.ndarray, reference: np.ndarray) -> dict:
-    """Figures of one vision artifact; raises ValidationError if it misses its bar."""
-    out = run_onnx(path, pixels)
+def run_split(vit_path: Path, projector_path: Path, norm_path: Path, eps: float, pixels: np.ndarray,
+              batch: int = 4) -> np.ndarray:
+    """A split vision encoder as the runtime runs it on a CPU: ViT graph, NumPy unshuffle +
+    LayerNorm, projector graph."""
+    import onnxruntime as ort
+
+    from ..runtimes.vision_split import read_norm, unshuffle_layernorm
+    from .vision_onnx import PROJECTOR_INPUT
+
+    gamma, beta = read_norm(norm_path)
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    proj = ort.InferenceSession(str(projector_path), opts, providers=["CPUExecutionProvider"])
+    hidden = run_onnx(vit_path, pixels, batch)
+    return proj.run(None, {PROJECTOR_INPUT: unshuffle_layernorm(hidden, gamma, beta, eps)})[0]
+
+
+def check_vision(path: Path, precision: str, pixels: np.ndarray, reference: np.ndarray, run=None) -> dict:
+    """Figures of one vision artifact (run(path, pixels) gives its features; default: the one-graph
+    encoder in ONNX Runtime); raises ValidationError if it misses its bar."""
+    out = (run or run_onnx)(path, pixels)
     cos = cosine_per_token(out, reference)
     figures = {"precision": precision, "tiles": int(len(pixels)), "min_cosine": float(cos.min()),
                "mean_cosine": float(cos.mean()), "max_abs_error": float(np.abs(out - reference).max())}
