@@ -1,7 +1,7 @@
 """The recipe of the embedded default model: a tiny InternVL trained from scratch by the SDK's own
 trainer on synthetic six-camera driving scenes, so that the demo gets real answers.
 
-    mivl-export make-default      # trains into mivl/assets/default_model (2 CPU cores: ~45 min)
+    mivl-export make-default      # trains into mivl/assets/default_model (2 CPU cores: ~75 min)
 
 Architecture: InternViT at the real 448px / patch-14 geometry (1025 tokens per tile) but 64 wide
 and 3 layers deep, pixel unshuffle v2 + MLP projector, a 4-layer 128-wide Qwen2 LLM with the
@@ -15,7 +15,10 @@ Stages (each starts from the previous one's checkpoint):
   2. colour  the LLM (vision frozen) learns to read those tokens on colour questions;
   3. mc      all multiple-choice kinds: colour, class (one camera) and camera (six cameras);
   4. single  colour and class questions about one camera, the vision encoder training again
-             (two runs: single, then single2 at a lower learning rate).
+             (two runs: single, then single2 at a lower learning rate);
+  5. class   class questions twice as often as colour ones, two questions per image, everything
+             training (class1..class3 at falling learning rates; class1 starts from single2's
+             weights rounded to bf16, which is how the model was published before these stages).
 Trained on questions in one-turn conversations, drawn from a stream apart from the held-out one.
 What it reaches is in BENCHMARKS.md ("Embedded default model").
 """
@@ -52,13 +55,20 @@ class Stage:
     freeze: tuple[str, ...] = ("vit",)
     batch_size: int = 8
     turns: int = 1                   # questions per image (QA stages)
+    from_bf16: bool = False          # start from the previous stage's weights rounded to bf16 (as published)
 
 
+CLASS_HEAVY = ("class", "class", "colour")
 STAGES = (Stage("dense", 400, 2e-3),
           Stage("colour", 200, 1e-3, ("colour",)),
           Stage("mc", 400, 1e-3, MC_KINDS),
           Stage("single", 300, 5e-4, ("colour", "class"), freeze=()),
-          Stage("single2", 400, 3e-4, ("colour", "class"), freeze=()))
+          Stage("single2", 400, 3e-4, ("colour", "class"), freeze=()),
+          # From the model published after single2 (bf16): class questions twice as often as colour
+          # ones, two questions per image (one image encoding teaches both).
+          Stage("class1", 400, 4e-4, CLASS_HEAVY, freeze=(), turns=2, from_bf16=True),
+          Stage("class2", 400, 2.5e-4, CLASS_HEAVY, freeze=(), turns=2),
+          Stage("class3", 600, 2e-4, CLASS_HEAVY, freeze=(), turns=2))
 
 
 @torch.no_grad()
@@ -116,6 +126,11 @@ def train_default(out: str | Path, seed: int = TRAIN_SEED, work: str | Path | No
     path = make_initial(work / "init", seed) if not (work / "init" / "config.json").is_file() else work / "init"
     for stage in stages:
         dst = work / stage.name
+        if stage.from_bf16:
+            start = work / f"{stage.name}-start"
+            if not (start / "config.json").is_file():
+                publish(path, start)
+            path = start
         if not (dst / "config.json").is_file() or (dst / "train_state").exists():
             run = run_qa if stage.kinds else run_dense
             run(path, dst, stage, seed, quiet)

@@ -28,6 +28,17 @@ def choose_providers(device: str) -> list[str]:
     return gpu + ["CPUExecutionProvider"]
 
 
+def run_bound(session, input_name: str, array, output_device: str = "cpu"):
+    """Run `session` on a float32 CuPy array bound as its input by device pointer (no host copy).
+    The output comes back as a NumPy array (output_device "cpu") or stays on the GPU as an
+    OrtValue ("cuda")."""
+    binding = session.io_binding()
+    binding.bind_input(input_name, "cuda", 0, np.float32, list(array.shape), array.data.ptr)
+    binding.bind_output(session.get_outputs()[0].name, output_device)
+    session.run_with_iobinding(binding)
+    return binding.copy_outputs_to_cpu()[0] if output_device == "cpu" else binding.get_outputs()[0]
+
+
 class OrtVision:
     """pixel_values (N, 3, S, S) float32 -> image_embeds (N, T, D) float32, in chunks of max_tiles."""
 
@@ -57,15 +68,8 @@ class OrtVision:
         so they are not copied back to the host first."""
         if not self.on_gpu:
             return self(tiles.get())
-        outs = []
-        for i in range(0, tiles.shape[0], self.max_tiles):
-            chunk = tiles[i:i + self.max_tiles]
-            binding = self.session.io_binding()
-            binding.bind_input(self.input_name, "cuda", 0, np.float32, list(chunk.shape), chunk.data.ptr)
-            binding.bind_output(self.session.get_outputs()[0].name, "cpu")
-            self.session.run_with_iobinding(binding)
-            outs.append(binding.copy_outputs_to_cpu()[0])
-        return np.concatenate(outs)
+        return np.concatenate([run_bound(self.session, self.input_name, tiles[i:i + self.max_tiles])
+                               for i in range(0, tiles.shape[0], self.max_tiles)])
 
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
         if pixels.ndim != 4 or pixels.shape[1] != 3:

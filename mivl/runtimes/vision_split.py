@@ -102,29 +102,17 @@ class SplitVision:
             return self(tiles.get())
         import cupy
 
+        from .vision_ort import run_bound
+
         outs = []
         for i in range(0, tiles.shape[0], self.max_tiles):
-            chunk = tiles[i:i + self.max_tiles]
-            hidden = self._vit_on_device(chunk, cupy)
+            value = run_bound(self.vit.session, self.vit.input_name, tiles[i:i + self.max_tiles], "cuda")
+            shape = tuple(value.shape())
+            memory = cupy.cuda.UnownedMemory(value.data_ptr(), int(np.prod(shape)) * 4, value)
+            hidden = cupy.ndarray(shape, cupy.float32, cupy.cuda.MemoryPointer(memory, 0))
             tokens = self.kernels.unshuffle_layernorm(hidden, self.gamma, self.beta, self.eps)
-            binding = self.projector.io_binding()
-            binding.bind_input(self.projector_input, "cuda", 0, np.float32, list(tokens.shape), tokens.data.ptr)
-            binding.bind_output(self.projector.get_outputs()[0].name, "cpu")
-            self.projector.run_with_iobinding(binding)
-            outs.append(binding.copy_outputs_to_cpu()[0])
+            outs.append(run_bound(self.projector, self.projector_input, tokens))
         return np.concatenate(outs)
-
-    def _vit_on_device(self, chunk, cupy):
-        session = self.vit.session
-        binding = session.io_binding()
-        binding.bind_input(self.vit.input_name, "cuda", 0, np.float32, list(chunk.shape), chunk.data.ptr)
-        binding.bind_output(session.get_outputs()[0].name, "cuda")
-        session.run_with_iobinding(binding)
-        value = binding.get_outputs()[0]
-        shape = tuple(value.shape())
-        nbytes = int(np.prod(shape)) * 4
-        memory = cupy.cuda.UnownedMemory(value.data_ptr(), nbytes, value)
-        return cupy.ndarray(shape, cupy.float32, cupy.cuda.MemoryPointer(memory, 0))
 
     def close(self) -> None:
         self.vit.close()
