@@ -65,6 +65,8 @@ def test_default_recipe_runs_its_stages_and_skips_finished_ones(tmp_path):
 def test_bf16_stage_starts_from_the_published_rounding(tmp_path):
     """A stage with from_bf16 trains from the previous stage's weights rounded to bf16, as the
     published model holds them (the later default-model stages started from the published one)."""
+    import torch
+
     from mivl.export.checkpoint import load_checkpoint
     from mivl.export.default_model import Stage, train_default
 
