@@ -39,7 +39,7 @@ def library():
 
 def use_portable(portable: bool) -> str:
     """Run the portable passes (True) or the fastest this CPU has (False); returns which runs."""
-    return "avx2" if library().mivl_resample_isa(int(portable)) else "portable"
+    return ("portable", "avx2", "neon")[library().mivl_resample_isa(int(portable))]
 
 
 def available() -> bool:

@@ -12,11 +12,14 @@
  *
  * One call resizes output rows [y0, y1) of one image, so callers split a picture or a batch of
  * camera frames over threads; the functions touch no Python state, and ctypes releases the GIL
- * around them. On x86-64 the hot loops are compiled twice (AVX2 and baseline) and chosen at load
- * time, so one build runs on any x86-64 CPU.
+ * around them. The hot loops (resample_passes.h) are compiled once per instruction set: AVX2 on
+ * x86-64 (chosen at run time, so one build runs on any x86-64 CPU), NEON on AArch64 (Jetson), and
+ * portable C everywhere (also what the tests compare the others with).
  */
+#ifndef MIVL_NO_PYTHON
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#endif
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +34,12 @@
 #else
 #define HAVE_AVX2_PATH 0
 #endif
+#if defined(__aarch64__)
+#include <arm_neon.h>
+#define HAVE_NEON_PATH 1
+#else
+#define HAVE_NEON_PATH 0
+#endif
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define MULTIVERSION __attribute__((target_clones("avx2", "default")))
@@ -43,31 +52,32 @@ static inline uint8_t clip8(int32_t ss) {
     return ss < 0 ? 0 : (ss > 255 ? 255 : (uint8_t)ss);
 }
 
-/* Eight lanes: portable GCC/Clang vector extensions (SSE2 or NEON code from one source). */
-typedef int32_t v8i __attribute__((vector_size(32)));
-typedef uint8_t v8b __attribute__((vector_size(8)));
+/* Eight lanes, portable C: plain loops the compiler vectorises as it can (any architecture). */
+typedef struct {
+    int32_t v[8];
+} lanes8;
 
-static inline __attribute__((always_inline)) v8i generic_load8(const uint8_t *p) {
-    v8b b;
-    memcpy(&b, p, 8);
-    return __builtin_convertvector(b, v8i);
+static inline __attribute__((always_inline)) lanes8 portable_splat(int32_t x) {
+    lanes8 r;
+    for (int i = 0; i < 8; i++) r.v[i] = x;
+    return r;
 }
 
-static inline __attribute__((always_inline)) void generic_store8(uint8_t *p, v8i ss) {
-    ss >>= PRECISION_BITS;
-    ss &= ~(ss >> 31);                        /* max(ss, 0) */
-    v8i over = ss > 255;                       /* -1 where above 255 */
-    ss = (ss & ~over) | (255 & over);
-    v8b b = __builtin_convertvector(ss, v8b);
-    memcpy(p, &b, 8);
+static inline __attribute__((always_inline)) lanes8 portable_muladd(lanes8 a, int32_t w, const uint8_t *p) {
+    for (int i = 0; i < 8; i++) a.v[i] += w * (int32_t)p[i];
+    return a;
 }
 
-#define NAME(f) generic_##f
+static inline __attribute__((always_inline)) void portable_store8(uint8_t *p, lanes8 a) {
+    for (int i = 0; i < 8; i++) p[i] = clip8(a.v[i]);
+}
+
+#define NAME(f) portable_##f
 #define TARGET
-#define VEC v8i
-#define SPLAT(v) ((v8i){v, v, v, v, v, v, v, v})
-#define MULADD(acc, w, p) ((acc) + (w) * generic_load8(p))
-#define STORE8(p, acc) generic_store8(p, acc)
+#define VEC lanes8
+#define SPLAT(x) portable_splat(x)
+#define MULADD(acc, w, p) portable_muladd(acc, w, p)
+#define STORE8(p, acc) portable_store8(p, acc)
 #include "resample_passes.h"
 #undef NAME
 #undef TARGET
@@ -75,6 +85,46 @@ static inline __attribute__((always_inline)) void generic_store8(uint8_t *p, v8i
 #undef SPLAT
 #undef MULADD
 #undef STORE8
+
+#if HAVE_NEON_PATH
+/* Eight lanes in NEON (AArch64: Jetson Orin's Cortex-A78AE): widening moves, vmla, saturating
+ * narrows (negative -> 0, then > 255 -> 255: PIL's clip8). */
+typedef struct {
+    int32x4_t lo, hi;
+} neon8;
+
+static inline __attribute__((always_inline)) neon8 neon_splat(int32_t x) {
+    neon8 r = {vdupq_n_s32(x), vdupq_n_s32(x)};
+    return r;
+}
+
+static inline __attribute__((always_inline)) neon8 neon_muladd(neon8 a, int32_t w, const uint8_t *p) {
+    uint16x8_t b = vmovl_u8(vld1_u8(p));
+    a.lo = vmlaq_n_s32(a.lo, vreinterpretq_s32_u32(vmovl_u16(vget_low_u16(b))), w);
+    a.hi = vmlaq_n_s32(a.hi, vreinterpretq_s32_u32(vmovl_u16(vget_high_u16(b))), w);
+    return a;
+}
+
+static inline __attribute__((always_inline)) void neon_store8(uint8_t *p, neon8 a) {
+    uint16x8_t n = vcombine_u16(vqmovun_s32(vshrq_n_s32(a.lo, PRECISION_BITS)),
+                                vqmovun_s32(vshrq_n_s32(a.hi, PRECISION_BITS)));
+    vst1_u8(p, vqmovn_u16(n));
+}
+
+#define NAME(f) neon_##f
+#define TARGET
+#define VEC neon8
+#define SPLAT(x) neon_splat(x)
+#define MULADD(acc, w, p) neon_muladd(acc, w, p)
+#define STORE8(p, acc) neon_store8(p, acc)
+#include "resample_passes.h"
+#undef NAME
+#undef TARGET
+#undef VEC
+#undef SPLAT
+#undef MULADD
+#undef STORE8
+#endif
 
 #if HAVE_AVX2_PATH
 /* Eight lanes in AVX2: widening loads (vpmovzxbd), vpmulld, saturating packs. */
@@ -99,34 +149,36 @@ typedef void (*horizontal_fn)(const uint8_t *, int64_t, int, int, int, uint8_t *
 typedef void (*vertical_fn)(const uint8_t *, int64_t, int, int, uint8_t *, int64_t, int, int,
                             const int32_t *, const int32_t *, const int32_t *, int);
 
-static int generic_only = 0;
+enum { ISA_PORTABLE = 0, ISA_AVX2 = 1, ISA_NEON = 2 };
+static int portable_only = 0;
 
-/* 1: run the portable passes even where AVX2 is there (tests hold both to PIL). Returns the
- * instruction set the passes use now: 1 AVX2, 0 portable. */
-int mivl_resample_isa(int portable) {
-    generic_only = portable;
+static int isa(void) {
+    if (portable_only) return ISA_PORTABLE;
 #if HAVE_AVX2_PATH
-    return !generic_only && __builtin_cpu_supports("avx2");
-#else
-    return 0;
+    if (__builtin_cpu_supports("avx2")) return ISA_AVX2;
 #endif
+#if HAVE_NEON_PATH
+    return ISA_NEON;
+#endif
+    return ISA_PORTABLE;
 }
 
-static int use_avx2(void) {
-#if HAVE_AVX2_PATH
-    return !generic_only && __builtin_cpu_supports("avx2");
-#else
-    return 0;
-#endif
+/* portable 1: run the portable passes even where a SIMD path is there (tests hold every path to
+ * PIL). Returns the path the passes take now: 0 portable, 1 AVX2, 2 NEON. */
+int mivl_resample_isa(int portable) {
+    portable_only = portable;
+    return isa();
 }
 
 static void pass_horizontal(const uint8_t *in, int64_t in_stride, int rows, int in_w, int C, uint8_t *out,
                             int64_t out_stride, int out_w, const int32_t *xmin, const int32_t *xcount,
                             const int32_t *weights, int ksize, uint8_t *tmp) {
+    horizontal_fn f = portable_pass_horizontal;
 #if HAVE_AVX2_PATH
-    horizontal_fn f = use_avx2() ? avx2_pass_horizontal : generic_pass_horizontal;
-#else
-    horizontal_fn f = generic_pass_horizontal;
+    if (isa() == ISA_AVX2) f = avx2_pass_horizontal;
+#endif
+#if HAVE_NEON_PATH
+    if (isa() == ISA_NEON) f = neon_pass_horizontal;
 #endif
     f(in, in_stride, rows, in_w, C, out, out_stride, out_w, xmin, xcount, weights, ksize, tmp);
 }
@@ -134,10 +186,12 @@ static void pass_horizontal(const uint8_t *in, int64_t in_stride, int rows, int 
 static void pass_vertical(const uint8_t *in, int64_t in_stride, int row0, int width, uint8_t *out,
                           int64_t out_stride, int y0, int y1, const int32_t *ymin, const int32_t *ycount,
                           const int32_t *weights, int ksize) {
+    vertical_fn f = portable_pass_vertical;
 #if HAVE_AVX2_PATH
-    vertical_fn f = use_avx2() ? avx2_pass_vertical : generic_pass_vertical;
-#else
-    vertical_fn f = generic_pass_vertical;
+    if (isa() == ISA_AVX2) f = avx2_pass_vertical;
+#endif
+#if HAVE_NEON_PATH
+    if (isa() == ISA_NEON) f = neon_pass_vertical;
 #endif
     f(in, in_stride, row0, width, out, out_stride, y0, y1, ymin, ycount, weights, ksize);
 }
@@ -208,10 +262,13 @@ void mivl_normalise(const uint8_t *in, int64_t stride, int h, int w, float *out,
     }
 }
 
+#ifndef MIVL_NO_PYTHON
 /* A Python extension module only so that the build installs it beside the package; the
- * functions above are called through ctypes (mivl.edge.native). */
+ * functions above are called through ctypes (mivl.edge.native). Built with -DMIVL_NO_PYTHON it is
+ * a plain C library (the cross-architecture test builds it so for aarch64). */
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_resample",
                                     "PIL-exact resampling and tile normalisation (called through ctypes).",
                                     -1, NULL};
 
 PyMODINIT_FUNC PyInit__resample(void) { return PyModule_Create(&module); }
+#endif
