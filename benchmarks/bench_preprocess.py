@@ -3,7 +3,8 @@
 Ours against the official PIL pipeline (PIL resize + ImageDraw labels + dynamic_preprocess +
 ToTensor/Normalize in torch), in the same run, on decoded RGB frames: with the compiled resampler
 (mivl.edge.native, what runs where the package was built) and with its fallback, PIL's own
-resampler on threads (where no C compiler was at install time). Both are bit-exact.
+resampler on threads (where no C compiler was at install time), and the compiled resampler's
+portable C path (what runs on CPUs with neither AVX2 nor NEON). All are bit-exact.
 Usage: .venv/bin/python benchmarks/bench_preprocess.py [--repeat N]
 """
 import argparse
@@ -42,11 +43,22 @@ def compare(title, ours, theirs, repeat):
         finally:
             native.available = built
 
+    def portable():
+        native.use_portable(True)
+        try:
+            return ours()
+        finally:
+            native.use_portable(False)
+
     a_ours, b_theirs = ours(), theirs().numpy()
     err, err_fb = np.abs(a_ours - b_theirs).max(), np.abs(fallback() - b_theirs).max()
     torch.set_num_threads(os.cpu_count())
     t_ours, m_ours = best_of(ours, repeat)
     t_fb, m_fb = best_of(fallback, repeat)
+    t_pt = m_pt = None
+    if native.available():
+        assert np.array_equal(portable(), a_ours)
+        t_pt, m_pt = best_of(portable, repeat)
     t_ref, m_ref = best_of(theirs, repeat)
     isa = native.use_portable(False) if native.available() else "not built"
     print(f"{title} -> {a_ours.shape[0]} tiles; max |ours - official| = {err:.2e} (compiled), "
@@ -55,6 +67,9 @@ def compare(title, ours, theirs, repeat):
     print(f"{'official PIL + torch':<40} {t_ref * 1e3:8.1f} {m_ref * 1e3:10.1f} {1.0:8.2f}x")
     print(f"{'mivl, compiled resampler (' + isa + ')':<40} {t_ours * 1e3:8.1f} {m_ours * 1e3:10.1f} "
           f"{t_ref / t_ours:8.2f}x")
+    if t_pt is not None:
+        print(f"{'mivl, compiled resampler (portable C)':<40} {t_pt * 1e3:8.1f} {m_pt * 1e3:10.1f} "
+              f"{t_ref / t_pt:8.2f}x")
     print(f"{'mivl, PIL resampler fallback':<40} {t_fb * 1e3:8.1f} {m_fb * 1e3:10.1f} {t_ref / t_fb:8.2f}x")
     return t_ref / t_ours
 
