@@ -33,3 +33,36 @@ def test_engine_build_on_gpu(bundle_dir):
     pytest.importorskip("tensorrt", reason="needs TensorRT and a CUDA GPU")
     path = build_engine(bundle_dir("qwen2", "fp32"))
     assert path.is_file() and path.stat().st_size > 0
+
+
+def test_session_falls_back_to_onnxruntime_without_an_engine(bundle_dir):
+    """No TensorRT (or no engine built): the vision runs on ONNX Runtime, and says so."""
+    from mivl.edge.bundle import open_bundle
+    from mivl.edge.session import Session, tensorrt_vision
+
+    b = open_bundle(bundle_dir("qwen2", "fp32"))
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        assert tensorrt_vision(b) is None
+    with Session(b.path) as s:
+        assert s.backends["vision"].startswith("onnxruntime")
+
+
+def test_engine_runs_like_onnxruntime(bundle_dir):
+    """On a GPU: the built engine, run by the runtime's TrtVision, gives ONNX Runtime's features."""
+    pytest.importorskip("tensorrt", reason="needs TensorRT and a CUDA GPU")
+    cupy = pytest.importorskip("cupy", reason="needs CuPy and a CUDA GPU")
+    import numpy as np
+
+    from mivl.edge.bundle import open_bundle
+    from mivl.export.vision_check import cosine_per_token, run_onnx
+    from mivl.runtimes.vision_trt import TrtVision
+
+    path = bundle_dir("qwen2", "fp32")
+    plan = build_engine(path)
+    b = open_bundle(path)
+    tiles = np.random.default_rng(0).standard_normal((3, 3, 448, 448)).astype(np.float32)
+    trt_out = TrtVision(plan, b.vision["input"]["name"], int(b.vision["max_tiles"])).run_device(cupy.asarray(tiles))
+    ort_out = run_onnx(path / b.vision["file"], tiles)
+    assert cosine_per_token(trt_out, ort_out).min() >= 0.9999

@@ -37,6 +37,13 @@ def library():
     return lib
 
 
+def describe() -> str:
+    """What resizes on the CPU here, for Session.backends."""
+    if not available():
+        return "numpy + PIL's resampler (PIL-exact; the compiled resampler is not built)"
+    return f"compiled resampler ({use_portable(False)}, PIL-exact)"
+
+
 def use_portable(portable: bool) -> str:
     """Run the portable passes (True) or the fastest this CPU has (False); returns which runs."""
     return ("portable", "avx2", "neon")[library().mivl_resample_isa(int(portable))]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from . import native
 from .bundle import open_bundle
 from .engine import Engine, Timings
 from .errors import BundleError, InputError, MivlError
@@ -49,12 +50,30 @@ def open_llm(b, device: str, threads: int | None, n_ctx: int | None, n_batch: in
     return llm, "llama.cpp" + (" (GPU)" if gpu_layers else " (CPU)")
 
 
+def tensorrt_vision(b):
+    """The bundle's TensorRT engine for this GPU, if `mivl-export build-engine` made one; else None
+    (TensorRT, CuPy or a GPU missing, or no engine built: ONNX Runtime runs the vision then)."""
+    from ..runtimes.tensorrt_engine import TensorRTUnavailable, find_engine
+
+    try:
+        plan = find_engine(b)
+        if plan is None:
+            return None
+        from ..runtimes.vision_trt import TrtVision
+
+        return TrtVision(plan, b.vision["input"]["name"], int(b.vision["max_tiles"]))
+    except TensorRTUnavailable:
+        return None
+
+
 def open_vision(b, device: str, threads: int | None):
     """The bundle's vision encoder: one graph, or a split ViT + projector (--split-vision)."""
     from ..runtimes.vision_ort import OrtVision
 
     v = b.vision
-    vision = OrtVision(str(b.file(v["file"])), v["input"]["name"], int(v["max_tiles"]), device, threads)
+    vision = tensorrt_vision(b) if device != "cpu" else None
+    if vision is None:
+        vision = OrtVision(str(b.file(v["file"])), v["input"]["name"], int(v["max_tiles"]), device, threads)
     split = v.get("split")
     if not split:
         return vision
@@ -85,7 +104,7 @@ def open_engine(bundle, device: str = "auto", threads: int | None = None, n_ctx:
         vision.close()
         raise MivlError(f"the LLM file has n_embd {llm.n_embd} but the manifest says {b.llm['n_embd']}")
     engine = Engine(b, vision, llm)
-    engine.backends = {"vision": vision.backend, "llm": llm_backend, "preprocess": "numpy (PIL-exact)"}
+    engine.backends = {"vision": vision.backend, "llm": llm_backend, "preprocess": native.describe()}
     if device != "cpu" and vision.on_gpu:
         engine.backends["preprocess"] = engine.enable_gpu_preprocessing()
     return engine

@@ -68,15 +68,28 @@ def gpu_identity() -> tuple[str, str]:
     return props.name.decode(), f"{props.major}.{props.minor}"
 
 
+def _key(bundle: Bundle, trt, fp16: bool) -> str:
+    name, cc = gpu_identity()
+    return engine_key(bundle.manifest["files"][bundle.vision["file"]], name, cc, trt.__version__, fp16)
+
+
+def find_engine(bundle: Bundle) -> Path | None:
+    """The engine `mivl-export build-engine` built for this bundle on this GPU and TensorRT, or None
+    (never builds: a build takes minutes, so it is an explicit step). Raises TensorRTUnavailable
+    where TensorRT or a GPU is missing."""
+    trt = _trt()
+    fp16 = bundle.vision["precision"] == "fp16"
+    path = engine_path(bundle, _key(bundle, trt, fp16))
+    return path if path.is_file() else None
+
+
 def build_engine(bundle_path, fp16: bool = False, workspace_gib: float = 2.0) -> Path:
     """Build (or find in the cache) the vision engine of a bundle for this GPU."""
     trt = _trt()
     bundle = open_bundle(bundle_path)
-    name, cc = gpu_identity()
     v = bundle.vision
     fp16 = fp16 or v["precision"] == "fp16"
-    key = engine_key(bundle.manifest["files"][v["file"]], name, cc, trt.__version__, fp16)
-    out = engine_path(bundle, key)
+    out = engine_path(bundle, _key(bundle, trt, fp16))
     if out.is_file():
         return out
     logger = trt.Logger(trt.Logger.WARNING)

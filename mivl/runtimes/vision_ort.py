@@ -39,6 +39,14 @@ def run_bound(session, input_name: str, array, output_device: str = "cpu"):
     return binding.copy_outputs_to_cpu()[0] if output_device == "cpu" else binding.get_outputs()[0]
 
 
+def as_cupy(value, cupy):
+    """An ONNX Runtime float32 OrtValue on the GPU as a CuPy array over the same memory (the array
+    keeps the OrtValue alive)."""
+    shape = tuple(value.shape())
+    memory = cupy.cuda.UnownedMemory(value.data_ptr(), int(np.prod(shape)) * 4, value)
+    return cupy.ndarray(shape, cupy.float32, cupy.cuda.MemoryPointer(memory, 0))
+
+
 class OrtVision:
     """pixel_values (N, 3, S, S) float32 -> image_embeds (N, T, D) float32, in chunks of max_tiles."""
 
@@ -63,13 +71,24 @@ class OrtVision:
     def on_gpu(self) -> bool:
         return self.session.get_providers()[0] in ("TensorrtExecutionProvider", "CUDAExecutionProvider")
 
-    def run_device(self, tiles) -> np.ndarray:
+    def run_device(self, tiles, keep_on_device: bool = False):
         """Tiles already on the GPU (a CuPy array): bound to the graph input by device pointer,
-        so they are not copied back to the host first."""
+        so they are not copied back to the host first. The features come back as a NumPy array,
+        or with keep_on_device as a CuPy array that stays on the GPU."""
         if not self.on_gpu:
-            return self(tiles.get())
-        return np.concatenate([run_bound(self.session, self.input_name, tiles[i:i + self.max_tiles])
-                               for i in range(0, tiles.shape[0], self.max_tiles)])
+            out = self(tiles.get())
+            if keep_on_device:
+                import cupy
+                return cupy.asarray(out)
+            return out
+        chunks = range(0, tiles.shape[0], self.max_tiles)
+        if not keep_on_device:
+            return np.concatenate([run_bound(self.session, self.input_name, tiles[i:i + self.max_tiles])
+                                   for i in chunks])
+        import cupy
+
+        return cupy.concatenate([as_cupy(run_bound(self.session, self.input_name, tiles[i:i + self.max_tiles],
+                                                   "cuda"), cupy) for i in chunks])
 
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
         if pixels.ndim != 4 or pixels.shape[1] != 3:

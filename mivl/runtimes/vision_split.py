@@ -51,8 +51,8 @@ def read_norm(path) -> tuple[np.ndarray, np.ndarray]:
 class SplitVision:
     """pixel_values (N, 3, S, S) -> image_embeds (N, T, D) through vit, unshuffle + LN, projector.
 
-    `vit` is the ViT backend (an OrtVision on the ViT graph); `projector` an ONNX Runtime session of
-    the projector graph. On the GPU, `kernels` (a mivl.runtimes.kernels.Preprocessor on the CUDA
+    `vit` is the ViT backend (an OrtVision on the ViT graph, or a TrtVision on its engine);
+    `projector` an ONNX Runtime session of the projector graph. On the GPU, `kernels` (a mivl.runtimes.kernels.Preprocessor on the CUDA
     backend) runs unshuffle + LayerNorm on device buffers."""
 
     def __init__(self, vit, projector_path: str, projector_input: str, gamma: np.ndarray, beta: np.ndarray,
@@ -60,12 +60,14 @@ class SplitVision:
         import onnxruntime as ort
 
         self.vit, self.gamma, self.beta, self.eps = vit, gamma, beta, float(eps)
+        providers = vit.session.get_providers() if hasattr(vit, "session") else (
+            ["CUDAExecutionProvider", "CPUExecutionProvider"] if vit.on_gpu else ["CPUExecutionProvider"])
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
         if threads:
             opts.intra_op_num_threads = threads
         try:
-            self.projector = ort.InferenceSession(projector_path, opts, providers=vit.session.get_providers())
+            self.projector = ort.InferenceSession(projector_path, opts, providers=providers)
         except Exception as e:
             raise BundleError(f"ONNX Runtime could not load {projector_path}: {e}") from None
         self.projector_input = projector_input
@@ -100,16 +102,11 @@ class SplitVision:
         kernel turns them into LayerNorm'd tokens there, and the projector reads them by pointer."""
         if not self.on_gpu or self.kernels is None:
             return self(tiles.get())
-        import cupy
-
         from .vision_ort import run_bound
 
         outs = []
         for i in range(0, tiles.shape[0], self.max_tiles):
-            value = run_bound(self.vit.session, self.vit.input_name, tiles[i:i + self.max_tiles], "cuda")
-            shape = tuple(value.shape())
-            memory = cupy.cuda.UnownedMemory(value.data_ptr(), int(np.prod(shape)) * 4, value)
-            hidden = cupy.ndarray(shape, cupy.float32, cupy.cuda.MemoryPointer(memory, 0))
+            hidden = self.vit.run_device(tiles[i:i + self.max_tiles], keep_on_device=True)
             tokens = self.kernels.unshuffle_layernorm(hidden, self.gamma, self.beta, self.eps)
             outs.append(run_bound(self.projector, self.projector_input, tokens))
         return np.concatenate(outs)
