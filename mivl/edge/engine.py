@@ -124,12 +124,14 @@ class Engine:
             return None
         if req.cameras is not None:
             frames, sizes = self.camera_frames(req)
-            if len(set(sizes.values())) != 1:
+            if len(set(sizes.values())) != 1 or any(h > 100 * w for w, h in sizes.values()):
                 return None
             tiles, grid = self.gpu_pre.cameras(frames, max_tiles=req.max_tiles)
             return tiles, [grid], sizes
         if len(req.images) == 1:
             rgb = load_rgb(req.images[0], channels=req.channels)  # RGB from here on
+            if rgb.shape[0] > 100 * rgb.shape[1]:   # Pillow resizes these vertically first; the kernels do not
+                return None
             budget = tiles_per_image(req.max_tiles or self.pre.max_tiles, 1)
             tiles, grid = self.gpu_pre.image(rgb, bgr=False, max_tiles=budget)
             return tiles, [grid], {"image": (rgb.shape[1], rgb.shape[0])}
