@@ -79,12 +79,6 @@ static inline __attribute__((always_inline)) void portable_store8(uint8_t *p, la
 #define MULADD(acc, w, p) portable_muladd(acc, w, p)
 #define STORE8(p, acc) portable_store8(p, acc)
 #include "resample_passes.h"
-#undef NAME
-#undef TARGET
-#undef VEC
-#undef SPLAT
-#undef MULADD
-#undef STORE8
 
 #if HAVE_NEON_PATH
 /* Eight lanes in NEON (AArch64: Jetson Orin's Cortex-A78AE): widening moves, vmla, saturating
@@ -118,12 +112,6 @@ static inline __attribute__((always_inline)) void neon_store8(uint8_t *p, neon8 
 #define MULADD(acc, w, p) neon_muladd(acc, w, p)
 #define STORE8(p, acc) neon_store8(p, acc)
 #include "resample_passes.h"
-#undef NAME
-#undef TARGET
-#undef VEC
-#undef SPLAT
-#undef MULADD
-#undef STORE8
 #endif
 
 #if HAVE_AVX2_PATH
@@ -170,30 +158,21 @@ int mivl_resample_isa(int portable) {
     return isa();
 }
 
-static void pass_horizontal(const uint8_t *in, int64_t in_stride, int rows, int in_w, int C, uint8_t *out,
-                            int64_t out_stride, int out_w, const int32_t *xmin, const int32_t *xcount,
-                            const int32_t *weights, int ksize, uint8_t *tmp) {
-    horizontal_fn f = portable_pass_horizontal;
-#if HAVE_AVX2_PATH
-    if (isa() == ISA_AVX2) f = avx2_pass_horizontal;
-#endif
-#if HAVE_NEON_PATH
-    if (isa() == ISA_NEON) f = neon_pass_horizontal;
-#endif
-    f(in, in_stride, rows, in_w, C, out, out_stride, out_w, xmin, xcount, weights, ksize, tmp);
-}
+/* The passes of the instruction set in use. */
+typedef struct {
+    horizontal_fn horizontal;
+    vertical_fn vertical;
+} passes;
 
-static void pass_vertical(const uint8_t *in, int64_t in_stride, int row0, int width, uint8_t *out,
-                          int64_t out_stride, int y0, int y1, const int32_t *ymin, const int32_t *ycount,
-                          const int32_t *weights, int ksize) {
-    vertical_fn f = portable_pass_vertical;
+static passes chosen(void) {
+    passes p = {portable_pass_horizontal, portable_pass_vertical};
 #if HAVE_AVX2_PATH
-    if (isa() == ISA_AVX2) f = avx2_pass_vertical;
+    if (isa() == ISA_AVX2) p = (passes){avx2_pass_horizontal, avx2_pass_vertical};
 #endif
 #if HAVE_NEON_PATH
-    if (isa() == ISA_NEON) f = neon_pass_vertical;
+    if (isa() == ISA_NEON) p = (passes){neon_pass_horizontal, neon_pass_vertical};
 #endif
-    f(in, in_stride, row0, width, out, out_stride, y0, y1, ymin, ycount, weights, ksize);
+    return p;
 }
 
 /* Output rows [y0, y1) of the resize of `in` (in_h, in_w, C), stride in_stride, into `out`
@@ -212,7 +191,7 @@ int mivl_resize_rows(const uint8_t *in, int64_t in_stride, int in_h, int in_w, i
         }
         uint8_t *tmp = malloc((size_t)BAND * C * (in_w + out_w) + 8);
         if (!tmp) return -1;
-        pass_horizontal(in + (int64_t)y0 * in_stride, in_stride, y1 - y0, in_w, C, out, out_stride, out_w,
+        chosen().horizontal(in + (int64_t)y0 * in_stride, in_stride, y1 - y0, in_w, C, out, out_stride, out_w,
                         hx_min, hx_count, hx_w, hx_ksize, tmp);
         free(tmp);
         return 0;
@@ -225,7 +204,7 @@ int mivl_resize_rows(const uint8_t *in, int64_t in_stride, int in_h, int in_w, i
     }
     if (hi > in_h) hi = in_h;
     if (!hx_min) {
-        pass_vertical(in + (int64_t)lo * in_stride, in_stride, lo, in_w * C, out, out_stride, y0, y1,
+        chosen().vertical(in + (int64_t)lo * in_stride, in_stride, lo, in_w * C, out, out_stride, y0, y1,
                       hy_min, hy_count, hy_w, hy_ksize);
         return 0;
     }
@@ -237,9 +216,9 @@ int mivl_resize_rows(const uint8_t *in, int64_t in_stride, int in_h, int in_w, i
         free(tmp);
         return -1;
     }
-    pass_horizontal(in + (int64_t)lo * in_stride, in_stride, hi - lo, in_w, C, mid, mid_stride, out_w,
+    chosen().horizontal(in + (int64_t)lo * in_stride, in_stride, hi - lo, in_w, C, mid, mid_stride, out_w,
                     hx_min, hx_count, hx_w, hx_ksize, tmp);
-    pass_vertical(mid, mid_stride, lo, out_w * C, out, out_stride, y0, y1, hy_min, hy_count, hy_w, hy_ksize);
+    chosen().vertical(mid, mid_stride, lo, out_w * C, out, out_stride, y0, y1, hy_min, hy_count, hy_w, hy_ksize);
     free(mid);
     free(tmp);
     return 0;

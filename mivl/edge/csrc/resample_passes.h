@@ -1,7 +1,7 @@
 /* The resampling passes of resample.c, included once per instruction set. The includer defines
  * NAME(f) (the function's name for this instruction set), TARGET (its target attribute), VEC (eight
  * int32 sums), SPLAT(v), MULADD(acc, w, p) (acc + w * the eight bytes at p, widened) and
- * STORE8(p, acc) (the eight sums as clip8'd pixels at p). */
+ * STORE8(p, acc) (the eight sums as clip8'd pixels at p); they are undefined again at the end. */
 
 /* Sums of `nv` groups of eight lanes over `taps` rows of `rows` (row i at rows + i * stride),
  * weighted by w[0..taps), written as pixels to dst. nv is a constant where inlined. */
@@ -87,3 +87,9 @@ TARGET static void NAME(pass_vertical)(const uint8_t *in, int64_t in_stride, int
     }
 }
 
+#undef NAME
+#undef TARGET
+#undef VEC
+#undef SPLAT
+#undef MULADD
+#undef STORE8
