@@ -177,12 +177,13 @@ static passes chosen(void) {
 
 /* Output rows [y0, y1) of the resize of `in` (in_h, in_w, C), stride in_stride, into `out`
  * (whose row 0 is output row y0), stride out_stride. hx: the horizontal windows (NULL: the
- * width is unchanged), hy: the vertical ones (NULL: the height is unchanged). Returns 0, or -1
- * when scratch memory could not be had. */
+ * width is unchanged), hy: the vertical ones (NULL: the height is unchanged). C: 1 to 4 channels.
+ * Returns 0; -1 when scratch memory could not be had; -2 for another channel count. */
 int mivl_resize_rows(const uint8_t *in, int64_t in_stride, int in_h, int in_w, int C,
                      uint8_t *out, int64_t out_stride, int out_w, int y0, int y1,
                      const int32_t *hx_min, const int32_t *hx_count, const int32_t *hx_w, int hx_ksize,
                      const int32_t *hy_min, const int32_t *hy_count, const int32_t *hy_w, int hy_ksize) {
+    if (C < 1 || C > 4) return -2;
     if (y1 <= y0) return 0;
     if (!hy_min) {                                       /* horizontal pass only */
         if (!hx_min) {
