@@ -7,8 +7,12 @@
            time to first token for one image and for six cameras (1B, INT8 vision + q8_0)
   decode   decode tokens/s per GGUF type (f16, q8_0, q4_k_m): raw llama-cpp-python and the mivl
            LLM backend against PyTorch (transformers for Qwen2; the mivl reference for InternLM2)
+  vision-gpu  on a GPU: 13 tiles through PyTorch eager (fp32, fp16) against ONNX Runtime's CUDA
+           execution provider and the TensorRT engine (mivl's TrtVision) per exported precision
+           (needs the vision section's exports; not yet run by this project: no GPU was lent)
 
-Usage: .venv/bin/python benchmarks/bench_models.py [vision] [llm] [runtime] [decode] [--size 1B|2B|default]
+Usage: .venv/bin/python benchmarks/bench_models.py [vision] [llm] [runtime] [decode] [vision-gpu]
+       [--size 1B|2B|default]
        [--work DIR]
 Each step runs in its own process, so peak memory (ru_maxrss) is the step's own.
 """
@@ -112,6 +116,67 @@ for prec, name in {[(p, r['file']) for p, r in rows]!r}:
         out.append(f"| ONNX {prec} | {r['seconds']:.0f} | {r['peak_gib']:.1f} | {r['size'] / 2**20:.0f} | "
                    f"{v['min_cosine']:.5f} / {v['mean_cosine']:.5f} | {t:.2f} | {base / t:.2f}x |")
     return out
+
+
+GPU_TILES = 13   # a six-camera request
+
+
+def bench_vision_gpu(work: Path, size: str = "1B") -> list[str]:
+    """13 tiles on the GPU: PyTorch eager vs ONNX Runtime CUDA EP vs the TensorRT engine, per
+    precision of the vision section's exports, in one process (one CUDA context)."""
+    bench_vision(work, size)            # the exports (cached)
+    ckpt = ensure_checkpoint(work, size)
+    files = {p: json.loads((work / f"vision-{size}-{p}.json").read_text())["file"] for p in ("fp32", "fp16", "int8")}
+    res = child(f"""
+import time, numpy as np, torch, cupy, onnxruntime as ort
+from pathlib import Path
+from mivl.export.checkpoint import load_checkpoint
+from mivl.runtimes.tensorrt_engine import build_plan
+from mivl.runtimes.vision_trt import TrtVision
+work, n = Path({str(work)!r}), {GPU_TILES}
+x = np.random.default_rng(0).standard_normal((n, 3, 448, 448)).astype(np.float32)
+def best(f, reps=10):
+    f(); b = 1e9
+    for _ in range(reps):
+        t = time.perf_counter(); f(); b = min(b, time.perf_counter() - t)
+    return b
+RESULT = {{}}
+model = load_checkpoint({str(ckpt)!r}).model
+del model.language_model
+model = model.cuda().eval()
+xt = torch.from_numpy(x).cuda()
+def eager():
+    with torch.no_grad():
+        model.extract_feature(xt)
+    torch.cuda.synchronize()
+RESULT['torch_fp32'] = best(eager)
+model = model.half(); xt = xt.half()
+RESULT['torch_fp16'] = best(eager)
+del model; torch.cuda.empty_cache()
+xd = cupy.asarray(x)
+for prec, name in {sorted(files.items())!r}:
+    onnx = work / f'vision-{size}-{{prec}}' / name
+    s = ort.InferenceSession(str(onnx), providers=['CUDAExecutionProvider'])
+    RESULT['ort_' + prec] = best(lambda: s.run(None, {{'pixel_values': x}}))
+    t = time.time()
+    plan = build_plan(onnx, work / 'engines' / f'vision-{size}-{{prec}}.plan', 'pixel_values', n,
+                      fp16=prec == 'fp16', int8=prec == 'int8')
+    RESULT['build_' + prec] = time.time() - t
+    trt = TrtVision(plan, 'pixel_values', n)
+    RESULT['trt_' + prec] = best(lambda: trt.run_device(xd, keep_on_device=True))
+RESULT['gpu'] = torch.cuda.get_device_name(0)
+""")
+    base = res["torch_fp32"]
+    rows = [f"| vision, {size}, {GPU_TILES} tiles on {res['gpu']} | ms | vs PyTorch eager fp32 | engine build s |",
+            "|---|---|---|---|",
+            f"| PyTorch eager fp32 (baseline) | {base * 1e3:.1f} | 1.00x | |",
+            f"| PyTorch eager fp16 | {res['torch_fp16'] * 1e3:.1f} | {base / res['torch_fp16']:.2f}x | |"]
+    for prec in ("fp32", "fp16", "int8"):
+        rows.append(f"| ONNX Runtime CUDA EP, {prec} (host input and output) | {res['ort_' + prec] * 1e3:.1f} | "
+                    f"{base / res['ort_' + prec]:.2f}x | |")
+        rows.append(f"| TensorRT engine, {prec} (device buffers) | {res['trt_' + prec] * 1e3:.1f} | "
+                    f"{base / res['trt_' + prec]:.2f}x | {res['build_' + prec]:.0f} |")
+    return rows
 
 
 def bench_llm(work: Path) -> list[str]:
@@ -274,8 +339,9 @@ def main():
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}")
     for name in a.sections:
         print(f"\n### {name}\n")
-        fn = {"vision": bench_vision, "llm": bench_llm, "runtime": bench_runtime, "decode": bench_decode}[name]
-        rows = fn(work, a.size) if name in ("vision", "decode") else fn(work)
+        fn = {"vision": bench_vision, "llm": bench_llm, "runtime": bench_runtime, "decode": bench_decode,
+              "vision-gpu": bench_vision_gpu}[name]
+        rows = fn(work, a.size) if name in ("vision", "decode", "vision-gpu") else fn(work)
         print("\n".join(rows), flush=True)
 
 

@@ -5,7 +5,8 @@
   .venv/bin/python benchmarks/run_all.py --size 1B --size 2B  # both real-size architectures
 
 Sections: preprocessing (NumPy path vs the official PIL pipeline; the CUDA kernels on a GPU),
-vision encoder (PyTorch eager vs ONNX Runtime fp32 / fp16 / INT8), LLM decode per GGUF type
+vision encoder (PyTorch eager vs ONNX Runtime fp32 / fp16 / INT8; on a GPU also PyTorch on CUDA vs
+ONNX Runtime's CUDA execution provider vs the TensorRT engine), LLM decode per GGUF type
 (PyTorch vs raw llama-cpp-python vs the mivl backend), LLM conversion (1B/2B), end-to-end time to
 first token and decode for one image and six cameras. Every figure is a ratio to the baseline
 measured in the same run; each step runs in its own process (peak memory is the step's own).
@@ -67,6 +68,8 @@ def main() -> int:
     for size in sizes:
         bm = ["benchmarks/bench_models.py", "--work", a.work, "--size", size]
         parts.append(f"## {size}: vision encoder\n\n" + table(run(bm + ["vision"])))
+        if gpu_present():
+            parts.append(f"## {size}: vision encoder on the GPU\n\n" + table(run(bm + ["vision-gpu"])))
         parts.append(f"## {size}: LLM decode per GGUF type\n\n" + table(run(bm + ["decode"])))
     if any(s in ("1B", "2B") for s in sizes):
         bm = ["benchmarks/bench_models.py", "--work", a.work]

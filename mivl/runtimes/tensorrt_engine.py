@@ -83,6 +83,43 @@ def find_engine(bundle: Bundle) -> Path | None:
     return path if path.is_file() else None
 
 
+def build_plan(onnx: Path, out: Path, input_name: str, max_tiles: int, image_size: int = 448,
+               fp16: bool = False, int8: bool = False, workspace_gib: float = 2.0) -> Path:
+    """Build a TensorRT plan from an ONNX vision graph (profile 1 .. max_tiles tiles), with a
+    timing cache beside it; written atomically to `out`."""
+    trt = _trt()
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network = builder.create_network(0)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx)):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise MivlError(f"TensorRT could not parse {Path(onnx).name}: {errors}")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gib * 2**30))
+    if fp16:
+        config.set_flag(trt.BuilderFlag.FP16)
+    if int8:
+        config.set_flag(trt.BuilderFlag.INT8)  # explicit Q/DQ graph: scales come from the ONNX
+    shapes = profile_shapes(max_tiles, image_size)
+    profile = builder.create_optimization_profile()
+    profile.set_shape(input_name, shapes["min"], shapes["opt"], shapes["max"])
+    config.add_optimization_profile(profile)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    cache_file = out.parent / "timing.cache"
+    cache = config.create_timing_cache(cache_file.read_bytes() if cache_file.is_file() else b"")
+    config.set_timing_cache(cache, ignore_mismatch=False)
+    plan = builder.build_serialized_network(network, config)
+    if plan is None:
+        raise MivlError("TensorRT failed to build the vision engine (see the log above)")
+    tmp = out.with_suffix(".partial")
+    tmp.write_bytes(bytes(plan))
+    tmp.rename(out)
+    cache_file.write_bytes(bytes(config.get_timing_cache().serialize()))
+    return out
+
+
 def build_engine(bundle_path, fp16: bool = False, workspace_gib: float = 2.0) -> Path:
     """Build (or find in the cache) the vision engine of a bundle for this GPU."""
     trt = _trt()
@@ -92,32 +129,6 @@ def build_engine(bundle_path, fp16: bool = False, workspace_gib: float = 2.0) ->
     out = engine_path(bundle, _key(bundle, trt, fp16))
     if out.is_file():
         return out
-    logger = trt.Logger(trt.Logger.WARNING)
-    builder = trt.Builder(logger)
-    network = builder.create_network(0)
-    parser = trt.OnnxParser(network, logger)
-    if not parser.parse_from_file(str(bundle.file(v["file"]))):
-        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise MivlError(f"TensorRT could not parse {v['file']}: {errors}")
-    config = builder.create_builder_config()
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gib * 2**30))
-    if fp16:
-        config.set_flag(trt.BuilderFlag.FP16)
-    if v["precision"] == "int8":
-        config.set_flag(trt.BuilderFlag.INT8)  # explicit Q/DQ graph: scales come from the ONNX
-    shapes = profile_shapes(int(v["max_tiles"]), int(v["input"]["shape"][-1]))
-    profile = builder.create_optimization_profile()
-    profile.set_shape(v["input"]["name"], shapes["min"], shapes["opt"], shapes["max"])
-    config.add_optimization_profile(profile)
-    cache_file = out.parent / "timing.cache"
-    cache = config.create_timing_cache(cache_file.read_bytes() if cache_file.is_file() else b"")
-    config.set_timing_cache(cache, ignore_mismatch=False)
-    plan = builder.build_serialized_network(network, config)
-    if plan is None:
-        raise MivlError("TensorRT failed to build the vision engine (see the log above)")
-    out.parent.mkdir(exist_ok=True)
-    tmp = out.with_suffix(".partial")
-    tmp.write_bytes(bytes(plan))
-    tmp.rename(out)
-    cache_file.write_bytes(bytes(config.get_timing_cache().serialize()))
+    build_plan(bundle.file(v["file"]), out, v["input"]["name"], int(v["max_tiles"]),
+               int(v["input"]["shape"][-1]), fp16, v["precision"] == "int8", workspace_gib)
     return out
