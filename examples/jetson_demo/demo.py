@@ -132,7 +132,8 @@ def hud(results: list[dict], tick: int, wall_s: float) -> np.ndarray:
     if known:
         rows.append(f"questions with known answers: {sum(known)}/{len(known)} right")
     rows += [f"{r['probe']}: {r['answer'][:110]}" for r in results if r.get("camera") is None or r["probe"] == "ask"]
-    rows += [f"{r['probe']} -> {r.get('camera')}" for r in results if r["probe"].startswith("find")]
+    rows += [f"{r['probe']} -> {r.get('camera')}" + ("" if r.get("camera") in CAMERAS else " (not a camera name)")
+             for r in results if r["probe"].startswith("find")]
     for k, text in enumerate(rows[:7]):
         cv2.putText(panel, text, (10, 22 + 20 * k), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (230, 230, 230), 1)
     return panel
