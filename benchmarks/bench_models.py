@@ -7,11 +7,13 @@
            time to first token for one image and for six cameras (1B, INT8 vision + q8_0)
   decode   decode tokens/s per GGUF type (f16, q8_0, q4_k_m): raw llama-cpp-python and the mivl
            LLM backend against PyTorch (transformers for Qwen2; the mivl reference for InternLM2)
+  flash    llama.cpp flash attention on vs off (CPU): logits against the PyTorch reference on
+           text and image-heavy prompts (f32 GGUF, so only attention differs), and prefill speed
   vision-gpu  on a GPU: 13 tiles through PyTorch eager (fp32, fp16) against ONNX Runtime's CUDA
            execution provider and the TensorRT engine (mivl's TrtVision) per exported precision
            (needs the vision section's exports; not yet run by this project: no GPU was lent)
 
-Usage: .venv/bin/python benchmarks/bench_models.py [vision] [llm] [runtime] [decode] [vision-gpu]
+Usage: .venv/bin/python benchmarks/bench_models.py [vision] [llm] [runtime] [decode] [flash] [vision-gpu]
        [--size 1B|2B|default]
        [--work DIR]
 Each step runs in its own process, so peak memory (ru_maxrss) is the step's own.
@@ -116,6 +118,45 @@ for prec, name in {[(p, r['file']) for p, r in rows]!r}:
         out.append(f"| ONNX {prec} | {r['seconds']:.0f} | {r['peak_gib']:.1f} | {r['size'] / 2**20:.0f} | "
                    f"{v['min_cosine']:.5f} / {v['mean_cosine']:.5f} | {t:.2f} | {base / t:.2f}x |")
     return out
+
+
+def bench_flash(work: Path, size: str = "1B") -> list[str]:
+    """Flash attention in llama.cpp's CPU backend: fidelity and prefill time, on vs off."""
+    ckpt = ensure_checkpoint(work, size)
+    gguf = gguf_for(work, size, "f32")
+    cases = work / f"flash-cases-{size}.npz"
+    if not cases.is_file():
+        child(f"""
+import numpy as np
+from mivl.export.reference import Reference
+from mivl.export.llm_export import reference_cases
+from mivl.calib.synthetic import scene_images
+ref = Reference({str(ckpt)!r})
+np.savez({str(cases)!r}, **reference_cases(ref, scene_images(1, seed=7, width=1600, height=900), steps=8, n_ctx=4096))
+RESULT = {{}}
+""")
+    rows = [f"| llama.cpp CPU, {size} f32 GGUF | max rel. logit error (text / image prompt) | top-1 agreement | "
+            "greedy identical | prefill tokens/s (image prompt) |", "|---|---|---|---|---|"]
+    for flash in (False, True):
+        r = child(f"""
+import time, numpy as np
+from mivl.export.llm_check import compare, feed_prompt
+from mivl.runtimes.llm_llamacpp import LlamaCppLLM
+data = np.load({str(cases)!r})
+llm = LlamaCppLLM({str(gguf)!r}, n_ctx=4096, n_batch=512, n_threads={os.cpu_count()}, flash_attn={flash!r})
+res = compare(llm, data)
+img = [c for c in range(int(data['n_cases'])) if len(data[f'feats{{c}}'])][0]
+ids = data[f'ids{{img}}']
+t = time.perf_counter(); feed_prompt(llm, ids, data[f'feats{{img}}'], int(data['img_context_id'])); dt = time.perf_counter() - t
+RESULT = dict(text=max(x['max_rel_logit_error'] for x in res if not x['image']),
+              image=max(x['max_rel_logit_error'] for x in res if x['image']),
+              top1=sum(x['top1_agree'] for x in res) / sum(x['steps'] for x in res),
+              greedy=all(x['greedy_identical'] for x in res), tokens=len(ids), tps=len(ids) / dt)
+""")
+        rows.append(f"| flash attention {'on' if flash else 'off'} | {r['text']:.1e} / {r['image']:.1e} | "
+                    f"{r['top1']:.3f} | {'yes' if r['greedy'] else 'no'} | {r['tps']:.0f} ({r['tokens']} tokens) |")
+        print(rows[-1], file=sys.stderr, flush=True)
+    return rows
 
 
 GPU_TILES = 13   # a six-camera request
@@ -340,8 +381,8 @@ def main():
     for name in a.sections:
         print(f"\n### {name}\n")
         fn = {"vision": bench_vision, "llm": bench_llm, "runtime": bench_runtime, "decode": bench_decode,
-              "vision-gpu": bench_vision_gpu}[name]
-        rows = fn(work, a.size) if name in ("vision", "decode", "vision-gpu") else fn(work)
+              "vision-gpu": bench_vision_gpu, "flash": bench_flash}[name]
+        rows = fn(work, a.size) if name in ("vision", "decode", "vision-gpu", "flash") else fn(work)
         print("\n".join(rows), flush=True)
 
 
