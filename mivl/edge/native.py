@@ -14,9 +14,6 @@ from functools import lru_cache
 
 import numpy as np
 
-_i32p = np.ctypeslib.ndpointer(np.int32, flags="C_CONTIGUOUS")
-
-
 @lru_cache(maxsize=1)
 def library():
     """The loaded library, or None where it was not built (or MIVL_NATIVE=0)."""
@@ -86,8 +83,10 @@ def resize_rows(img: np.ndarray, width: int, height: int, out: np.ndarray, y0: i
     rc = library().mivl_resize_rows(
         img.ctypes.data, img.strides[0], h, w, c, out.ctypes.data, out.strides[0], width, y0, y1,
         _ptr(hx[0]), _ptr(hx[1]), _ptr(hx[2]), kx, _ptr(hy[0]), _ptr(hy[1]), _ptr(hy[2]), ky)
-    if rc != 0:
+    if rc == -1:
         raise MemoryError(f"resizing {w}x{h} to {width}x{height}: out of memory")
+    if rc != 0:
+        raise ValueError(f"the resampler refused a {w}x{h}x{c} image (status {rc})")
 
 
 def vertical_first(w: int, h: int, width: int, height: int) -> bool:
