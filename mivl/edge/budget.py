@@ -13,6 +13,7 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+from .bundle import vision_files
 from .errors import BundleError
 
 GiB = 1 << 30
@@ -118,9 +119,7 @@ def budget(bundle, n_ctx: int | None = None, n_batch: int = 512, tiles: int | No
     shape = LLMShape(**m["llm"]["shape"]) if "shape" in m["llm"] else llm_shape(b.file(m["llm"]["file"]))
     engine = [f for f in m["files"] if f.endswith(".engine")]
     vision_file = engine[0] if engine else v["file"]
-    split = v.get("split", {})
-    weights_v = sum(b.file(f).stat().st_size for f in (vision_file, split.get("projector_file"),
-                                                        split.get("norm_file")) if f)
+    weights_v = sum(b.file(f).stat().st_size for f in [vision_file, *vision_files(v)[1:]])
     weights_l = sum(b.file(f).stat().st_size for f in m["files"]
                     if f == m["llm"]["file"] or f == m["llm"]["file"] + ".data")
     act_bytes = 2 if (engine or v.get("precision") in ("fp16", "int8")) else 4

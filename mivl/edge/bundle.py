@@ -86,6 +86,13 @@ def verify_files(path: Path, manifest: dict, check_hashes: bool = True) -> None:
                               "modified or corrupted after export; re-export the bundle")
 
 
+def vision_files(vision: dict) -> list[str]:
+    """The files of a manifest's vision section: its graph, and a split encoder's projector graph
+    and LayerNorm weights."""
+    split = vision.get("split", {})
+    return [vision["file"], *(split[k] for k in ("projector_file", "norm_file") if k in split)]
+
+
 def check_consistency(manifest: dict) -> None:
     v, llm = manifest["vision"], manifest["llm"]
     d_vision = v["output"]["shape"][-1]
@@ -94,8 +101,7 @@ def check_consistency(manifest: dict) -> None:
                           "and LLM files come from different models")
     if v["output"]["shape"][1] != manifest["prompt"]["tokens_per_tile"]:
         raise BundleError("vision tokens per tile disagree with the prompt's tokens_per_tile")
-    split = v.get("split", {})
-    for name in (v["file"], llm["file"], *(split[k] for k in ("projector_file", "norm_file") if k in split)):
+    for name in (*vision_files(v), llm["file"]):
         if name not in manifest["files"]:
             raise BundleError(f"{name} is referenced but has no sha256 in the manifest")
 

@@ -22,7 +22,7 @@ from .llm_export import QUANT_TYPES, check_llm, reference_cases, write_llm
 from .quantize import METHODS, quantize_vision_isolated
 from .reference import Reference
 from .vision_check import check_vision, reference_features, require, run_split
-from .vision_onnx import SPLIT_FILES, export_projector, export_vision, export_vit, io_spec, split_spec
+from .vision_onnx import VIT_FILES, export_projector, export_vision, export_vit, io_spec, split_spec
 
 # precision preset -> (vision precision, LLM GGUF type)
 PRESETS = {"fp32": ("fp32", "f32"), "fp16": ("fp16", "f16"), "int8": ("int8", "q8_0"),
@@ -101,10 +101,9 @@ def export(checkpoint: str | Path, output: str | Path, precision: str = "fp16", 
     with staging(output, force) as tmp:
         val_tiles, val_images = validation_tiles(ref, 4, seed)
         reference = reference_features(ref.model, val_tiles)
-        vision_file = _export_vision(ref, tmp, vision_precision, val_tiles, reference, calib,
-                                     calib_size, calib_method, seed, keep_float, force, quiet, report,
-                                     split_vision)
-        split = report.pop("vision_split", None)
+        vision_file, split = _export_vision(ref, tmp, vision_precision, val_tiles, reference, calib,
+                                            calib_size, calib_method, seed, keep_float, force, quiet,
+                                            report, split_vision)
         cases = reference_cases(ref, val_images[:2], steps=16, n_ctx=n_ctx)
         llm_file, report["llm"] = _export_llm(ref, tmp, llm_format, quant, n_ctx, cases, quiet)
         require(report["llm"], f"{llm_format} LLM {quant}", force)
@@ -112,7 +111,7 @@ def export(checkpoint: str | Path, output: str | Path, precision: str = "fp16", 
         manifest = build_manifest(ref, checkpoint, precision, vision_precision, vision_file.name,
                                   llm_file.name, quant, n_ctx, max_tiles, llm_format)
         if split:
-            manifest["vision"]["split"] = {**split, "vit_file": vision_file.name}
+            manifest["vision"]["split"] = split
         finish(tmp, manifest, report)
     sizes = {f: (output / f).stat().st_size for f in manifest["files"]}
     result = ExportResult(output, manifest, report, time.time() - t0, sizes)
@@ -160,11 +159,12 @@ def _export_llm(ref, tmp: Path, llm_format: str, quant: str, n_ctx: int, cases: 
 
 
 def _export_vision(ref, tmp, precision, val_tiles, reference, calib, calib_size, calib_method, seed,
-                   keep_float, force, quiet, report, split: bool = False) -> Path:
+                   keep_float, force, quiet, report, split: bool = False) -> tuple[Path, dict | None]:
+    """Export, validate and report the vision encoder; returns its file (the ViT's, when split)
+    and the manifest's `vision.split` section (None for one graph)."""
     if split:   # ViT graph + projector graph + LayerNorm weights (mivl.runtimes.vision_split)
-        files = {k: v[0] for k, v in SPLIT_FILES.items()}
+        files = VIT_FILES
         proj, norm, eps = export_projector(ref.model, tmp)
-        report["vision_split"] = split_spec(ref.model, "", proj.name, eps)
 
         def write(path, half=False):
             return export_vit(ref.model, path, half)
@@ -196,7 +196,7 @@ def _export_vision(ref, tmp, precision, val_tiles, reference, calib, calib_size,
         fp32.unlink()
     report["vision"] = {**figures[precision], "checks": figures}
     require(report["vision"], f"vision {precision}", force)
-    return out
+    return out, (split_spec(ref.model, out.name, proj.name, eps) if split else None)
 
 
 def build_manifest(ref: Reference, checkpoint, preset, vision_precision, vision_file, llm_file, quant,

@@ -21,9 +21,8 @@ from .model.internvl import InternVLChat
 
 INPUT, OUTPUT = "pixel_values", "image_embeds"
 VIT_OUTPUT, PROJECTOR_INPUT = "vit_hidden", "tokens"
-SPLIT_FILES = {"fp32": ("vision.vit.onnx", "vision.projector.onnx"),
-               "fp16": ("vision.vit.fp16.onnx", "vision.projector.onnx"),
-               "int8": ("vision.vit.int8.onnx", "vision.projector.onnx")}
+VIT_FILES = {"fp32": "vision.vit.onnx", "fp16": "vision.vit.fp16.onnx", "int8": "vision.vit.int8.onnx"}
+PROJECTOR_FILE = "vision.projector.onnx"     # fp32 whatever the ViT's precision
 NORM_FILE = "vision.projector_norm.npz"
 OPSET = 17
 
@@ -122,7 +121,7 @@ def export_projector(model: InternVLChat, directory: Path, opset: int = OPSET) -
     norm = model.mlp1[0]
     d_in = norm.normalized_shape[0]
     graph = _export(ProjectorMLP(model.mlp1), torch.zeros(2, model.config.tokens_per_tile, d_in),
-                    directory / SPLIT_FILES["fp32"][1], PROJECTOR_INPUT, OUTPUT, opset)
+                    directory / PROJECTOR_FILE, PROJECTOR_INPUT, OUTPUT, opset)
     np.savez(directory / NORM_FILE, gamma=norm.weight.detach().float().numpy(),
              beta=norm.bias.detach().float().numpy())
     return graph, directory / NORM_FILE, float(norm.eps)

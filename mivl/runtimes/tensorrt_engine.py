@@ -78,9 +78,11 @@ def find_engine(bundle: Bundle) -> Path | None:
     (never builds: a build takes minutes, so it is an explicit step). Raises TensorRTUnavailable
     where TensorRT or a GPU is missing."""
     trt = _trt()
-    fp16 = bundle.vision["precision"] == "fp16"
-    path = engine_path(bundle, _key(bundle, trt, fp16))
-    return path if path.is_file() else None
+    for fp16 in (bundle.vision["precision"] == "fp16", True):   # as exported, or build-engine --fp16
+        path = engine_path(bundle, _key(bundle, trt, fp16))
+        if path.is_file():
+            return path
+    return None
 
 
 def build_plan(onnx: Path, out: Path, input_name: str, max_tiles: int, image_size: int = 448,

@@ -41,12 +41,6 @@
 #define HAVE_NEON_PATH 0
 #endif
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define MULTIVERSION __attribute__((target_clones("avx2", "default")))
-#else
-#define MULTIVERSION
-#endif
-
 static inline uint8_t clip8(int32_t ss) {
     ss >>= PRECISION_BITS;
     return ss < 0 ? 0 : (ss > 255 ? 255 : (uint8_t)ss);
@@ -185,41 +179,39 @@ int mivl_resize_rows(const uint8_t *in, int64_t in_stride, int in_h, int in_w, i
                      const int32_t *hy_min, const int32_t *hy_count, const int32_t *hy_w, int hy_ksize) {
     if (C < 1 || C > 4) return -2;
     if (y1 <= y0) return 0;
-    if (!hy_min) {                                       /* horizontal pass only */
-        if (!hx_min) {
-            for (int y = y0; y < y1; y++) memcpy(out + (int64_t)(y - y0) * out_stride, in + (int64_t)y * in_stride, (size_t)in_w * C);
-            return 0;
+    if (!hx_min && !hy_min) {                            /* same size: a copy */
+        for (int y = y0; y < y1; y++)
+            memcpy(out + (int64_t)(y - y0) * out_stride, in + (int64_t)y * in_stride, (size_t)in_w * C);
+        return 0;
+    }
+    passes p = chosen();
+    int lo = y0, hi = y1;                                /* the input rows the outputs y0..y1 read */
+    if (hy_min) {
+        lo = hy_min[y0], hi = 0;
+        for (int y = y0; y < y1; y++) {
+            if (hy_min[y] < lo) lo = hy_min[y];
+            if (hy_min[y] + hy_count[y] > hi) hi = hy_min[y] + hy_count[y];
         }
-        uint8_t *tmp = malloc((size_t)BAND * C * (in_w + out_w) + 8);
-        if (!tmp) return -1;
-        chosen().horizontal(in + (int64_t)y0 * in_stride, in_stride, y1 - y0, in_w, C, out, out_stride, out_w,
-                        hx_min, hx_count, hx_w, hx_ksize, tmp);
-        free(tmp);
+        if (hi > in_h) hi = in_h;
+    }
+    if (!hx_min) {                                       /* vertical pass only */
+        p.vertical(in + (int64_t)lo * in_stride, in_stride, lo, in_w * C, out, out_stride, y0, y1,
+                   hy_min, hy_count, hy_w, hy_ksize);
         return 0;
     }
-    /* input rows the vertical pass reads for outputs y0..y1 */
-    int lo = hy_min[y0], hi = 0;
-    for (int y = y0; y < y1; y++) {
-        if (hy_min[y] < lo) lo = hy_min[y];
-        if (hy_min[y] + hy_count[y] > hi) hi = hy_min[y] + hy_count[y];
-    }
-    if (hi > in_h) hi = in_h;
-    if (!hx_min) {
-        chosen().vertical(in + (int64_t)lo * in_stride, in_stride, lo, in_w * C, out, out_stride, y0, y1,
-                      hy_min, hy_count, hy_w, hy_ksize);
-        return 0;
-    }
+    /* horizontal pass, straight into out or into `mid` for the vertical pass */
     int64_t mid_stride = (int64_t)out_w * C;
-    uint8_t *mid = malloc((size_t)(hi - lo) * mid_stride);
+    uint8_t *mid = hy_min ? malloc((size_t)(hi - lo) * mid_stride) : NULL;
     uint8_t *tmp = malloc((size_t)BAND * C * (in_w + out_w) + 8);
-    if (!mid || !tmp) {
+    if (!tmp || (hy_min && !mid)) {
         free(mid);
         free(tmp);
         return -1;
     }
-    chosen().horizontal(in + (int64_t)lo * in_stride, in_stride, hi - lo, in_w, C, mid, mid_stride, out_w,
-                    hx_min, hx_count, hx_w, hx_ksize, tmp);
-    chosen().vertical(mid, mid_stride, lo, out_w * C, out, out_stride, y0, y1, hy_min, hy_count, hy_w, hy_ksize);
+    p.horizontal(in + (int64_t)lo * in_stride, in_stride, hi - lo, in_w, C, mid ? mid : out,
+                 mid ? mid_stride : out_stride, out_w, hx_min, hx_count, hx_w, hx_ksize, tmp);
+    if (mid)
+        p.vertical(mid, mid_stride, lo, out_w * C, out, out_stride, y0, y1, hy_min, hy_count, hy_w, hy_ksize);
     free(mid);
     free(tmp);
     return 0;
@@ -227,7 +219,6 @@ int mivl_resize_rows(const uint8_t *in, int64_t in_stride, int in_h, int in_w, i
 
 /* (h, w, 3) uint8 tile region (row stride `stride` bytes) -> planar (3, h, w) float32 through a
  * per-channel table of the 256 normalised values, lut[3][256]. */
-MULTIVERSION
 void mivl_normalise(const uint8_t *in, int64_t stride, int h, int w, float *out, const float *lut) {
     float *p0 = out, *p1 = out + (int64_t)h * w, *p2 = out + 2 * (int64_t)h * w;
     const float *l0 = lut, *l1 = lut + 256, *l2 = lut + 512;
