@@ -34,7 +34,7 @@ def main():
         return 0
     from mivl.calib.synthetic import draw_scene
     from mivl.runtimes.kernels import gpu_backend
-    from mivl.runtimes.kernels.preprocessor import Preprocessor
+    from mivl.edge.gpu_preprocess import Preprocessor
 
     name = cupy.cuda.runtime.getDeviceProperties(0)["name"].decode()
     buf = cupy.empty(1 << 30, cupy.uint8)

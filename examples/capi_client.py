@@ -6,7 +6,7 @@ import sys
 
 from mivl.edge.capi import (MIVL_OK, Out, mivl_last_error_message, mivl_request_add_image,
                             mivl_request_create, mivl_request_destroy, mivl_request_generate_next,
-                            mivl_request_get_text, mivl_request_get_timings, mivl_request_set_option,
+                            mivl_request_get_text, mivl_request_get_timing, mivl_request_set_option,
                             mivl_request_set_question, mivl_session_create, mivl_session_destroy,
                             mivl_status_name)
 
@@ -19,7 +19,7 @@ def check(status: int, what: str) -> None:
 
 def main(bundle: str, image: str, question: str) -> None:
     session, request, token, text, timings = Out(), Out(), Out(), Out(), Out()
-    check(mivl_session_create(bundle.encode(), None, session), "session_create")
+    check(mivl_session_create(bundle.encode(), 0, session), "session_create")
     try:
         check(mivl_request_create(session.value, request), "request_create")
         check(mivl_request_add_image(request.value, image.encode()), "add_image")
@@ -34,8 +34,8 @@ def main(bundle: str, image: str, question: str) -> None:
             check(status, "generate_next")
         mivl_request_get_text(request.value, text)
         print(text.value[printed:])
-        check(mivl_request_get_timings(request.value, timings), "get_timings")
-        print(f"[{timings.value['decode_tokens_per_s']} tok/s]", file=sys.stderr)
+        check(mivl_request_get_timing(request.value, b"decode_tokens_per_s", timings), "get_timing")
+        print(f"[{timings.value:.1f} tok/s]", file=sys.stderr)
     finally:
         mivl_request_destroy(request.value)
         mivl_session_destroy(session.value)

@@ -10,7 +10,7 @@ from mivl.calib.synthetic import draw_scene
 from mivl.edge.multiview import CAMERAS, stitch_cameras
 from mivl.edge.preprocess import PreprocessConfig, preprocess_image
 from mivl.runtimes.kernels import HERE, cpu_backend
-from mivl.runtimes.kernels.preprocessor import Preprocessor
+from mivl.edge.gpu_preprocess import Preprocessor
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ import threading
 import numpy as np
 import pytest
 
-from mivl.edge import capi
 from mivl.edge.errors import BundleError, ImageError, InputError, MivlError
 from mivl.edge.multiview import CAMERAS
 from mivl.edge.session import Session
@@ -118,53 +117,6 @@ def test_two_threads_share_a_session(session):
         t.join()
     assert not errors
     assert results[0] == [expected[0]] * 2 and results[1] == [expected[1]] * 2
-
-
-# ---- the C-API-like layer -----------------------------------------------------------------------
-def test_capi_flow_matches_session(session, bundle_dir, tmp_path):
-    from PIL import Image
-    Image.fromarray(IMG).save(tmp_path / "x.png")
-    expected = session.ask("Describe.", images=[IMG], max_new_tokens=5)
-    s, r, tok, text, tim = capi.Out(), capi.Out(), capi.Out(), capi.Out(), capi.Out()
-    assert capi.mivl_session_create(str(bundle_dir("qwen2", "fp32")).encode(), {"device": "cpu"}, s) == capi.MIVL_OK
-    assert capi.mivl_request_create(s.value, r) == capi.MIVL_OK
-    assert capi.mivl_request_add_image(r.value, str(tmp_path / "x.png").encode()) == capi.MIVL_OK
-    assert capi.mivl_request_set_question(r.value, b"Describe.") == capi.MIVL_OK
-    assert capi.mivl_request_set_option(r.value, b"max_new_tokens", 5) == capi.MIVL_OK
-    tokens = []
-    while capi.mivl_request_generate_next(r.value, tok) == capi.MIVL_OK:
-        tokens.append(tok.value)
-    assert tokens == expected.token_ids
-    assert capi.mivl_request_generate_next(r.value, tok) == capi.MIVL_DONE
-    assert capi.mivl_request_get_text(r.value, text) == capi.MIVL_OK and text.value == expected.text
-    assert capi.mivl_request_get_timings(r.value, tim) == capi.MIVL_OK and tim.value["new_tokens"] == 5
-    assert capi.mivl_request_set_option(r.value, b"seed", 1) == capi.MIVL_ERR_STATE
-    assert capi.mivl_request_destroy(r.value) == capi.MIVL_OK
-    assert capi.mivl_request_destroy(r.value) == capi.MIVL_OK  # idempotent
-    assert capi.mivl_session_destroy(s.value) == capi.MIVL_OK
-    assert capi.mivl_session_destroy(s.value) == capi.MIVL_OK
-
-
-def test_capi_errors_never_raise(bundle_dir):
-    out = capi.Out()
-    assert capi.mivl_session_create(b"/no/bundle", None, out) == capi.MIVL_ERR_BUNDLE
-    assert "not found" in capi.mivl_last_error_message()
-    assert capi.mivl_request_create(12345, out) == capi.MIVL_ERR_INVALID_HANDLE
-    assert capi.mivl_request_add_image("not-a-handle", b"x") == capi.MIVL_ERR_INVALID_HANDLE
-    s, r = capi.Out(), capi.Out()
-    assert capi.mivl_session_create(str(bundle_dir("qwen2", "fp32")), {"nonsense": 1}, s) == capi.MIVL_ERR_INVALID_ARGUMENT
-    assert capi.mivl_session_create(str(bundle_dir("qwen2", "fp32")), {"device": "cpu"}, s) == capi.MIVL_OK
-    capi.mivl_request_create(s.value, r)
-    assert capi.mivl_request_add_image(r.value, b"/missing.png") == capi.MIVL_ERR_IMAGE
-    assert capi.mivl_request_add_camera(r.value, b"CAM_FRONT", IMG) == capi.MIVL_OK
-    assert capi.mivl_request_set_option(r.value, b"warp", 9) == capi.MIVL_ERR_INVALID_ARGUMENT
-    assert capi.mivl_request_set_option(r.value, b"seed", "x") == capi.MIVL_ERR_INVALID_ARGUMENT
-    assert capi.mivl_request_set_question(r.value, b"What?") == capi.MIVL_OK
-    assert capi.mivl_request_generate_next(r.value, capi.Out()) == capi.MIVL_ERR_INVALID_ARGUMENT
-    assert "missing CAM_FRONT_LEFT" in capi.mivl_last_error_message()
-    assert capi.mivl_status_name(capi.MIVL_ERR_IMAGE) == "MIVL_ERR_IMAGE"
-    capi.mivl_request_destroy(r.value)
-    capi.mivl_session_destroy(s.value)
 
 
 def test_grounding_markup_survives_decoding(bundle_dir, reference):

@@ -23,7 +23,7 @@ def test_numpy_unshuffle_is_internvl_v2_order():
 def test_numpy_layernorm_and_kernel_harness_agree_with_torch():
     from mivl.export.model.projector import vit_to_tokens
     from mivl.runtimes.kernels import KernelUnavailable, cpu_backend
-    from mivl.runtimes.kernels.preprocessor import Preprocessor
+    from mivl.edge.gpu_preprocess import Preprocessor
 
     rng = np.random.default_rng(1)
     hidden = rng.standard_normal((2, 1 + 32 * 32, 24)).astype(np.float32) * 3 + 1

@@ -1,7 +1,8 @@
 """TensorRT: what needs no GPU is tested here; the engine build itself needs TensorRT and a GPU."""
 import pytest
 
-from mivl.runtimes.tensorrt_engine import TensorRTUnavailable, build_engine, engine_key, profile_shapes
+from mivl.export.tensorrt_build import build_engine
+from mivl.runtimes.tensorrt_engine import TensorRTUnavailable, engine_key, profile_shapes
 
 
 def test_profile_covers_one_to_max_tiles():
@@ -38,13 +39,14 @@ def test_engine_build_on_gpu(bundle_dir):
 def test_session_falls_back_to_onnxruntime_without_an_engine(bundle_dir):
     """No TensorRT (or no engine built): the vision runs on ONNX Runtime, and says so."""
     from mivl.edge.bundle import open_bundle
-    from mivl.edge.session import Session, tensorrt_vision
+    from mivl.edge.session import Session
+    from mivl.runtimes.backends import tensorrt_vision
 
     b = open_bundle(bundle_dir("qwen2", "fp32"))
     try:
         import tensorrt  # noqa: F401
     except ImportError:
-        assert tensorrt_vision(b) is None
+        assert tensorrt_vision(b.path, b.vision, b.manifest["files"][b.vision["file"]]) is None
     with Session(b.path) as s:
         assert s.backends["vision"].startswith("onnxruntime")
 

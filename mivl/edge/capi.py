@@ -1,31 +1,43 @@
 """A C-API-like layer: opaque integer handles, integer status codes, results through out
-parameters, and no exception crossing it. It mirrors a C header one to one, so it can be bound
+parameters, and no exception crossing it. It mirrors a C header one to one (no dicts or other
+Python objects in or out: options are set one by one, timings read one by one), so it can be bound
 from C (e.g. through an embedded interpreter) or used as is. The Session and this layer share one
 implementation (engine.py).
 
-    st = mivl_session_create(b"bundle/", None, out := Out())      # st == MIVL_OK
-    mivl_request_create(out.value, req := Out())
+    mivl_options_create(o := Out()); mivl_options_set(o.value, b"device", b"cpu")
+    st = mivl_session_create(b"bundle/", o.value, s := Out())   # st == MIVL_OK; options may be 0
+    mivl_options_destroy(o.value)
+    mivl_request_create(s.value, req := Out())
     mivl_request_add_image(req.value, b"front.jpg")
     mivl_request_set_question(req.value, "What is ahead?")
     while mivl_request_generate_next(req.value, tok := Out()) == MIVL_OK: ...
     mivl_request_get_text(req.value, text := Out())
-    mivl_request_destroy(req.value); mivl_session_destroy(out.value)
+    mivl_request_destroy(req.value); mivl_session_destroy(s.value)
+
+Status codes are chosen by the error's type, and every failed call leaves a message written for
+the caller (mivl_last_error_message, per thread), never empty and never a raw Python exception.
 
 Ownership and threads, per call:
-  session_create/destroy   the caller owns the session; destroy is idempotent. Do not destroy a
-                           session while another thread uses it.
-  request_*                a request belongs to one session and one thread at a time; requests of
-                           one session generate one after another (the second blocks in its first
-                           generate_next until the first finishes or is destroyed).
+  options_*                the caller owns an options object; it may be destroyed after create.
+  session_create/destroy   the caller owns the session; destroy is idempotent, may be called from
+                           any thread at any time: it cancels the generation in progress (waiting
+                           at most for the token being decoded), frees the model, and makes the
+                           session's requests invalid handles.
+  request_*                a request belongs to one session; requests of one session generate one
+                           after another (the second waits in its first generate_next until the
+                           first finishes or is destroyed). request_destroy may be called from any
+                           thread, also while another generates on it: that generation stops and
+                           further calls on the handle answer MIVL_ERR_INVALID_HANDLE.
   last_error_message       per thread: the message of this thread's last failed call.
 """
 from __future__ import annotations
 
 import itertools
 import threading
-from dataclasses import dataclass
 
-from .errors import BundleError, ImageError, InputError, MivlError
+from . import args
+from .engine import Cancelled
+from .errors import BundleError, CheckpointError, ContextError, ImageError, InputError, MivlError
 
 MIVL_OK = 0
 MIVL_DONE = 1                   # generate_next: the answer is complete (no token written)
@@ -35,9 +47,15 @@ MIVL_ERR_BUNDLE = -3
 MIVL_ERR_IMAGE = -4
 MIVL_ERR_CONTEXT = -5           # the prompt does not fit the context / tile budget
 MIVL_ERR_STATE = -6             # call not valid in the object's state (e.g. option after start)
-MIVL_ERR_RUNTIME = -7
+MIVL_ERR_RUNTIME = -7           # the backend failed (out of memory, a native error)
+MIVL_ERR_CANCELLED = -8         # the generation was stopped: its session was destroyed or closed
 
 STATUS_NAMES = {v: k for k, v in dict(globals()).items() if k.startswith("MIVL_") and isinstance(v, int)}
+
+# Exception type -> status, most specific first.
+_STATUS_OF = ((Cancelled, MIVL_ERR_CANCELLED), (ContextError, MIVL_ERR_CONTEXT), (ImageError, MIVL_ERR_IMAGE),
+              (InputError, MIVL_ERR_INVALID_ARGUMENT), (BundleError, MIVL_ERR_BUNDLE),
+              (CheckpointError, MIVL_ERR_BUNDLE), (MivlError, MIVL_ERR_RUNTIME))
 
 
 class Out:
@@ -61,10 +79,17 @@ def _new(obj) -> int:
 
 
 def _get(h, kind):
-    obj = _handles.get(h) if isinstance(h, int) else None
+    with _lock:
+        obj = _handles.get(h) if isinstance(h, int) and not isinstance(h, bool) else None
     if not isinstance(obj, kind):
-        raise _Status(MIVL_ERR_INVALID_HANDLE, f"{h!r} is not a live {kind.__name__} handle")
+        raise _Status(MIVL_ERR_INVALID_HANDLE, f"{h!r} is not a live {kind.__name__.strip('_').lower()} handle")
     return obj
+
+
+def _out(out) -> Out:
+    if not isinstance(out, Out):
+        raise _Status(MIVL_ERR_INVALID_ARGUMENT, f"the out parameter must be an Out(), got {type(out).__name__}")
+    return out
 
 
 class _Status(Exception):
@@ -73,38 +98,118 @@ class _Status(Exception):
         self.code = code
 
 
-def _call(fn, *args) -> int:
-    """Run fn; map every exception to a status code and remember its message."""
+def _call(fn, *a) -> int:
+    """Run fn; map every exception to a status code by its type and remember its message."""
+    name = getattr(fn, "__qualname__", "mivl call").split(".")[0]
     try:
-        fn(*args)
+        fn(*a)
         _errors.message = ""
         return MIVL_OK
     except _Status as e:
         code, msg = e.code, str(e)
-    except ImageError as e:
-        code, msg = MIVL_ERR_IMAGE, str(e)
-    except InputError as e:
-        code = MIVL_ERR_CONTEXT if "context" in str(e) else MIVL_ERR_INVALID_ARGUMENT
-        msg = str(e)
-    except BundleError as e:
-        code, msg = MIVL_ERR_BUNDLE, str(e)
-    except MivlError as e:
-        code, msg = MIVL_ERR_RUNTIME, str(e)
+    except MemoryError:
+        code, msg = MIVL_ERR_RUNTIME, f"{name}: out of memory"
     except Exception as e:  # nothing crosses the boundary
-        code, msg = MIVL_ERR_RUNTIME, f"{type(e).__name__}: {e}"
-    _errors.message = msg
+        code = next((c for t, c in _STATUS_OF if isinstance(e, t)), None)
+        if code is not None and str(e):
+            msg = str(e)
+        else:
+            code = MIVL_ERR_RUNTIME
+            msg = (f"{name} failed inside the SDK ({type(e).__name__}); the session is unaffected "
+                   f"if it was open. This is a bug in mivl: please report it")
+    _errors.message = msg or f"{name} failed ({STATUS_NAMES.get(code)})"
     return code
 
 
-def _text(s) -> str:
-    return s.decode("utf-8") if isinstance(s, (bytes, bytearray)) else str(s)
+def _text(name: str, s, allow_empty: bool = False) -> str:
+    if isinstance(s, (bytes, bytearray)):
+        try:
+            s = bytes(s).decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise _Status(MIVL_ERR_INVALID_ARGUMENT, f"{name} is not UTF-8 (byte {e.start})") from None
+    return args.text(name, s, allow_empty=allow_empty)
 
 
-@dataclass
+# ---- options ----------------------------------------------------------------------------------
+SESSION_OPTIONS = ("device", "threads", "n_ctx", "flash_attn", "verify")
+
+
+def mivl_options_create(out_options: Out) -> int:
+    def mivl_options_create():
+        _out(out_options).value = _new(_Options())
+    return _call(mivl_options_create)
+
+
+class _Options:
+    def __init__(self):
+        self.values: dict[str, object] = {}
+
+
+def mivl_options_set(options: int, name, value) -> int:
+    """Set a session option: device (text), threads, n_ctx (integers), flash_attn, verify (0/1)."""
+    def mivl_options_set():
+        o = _get(options, _Options)
+        key = _text("option name", name)
+        if key not in SESSION_OPTIONS:
+            raise _Status(MIVL_ERR_INVALID_ARGUMENT, f"unknown session option {key!r}; known: "
+                          f"{', '.join(SESSION_OPTIONS)}")
+        if key == "device":
+            v = args.choice("device", _text("device", value), ("auto", "cpu", "cuda"))
+        elif key in ("flash_attn", "verify"):
+            v = bool(args.integer(key, value, 0, 1))
+        else:
+            v = args.integer(key, value, 1, None)
+        o.values[key] = v
+    return _call(mivl_options_set)
+
+
+def mivl_options_destroy(options: int) -> int:
+    return _destroy(options, _Options, "mivl_options_destroy")
+
+
+def _destroy(h, kind, name, on_destroy=None) -> int:
+    def run():
+        with _lock:
+            obj = _handles.get(h) if isinstance(h, int) and not isinstance(h, bool) else None
+            if obj is not None and not isinstance(obj, kind):
+                raise _Status(MIVL_ERR_INVALID_HANDLE, f"{h!r} is not a {kind.__name__.strip('_').lower()} handle")
+            _handles.pop(h, None) if obj is not None else None
+        if obj is not None and on_destroy is not None:
+            on_destroy(obj)
+    run.__qualname__ = name
+    return _call(run)
+
+
+# ---- sessions ---------------------------------------------------------------------------------
 class _Session:
-    engine: object
+    def __init__(self, engine):
+        self.engine = engine
+        self.requests: set[int] = set()
 
 
+def mivl_session_create(bundle_path, options, out_session: Out) -> int:
+    """Open a bundle. options: an options handle, or 0 / None for the defaults."""
+    def mivl_session_create():
+        from .session import open_engine
+
+        out = _out(out_session)
+        opts = {} if options in (0, None) else dict(_get(options, _Options).values)
+        path = _text("bundle_path", bundle_path)
+        engine = open_engine(path, **opts)
+        out.value = _new(_Session(engine))
+    return _call(mivl_session_create)
+
+
+def mivl_session_destroy(session: int) -> int:
+    def close(s: _Session):
+        with _lock:
+            for h in s.requests:
+                _handles.pop(h, None)
+        s.engine.close()          # cancels the live generation; returns after the step in progress
+    return _destroy(session, _Session, "mivl_session_destroy", close)
+
+
+# ---- requests ---------------------------------------------------------------------------------
 class _Request:
     def __init__(self, session: _Session):
         from .request import Request
@@ -113,40 +218,22 @@ class _Request:
         self.req = Request(question="")
         self.gen = None
         self.finished = False
+        self.destroyed = False
+        self.busy = threading.Lock()      # one generate_next at a time on a request
 
 
-# ---- sessions ---------------------------------------------------------------------------------
-def mivl_session_create(bundle_path, options: dict | None, out_session: Out) -> int:
-    def run():
-        from .session import open_engine
-
-        opts = dict(options or {})
-        unknown = set(opts) - {"device", "threads", "n_ctx", "flash_attn", "verify"}
-        if unknown:
-            raise _Status(MIVL_ERR_INVALID_ARGUMENT, f"unknown session option(s) {sorted(unknown)}")
-        out_session.value = _new(_Session(open_engine(_text(bundle_path), **opts)))
-    return _call(run)
-
-
-def mivl_session_destroy(session: int) -> int:
-    def run():
-        with _lock:
-            obj = _handles.pop(session, None) if isinstance(session, int) else None
-        if isinstance(obj, _Session):
-            obj.engine.close()
-        elif obj is not None:
-            with _lock:
-                _handles[session] = obj  # not a session: put it back
-            raise _Status(MIVL_ERR_INVALID_HANDLE, f"{session} is not a session handle")
-    return _call(run)
-
-
-# ---- requests ---------------------------------------------------------------------------------
 def mivl_request_create(session: int, out_request: Out) -> int:
-    return _call(lambda: setattr(out_request, "value", _new(_Request(_get(session, _Session)))))
+    def mivl_request_create():
+        out = _out(out_request)
+        s = _get(session, _Session)
+        h = _new(_Request(s))
+        with _lock:
+            s.requests.add(h)
+        out.value = h
+    return _call(mivl_request_create)
 
 
-def _editable(request: int) -> _Request:
+def _editable(request: int) -> "_Request":
     r = _get(request, _Request)
     if r.gen is not None or r.finished:
         raise _Status(MIVL_ERR_STATE, "the request has started generating; create a new request")
@@ -154,114 +241,159 @@ def _editable(request: int) -> _Request:
 
 
 def mivl_request_set_question(request: int, text) -> int:
-    return _call(lambda: setattr(_editable(request).req, "question", _text(text)))
+    def mivl_request_set_question():
+        r = _editable(request)
+        r.req.question = _text("question", text)
+    return _call(mivl_request_set_question)
 
 
 def _image(image, channels: str):
     """A path (str or UTF-8 bytes) or a uint8 array -> RGB array, decoded now (errors surface here)."""
     from .image_io import load_rgb
 
-    return load_rgb(_text(image) if isinstance(image, (bytes, bytearray)) else image, channels=channels)
+    if isinstance(image, (bytes, bytearray, str)):
+        return load_rgb(args.path_like("image path", image), channels=channels)
+    return load_rgb(image, channels=channels)
 
 
 def mivl_request_add_image(request: int, image) -> int:
     """Append an image: a file path, or an (H, W, 3) uint8 array in the request's channel order."""
-    def run():
+    def mivl_request_add_image():
         r = _editable(request)
         r.req.images.append(_image(image, r.req.channels))
-    return _call(run)
+    return _call(mivl_request_add_image)
 
 
 def mivl_request_add_image_data(request: int, data) -> int:
     """Append an encoded image (JPEG, PNG, ... bytes)."""
-    def run():
+    def mivl_request_add_image_data():
         from .image_io import load_rgb
 
         r = _editable(request)
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise _Status(MIVL_ERR_INVALID_ARGUMENT, f"image data must be bytes, got {type(data).__name__}")
         r.req.images.append(load_rgb(bytes(data)))
-    return _call(run)
+    return _call(mivl_request_add_image_data)
 
 
 def mivl_request_add_camera(request: int, name, image) -> int:
     """Set one of the six cameras (CAM_FRONT, ...): a path or an array, like add_image."""
-    def run():
+    def mivl_request_add_camera():
+        from .multiview import CAMERAS
+
         r = _editable(request)
+        cam = _text("camera name", name)
+        if cam not in CAMERAS:
+            raise _Status(MIVL_ERR_INVALID_ARGUMENT, f"unknown camera {cam!r}; the six are {', '.join(CAMERAS)}")
+        frame = _image(image, r.req.channels)
         if r.req.cameras is None:
             r.req.cameras = {}
-        r.req.cameras[_text(name)] = _image(image, r.req.channels)
-    return _call(run)
+        r.req.cameras[cam] = frame
+    return _call(mivl_request_add_camera)
 
 
 def mivl_request_set_video(request: int, path) -> int:
-    return _call(lambda: setattr(_editable(request).req, "video", _text(path)))
+    def mivl_request_set_video():
+        r = _editable(request)
+        r.req.video = args.path_like("video path", path)
+    return _call(mivl_request_set_video)
 
 
-OPTIONS = {"max_new_tokens": int, "temperature": float, "top_p": float, "seed": int, "max_tiles": int,
-           "num_frames": int, "channels": str}
+# name -> check of one value (the same checks Request.checked applies)
+OPTIONS = {
+    "max_new_tokens": lambda v: args.integer("max_new_tokens", v, 1, None),
+    "temperature": lambda v: args.real("temperature", v, 0.0, 5.0),
+    "top_p": lambda v: args.real("top_p", v, 0.0, 1.0, lo_open=True),
+    "seed": lambda v: args.integer("seed", v, 0, 2 ** 64 - 1),
+    "max_tiles": lambda v: args.integer("max_tiles", v, 1, None),
+    "num_frames": lambda v: args.integer("num_frames", v, 1, None),
+    "channels": lambda v: args.choice("channels", _text("channels", v), ("RGB", "BGR")),
+}
 
 
 def mivl_request_set_option(request: int, name, value) -> int:
-    def run():
-        key = _text(name)
+    """Set a decoding option (integers and numbers as such; channels as text)."""
+    def mivl_request_set_option():
+        r = _editable(request)
+        key = _text("option name", name)
         if key not in OPTIONS:
             raise _Status(MIVL_ERR_INVALID_ARGUMENT, f"unknown option {key!r}; known: {', '.join(OPTIONS)}")
-        try:
-            v = OPTIONS[key](_text(value) if OPTIONS[key] is str else value)
-        except (TypeError, ValueError):
-            raise _Status(MIVL_ERR_INVALID_ARGUMENT, f"option {key} takes {OPTIONS[key].__name__}, "
-                          f"got {value!r}") from None
-        setattr(_editable(request).req, key, v)
-    return _call(run)
+        setattr(r.req, key, OPTIONS[key](value))
+    return _call(mivl_request_set_option)
 
 
 def mivl_request_generate_next(request: int, out_token: Out) -> int:
-    """Decode one token into out_token: MIVL_OK, or MIVL_DONE when the answer is complete."""
+    """Decode one token into out_token: MIVL_OK, MIVL_DONE when the answer is complete, or
+    MIVL_ERR_CANCELLED when its session was destroyed meanwhile."""
     state = {}
 
-    def run():
+    def mivl_request_generate_next():
+        out = _out(out_token)
         r = _get(request, _Request)
-        if r.finished:
-            state["done"] = True
-            return
-        if r.gen is None:
-            r.gen = r.session.engine.start(r.req)
-        n = len(r.gen.tokens)
-        if r.gen.step() is None or len(r.gen.tokens) == n:
-            r.finished = True
-            state["done"] = True
-            return
-        out_token.value = r.gen.tokens[-1]
-    code = _call(run)
+        with r.busy:
+            if r.finished:
+                state["done"] = True
+                return
+            if r.gen is None:
+                r.gen = r.session.engine.start(r.req, cancel=lambda: r.destroyed)
+                if r.destroyed:            # destroyed while it started: hand the turn back
+                    r.gen.close()
+            n = len(r.gen.tokens)
+            r.gen.step()
+            if r.gen.cancelled:
+                r.finished = True
+                raise Cancelled("the generation was cancelled: its session or request was destroyed")
+            if len(r.gen.tokens) == n:
+                r.finished = True
+                state["done"] = True
+                return
+            out.value = r.gen.tokens[-1]
+    code = _call(mivl_request_generate_next)
     return MIVL_DONE if code == MIVL_OK and state.get("done") else code
 
 
+def mivl_request_is_done(request: int, out_done: Out) -> int:
+    """out_done: 1 when the answer is complete (or was cancelled), else 0."""
+    def mivl_request_is_done():
+        out = _out(out_done)
+        out.value = int(_get(request, _Request).finished)
+    return _call(mivl_request_is_done)
+
+
 def mivl_request_get_text(request: int, out_text: Out) -> int:
-    def run():
+    def mivl_request_get_text():
+        out = _out(out_text)
         r = _get(request, _Request)
-        out_text.value = r.gen.text if r.gen is not None else ""
-    return _call(run)
+        out.value = r.gen.text if r.gen is not None else ""
+    return _call(mivl_request_get_text)
 
 
-def mivl_request_get_timings(request: int, out_timings: Out) -> int:
-    def run():
+TIMINGS = ("preprocess_s", "vision_s", "prefill_s", "decode_s", "prompt_tokens", "reused_tokens", "new_tokens",
+           "decode_tokens_per_s", "time_to_first_token_s")
+
+
+def mivl_request_get_timing(request: int, name, out_value: Out) -> int:
+    """One timing figure by name (seconds, counts, tokens/s): see TIMINGS."""
+    def mivl_request_get_timing():
+        out = _out(out_value)
         r = _get(request, _Request)
+        key = _text("timing name", name)
+        if key not in TIMINGS:
+            raise _Status(MIVL_ERR_INVALID_ARGUMENT, f"unknown timing {key!r}; known: {', '.join(TIMINGS)}")
         if r.gen is None:
             raise _Status(MIVL_ERR_STATE, "no timings before the first generate_next")
-        out_timings.value = r.gen.timings.to_dict()
-    return _call(run)
+        out.value = getattr(r.gen.timings, key)
+    return _call(mivl_request_get_timing)
 
 
 def mivl_request_destroy(request: int) -> int:
-    def run():
+    def stop(r: _Request):
         with _lock:
-            obj = _handles.get(request) if isinstance(request, int) else None
-            if isinstance(obj, _Request):
-                del _handles[request]
-        if isinstance(obj, _Request) and obj.gen is not None:
-            obj.gen.close()  # releases the session for the next request
-        elif obj is not None and not isinstance(obj, _Request):
-            raise _Status(MIVL_ERR_INVALID_HANDLE, f"{request} is not a request handle")
-    return _call(run)
+            r.session.requests.discard(request)
+        r.destroyed = True
+        if r.gen is not None:
+            r.gen.close()             # hands the session's turn to the next request
+    return _destroy(request, _Request, "mivl_request_destroy", stop)
 
 
 def mivl_last_error_message() -> str:

@@ -10,7 +10,7 @@ import argparse
 import json
 import sys
 
-from .errors import MivlError
+from ..errors import MivlError
 
 
 def ask_parser() -> argparse.ArgumentParser:
@@ -30,6 +30,8 @@ def ask_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--threads", type=int)
     p.add_argument("--n-ctx", type=int)
+    p.add_argument("--ground", metavar="PHRASE", help="ask for the bounding box of PHRASE (InternVL's grounding "
+                   "prompt; the phrase is plain text) instead of QUESTION; pass '' as QUESTION")
     p.add_argument("--stream", action="store_true", help="print the answer as it is decoded")
     p.add_argument("--json", action="store_true", help="print text, token_ids, objects and timings as JSON")
     return p
@@ -50,17 +52,20 @@ def parse_cams(items: list[str]) -> dict | None:
 def main_ask(argv) -> int:
     from .session import Session
 
+    from .chunks import grounding_question
+
     a = ask_parser().parse_args(argv)
+    question = grounding_question(a.ground) if a.ground else a.question
     with Session(a.bundle, device=a.device, threads=a.threads, n_ctx=a.n_ctx) as s:
         kw = dict(images=a.image or None, cameras=parse_cams(a.cam), video=a.video, num_frames=a.frames,
                   max_new_tokens=a.max_new_tokens, temperature=a.temperature, top_p=a.top_p, seed=a.seed,
                   max_tiles=a.max_tiles)
         if a.stream and not a.json:
-            for piece in s.ask(a.question, stream=True, **kw):
+            for piece in s.ask(question, stream=True, **kw):
                 print(piece, end="", flush=True)
             print()
             return 0
-        ans = s.ask(a.question, **kw)
+        ans = s.ask(question, **kw)
         if a.json:
             print(json.dumps({**ans.to_dict(), "backends": s.backends}, ensure_ascii=False, indent=2))
         else:
@@ -75,7 +80,8 @@ def main_ask(argv) -> int:
 
 
 def main_info(argv) -> int:
-    from ..runtimes.vision_ort import available_providers
+    from ..runtimes.backends import llama_has_gpu
+    from ..runtimes.ort import available_providers
     from .bundle import open_bundle
 
     p = argparse.ArgumentParser(prog="mivl info", description="Describe a bundle and this machine's backends.")
@@ -94,7 +100,7 @@ def main_info(argv) -> int:
         print(json.dumps(r, indent=2) if a.json else format_budget(r))
         return 0
     info = {"manifest": b.manifest, "report": b.report(),
-            "backends_here": {"onnxruntime": available_providers(), "llama_cpp_gpu": _llama_gpu()}}
+            "backends_here": {"onnxruntime": available_providers(), "llama_cpp_gpu": llama_has_gpu()}}
     if a.json:
         print(json.dumps(info, indent=2, ensure_ascii=False))
         return 0
@@ -147,24 +153,29 @@ def main_eval(argv) -> int:
     return 0
 
 
-def _llama_gpu() -> bool:
-    try:
-        import llama_cpp
-        return bool(llama_cpp.llama_supports_gpu_offload())
-    except Exception:
-        return False
+COMMANDS = {"ask": (main_ask, "ask a bundle a question about images, six cameras or a video"),
+            "info": (main_info, "describe a bundle, this machine's backends, and (--budget) its memory needs"),
+            "eval": (main_eval, "accuracy on held-out synthetic driving questions")}
 
 
-COMMANDS = {"ask": main_ask, "info": main_info, "eval": main_eval}
+def usage() -> str:
+    lines = ["usage: mivl COMMAND [options]   (mivl COMMAND --help for its options)", "", "commands:"]
+    lines += [f"  {name:<6} {text}" for name, (_, text) in COMMANDS.items()]
+    return "\n".join(lines)
 
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] in (["-h"], ["--help"]):
+        print(usage())
+        return 0
     if not argv or argv[0] not in COMMANDS:
-        print("usage: mivl {ask,info,eval} ...  (mivl ask -h for help)", file=sys.stderr)
+        print(usage(), file=sys.stderr)
+        if argv:
+            print(f"\nmivl: error: unknown command {argv[0]!r}", file=sys.stderr)
         return 2
     try:
-        return COMMANDS[argv[0]](argv[1:])
+        return COMMANDS[argv[0]][0](argv[1:])
     except MivlError as e:
         print(f"mivl: error: {e}", file=sys.stderr)
         return 2

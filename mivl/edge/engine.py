@@ -1,12 +1,20 @@
 """The one implementation under both the Pythonic Session and the C-API-like handles.
 
-An Engine owns a bundle's vision backend and LLM. `start(request)` preprocesses, runs the vision
-encoder, builds the prompt exactly as the reference does, checks it against the context, and
-prefills the LLM (text tokens and image embeddings interleaved, the shared prefix reused from the
-KV cache); the returned Generation then yields one token per `step()`.
+An Engine owns a bundle's vision backend and LLM. `start(request)` checks the request, preprocesses,
+runs the vision encoder, turns the request into chunks (mivl.edge.chunks: the prompt exactly as the
+reference builds it, caller text plain), checks them against the context, and prefills the LLM
+(text ids and image embeddings in order, the shared text prefix reused from the KV cache); the
+returned Generation then yields one token per `step()`.
 
-Thread safety: one Engine runs one generation at a time; `start` takes the engine's lock and the
-Generation releases it when it finishes or is closed. A second thread blocks until then.
+Lifetimes and threads. The engine owns its native resources and one "turn": at most one live
+Generation at a time. All state changes go through the engine's own methods under its condition
+variable (`_turn`); every native call runs under its mutex (`_native`), and checks that the engine
+is open and the generation still live, so:
+- a second thread's `start` waits until the live generation finishes or is closed;
+- a `start` from the thread that owns the live generation cancels it (an abandoned stream cannot
+  block its own thread);
+- `close()` cancels the live generation, waits at most for the native step in progress (prefill
+  stops between batches), frees the backends once, and returns; later calls say "closed".
 """
 from __future__ import annotations
 
@@ -16,13 +24,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import chunks
 from .bundle import Bundle
-from .errors import InputError, MivlError
+from .errors import ContextError, InputError, MivlError
 from .multiview import preprocess_cameras
 from .parse import parse_objects
 from .preprocess import TileBatch, preprocess_frames, preprocess_images
-from .prompt import ANSWER_MARKUP, build_prompt, get_template, video_prefix
-from .request import Request
+from .prompt import ANSWER_MARKUP, get_template
+from .request import Limits, Request
 
 
 @dataclass
@@ -50,16 +59,8 @@ class Timings:
         return d
 
 
-def split_runs(ids: list[int], img_id: int) -> list[tuple[str, object]]:
-    """Prompt ids -> [('t', ids), ('e', n_image_tokens), ...] in order."""
-    runs, i = [], 0
-    while i < len(ids):
-        j, is_img = i, ids[i] == img_id
-        while j < len(ids) and (ids[j] == img_id) == is_img:
-            j += 1
-        runs.append(("e", j - i) if is_img else ("t", ids[i:j]))
-        i = j
-    return runs
+class Cancelled(MivlError):
+    """The generation was closed (by its owner, a newer request of its thread, or the session)."""
 
 
 class Utf8Stream:
@@ -86,20 +87,27 @@ class Engine:
         specials = bundle.prompt.get("special_tokens", {})
         self.markup_ids = {specials[t] for t in ANSWER_MARKUP if t in specials}
         self.pre = bundle.preprocessing
-        self.lock = threading.Lock()
+        self.tokens_per_tile = int(bundle.prompt["tokens_per_tile"])
+        self.limits = Limits(n_ctx=int(llm.n_ctx), tokens_per_tile=self.tokens_per_tile)
+        self._native = threading.Lock()      # held around every native call
+        self._turn = threading.Condition()   # guards _live and closed
+        self._live: Generation | None = None
         self.kv_ids: list[int] = []          # token ids whose KV is in the cache (text prefix only)
         self.closed = False
         self.gpu_pre = None                  # fused CUDA preprocessing, when a GPU runs the vision
+        need = chunks.n_tokens(self.chunks(Request("?"), None)) + 16
+        if self.llm.n_ctx < need:
+            raise InputError(f"n_ctx must be at least {need} for this bundle (its chat template and a short "
+                             f"question take {need - 16} tokens); got {self.llm.n_ctx}")
 
     def enable_gpu_preprocessing(self) -> str:
         """Use the fused CUDA kernels for single images and six cameras; returns what was chosen."""
         try:
             from ..runtimes.kernels import gpu_backend
-            from ..runtimes.kernels.preprocessor import Preprocessor
+            from .gpu_preprocess import Preprocessor
 
             self.gpu_pre = Preprocessor(gpu_backend(), self.pre)
-            if hasattr(self.vision, "use_kernels"):      # split vision: unshuffle + LayerNorm on the GPU
-                self.vision.use_kernels(self.gpu_pre)
+            self.vision.use_kernels(self.gpu_pre)   # split vision: unshuffle + LayerNorm on the GPU
             return "cuda kernels"
         except MivlError as e:
             return f"numpy (cuda kernels unavailable: {e})"
@@ -153,55 +161,121 @@ class Engine:
                                      channels=req.channels), sizes
         return None, sizes
 
-    def prompt_ids(self, req: Request, tiles: TileBatch | None) -> list[int]:
+    def chunks(self, req: Request, tiles: TileBatch | None) -> list[chunks.Chunk]:
+        """The request as the LLM is fed it (the one path: mivl.edge.chunks)."""
         per_image = tiles.tiles_per_image if tiles is not None else []
-        question = req.question
-        if req.video is not None and tiles is not None and "<image>" not in question and not req.history:
-            question = video_prefix(len(per_image)) + question
-        text = build_prompt(self.template, question, per_image, req.history or None,
-                            tokens_per_tile=int(self.bundle.prompt["tokens_per_tile"]))
-        return self.llm.tokenize(text, add_bos=bool(self.bundle.prompt.get("add_bos")), parse_special=True)
+        return chunks.prompt_chunks(self.template, req.question, per_image, self.tokens_per_tile, self.llm,
+                                    bool(self.bundle.prompt.get("add_bos")), req.history,
+                                    video=req.video is not None)
 
-    def check_fits(self, ids: list[int], req: Request, tiles: TileBatch | None) -> None:
-        need = len(ids) + 1
+    def prompt_ids(self, req: Request, tiles: TileBatch | None) -> list[int]:
+        return chunks.flat_ids(self.chunks(req, tiles), self.img_id)
+
+    def check_fits(self, n_prompt: int, tiles: TileBatch | None) -> None:
+        need = n_prompt + 1
         if need > self.llm.n_ctx:
-            per_tile = int(self.bundle.prompt["tokens_per_tile"])
             n_tiles = tiles.n_tiles if tiles is not None else 0
-            raise InputError(f"the prompt is {len(ids)} tokens ({n_tiles} tiles x {per_tile} image "
-                             f"tokens + text) but the context holds {self.llm.n_ctx}: "
-                             f"{need - self.llm.n_ctx} too many. Lower max_tiles, use fewer "
-                             f"images/frames, or open the session with a larger n_ctx")
+            raise ContextError(f"the prompt is {n_prompt} tokens ({n_tiles} tiles x {self.tokens_per_tile} image "
+                               f"tokens + text) but the context holds {self.llm.n_ctx}: "
+                               f"{need - self.llm.n_ctx} too many. Lower max_tiles, use fewer "
+                               f"images/frames, or open the session with a larger n_ctx")
+
+    # ---- the turn: one live generation --------------------------------------------------------
+    def _claim(self, gen: "Generation") -> None:
+        with self._turn:
+            while True:
+                if self.closed:
+                    raise MivlError("the session is closed; open a new Session")
+                live = self._live
+                if live is None:
+                    break
+                if live.thread == gen.thread:     # abandoned by this very thread: it cannot be iterating it
+                    live.cancelled = True
+                    self._live = None
+                    break
+                self._turn.wait()
+            self._live = gen
+
+    def release(self, gen: "Generation") -> None:
+        """End gen's turn (idempotent); the next waiting request may start."""
+        with self._turn:
+            gen.cancelled = gen.cancelled or not gen.done
+            gen.done = True
+            if self._live is gen:
+                self._live = None
+                self._turn.notify_all()
+
+    def is_live(self, gen: "Generation") -> bool:
+        return self._live is gen and not self.closed
 
     # ---- prefill ----------------------------------------------------------------------------
-    def prefill(self, ids: list[int], feats: np.ndarray | None) -> int:
-        """Evaluate the prompt, reusing the cached text prefix; returns reused token count."""
-        first_img = ids.index(self.img_id) if self.img_id in ids else len(ids)
-        common = 0
-        limit = min(len(self.kv_ids), first_img, len(ids) - 1)
-        while common < limit and self.kv_ids[common] == ids[common]:
-            common += 1
-        self.llm.reset(keep=common)
-        self.kv_ids = self.kv_ids[:common]
-        k = 0
+    def prefill(self, gen: "Generation", prompt: list[chunks.Chunk], feats: np.ndarray | None) -> int:
+        """Evaluate the prompt, reusing the cached text prefix; returns reused token count.
+        Runs batch by batch under the native mutex, stopping when gen is no longer live."""
+        ids = chunks.flat_ids(prompt, self.img_id)
+        first_img = ids.index(self.img_id) if any(isinstance(c, chunks.Image) for c in prompt) else len(ids)
+        with self._native:
+            self._check_live(gen)
+            common = 0
+            limit = min(len(self.kv_ids), first_img, len(ids) - 1)
+            while common < limit and self.kv_ids[common] == ids[common]:
+                common += 1
+            self.llm.reset(keep=common)
+            self.kv_ids = self.kv_ids[:common]
         try:
-            for kind, v in split_runs(ids[common:], self.img_id):
-                if kind == "t":
-                    self.llm.eval_tokens(v)
-                else:
-                    self.llm.eval_embeddings(feats[k:k + v])
-                    k += v
+            pos, k = 0, 0
+            for c in prompt:
+                n = len(c.ids) if isinstance(c, chunks.Text) else c.n_tokens
+                lo = max(common - pos, 0)          # part of this chunk already in the cache
+                for b in range(lo, n, self.llm.n_batch):
+                    hi = min(b + self.llm.n_batch, n)
+                    with self._native:
+                        self._check_live(gen)
+                        if isinstance(c, chunks.Text):
+                            self.llm.eval_tokens(list(c.ids[b:hi]))
+                        else:
+                            self.llm.eval_embeddings(feats[k + b:k + hi])
+                if isinstance(c, chunks.Image):
+                    k += n
+                pos += n
         except BaseException:
-            self.llm.reset()
-            self.kv_ids = []
+            with self._native:
+                if not self.closed:
+                    self.llm.reset()
+                self.kv_ids = []
             raise
         self.kv_ids = ids[:first_img]  # reusable by the next prompt: the text before any image
         return common
 
-    def start(self, req: Request) -> "Generation":
+    def _check_live(self, gen: "Generation") -> None:
+        """Under _native: the engine is open and gen still owns the turn."""
         if self.closed:
-            raise MivlError("the session is closed")
-        req.validate()
-        t = Timings()
+            raise Cancelled("the session was closed during this request")
+        if not self.is_live(gen) or (gen.cancel_fn is not None and gen.cancel_fn()):
+            raise Cancelled("the request was cancelled (closed, or replaced by a newer request of its thread)")
+
+    def encode(self, req: Request, device_tiles, tiles: TileBatch | None) -> np.ndarray | None:
+        """Image features (n_tokens, n_embd) of the request's tiles, under the native mutex."""
+        with self._native:
+            if self.closed:
+                raise Cancelled("the session was closed during this request")
+            if device_tiles is not None:
+                feats = self.vision.run_device(device_tiles[0])
+            elif tiles is not None:
+                feats = self.vision(tiles.pixels)
+            else:
+                return None
+        return feats.reshape(-1, feats.shape[-1])
+
+    def start(self, req: Request, cancel=None) -> "Generation":
+        """Check, preprocess, encode and prefill `req`; `cancel()` (optional) is polled between
+        prefill batches and decode steps: when it returns true the generation stops."""
+        if self.closed:
+            raise MivlError("the session is closed; open a new Session")
+        req = req.checked(self.limits)
+        gen = Generation(self, req)
+        gen.cancel_fn = cancel
+        t = gen.timings
         t0 = time.perf_counter()
         device_tiles = self.gpu_tiles(req)
         if device_tiles is not None:
@@ -211,65 +285,89 @@ class Engine:
             cam_sizes = {} if "image" in sizes else sizes
         else:
             tiles, cam_sizes = self.tiles(req)
-        ids = self.prompt_ids(req, tiles)
-        self.check_fits(ids, req, tiles)
+        prompt = self.chunks(req, tiles)
+        n_prompt = chunks.n_tokens(prompt)
+        self.check_fits(n_prompt, tiles)
         t.preprocess_s = time.perf_counter() - t0
-        feats = None
-        if device_tiles is not None:
-            t1 = time.perf_counter()
-            feats = self.vision.run_device(device_tiles[0])
-            feats = feats.reshape(-1, feats.shape[-1])
-            t.vision_s = time.perf_counter() - t1
-        elif tiles is not None:
-            t1 = time.perf_counter()
-            feats = self.vision(tiles.pixels)
-            feats = feats.reshape(-1, feats.shape[-1])
-            t.vision_s = time.perf_counter() - t1
-        n_img = ids.count(self.img_id)
-        if (feats.shape[0] if feats is not None else 0) != n_img:
-            raise MivlError(f"prompt has {n_img} image tokens but the vision encoder gave "
-                            f"{0 if feats is None else feats.shape[0]} features")
-        self.lock.acquire()
+        self._claim(gen)
         try:
-            if self.closed:
-                raise MivlError("the session is closed")
+            t1 = time.perf_counter()
+            feats = self.encode(req, device_tiles, tiles)
+            t.vision_s = time.perf_counter() - t1 if feats is not None else 0.0
+            n_img = sum(c.n_tokens for c in prompt if isinstance(c, chunks.Image))
+            if (feats.shape[0] if feats is not None else 0) != n_img:
+                raise MivlError(f"prompt has {n_img} image tokens but the vision encoder gave "
+                                f"{0 if feats is None else feats.shape[0]} features")
             t2 = time.perf_counter()
-            t.reused_tokens = self.prefill(ids, feats)
+            t.reused_tokens = self.prefill(gen, prompt, feats)
             t.prefill_s = time.perf_counter() - t2
         except BaseException:
-            self.lock.release()
+            self.release(gen)
             raise
-        t.prompt_tokens = len(ids)
-        image_size = tiles.sizes[0] if tiles is not None and len(tiles.sizes) == 1 else None
-        return Generation(self, req, ids, t, image_size, cam_sizes)
+        t.prompt_tokens = n_prompt
+        gen.prompt_ids = chunks.flat_ids(prompt, self.img_id)
+        gen.image_size = tiles.sizes[0] if tiles is not None and len(tiles.sizes) == 1 else None
+        gen.cam_sizes = cam_sizes
+        return gen
+
+    def decode_step(self, gen: "Generation") -> int | None:
+        """One token of gen under the native mutex: the next id, or None at a stop token."""
+        with self._native:
+            self._check_live(gen)
+            llm = self.llm
+            tok = gen.pick(llm.logits())
+            if tok in self.stop_ids or llm.is_eog(tok):
+                return None
+            gen.tokens.append(tok)
+            gen.pending = llm.piece(tok, special=tok in self.markup_ids)
+            if len(gen.tokens) < gen.req.max_new_tokens and llm.n_past + 1 <= llm.n_ctx:
+                llm.eval_tokens([tok])
+            else:
+                gen.full = True
+            return tok
 
     def close(self) -> None:
-        with self.lock:
+        """Cancel the live generation, free the backends once (in order: LLM, vision), return."""
+        with self._turn:
             if self.closed:
                 return
             self.closed = True
+            if self._live is not None:
+                self._live.cancelled = True
+                self._live = None
+            self._turn.notify_all()
+        with self._native:                 # waits at most for the native step in progress
             self.llm.close()
             self.vision.close()
 
 
 class Generation:
-    """Token-by-token decoding of one request; holds the engine's lock until done or closed."""
+    """Token-by-token decoding of one request; owns the engine's turn until done or closed."""
 
-    def __init__(self, engine: Engine, req: Request, prompt_ids, timings: Timings, image_size, cam_sizes):
-        self.engine, self.req, self.prompt_ids, self.timings = engine, req, prompt_ids, timings
-        self.image_size, self.cam_sizes = image_size, cam_sizes
+    def __init__(self, engine: Engine, req: Request):
+        self.engine, self.req = engine, req
+        self.thread = threading.get_ident()
+        self.timings = Timings()
+        self.prompt_ids: list[int] = []
+        self.image_size, self.cam_sizes = None, {}
         self.tokens: list[int] = []
         self.text = ""
         self.done = False
+        self.cancelled = False
         self.stopped = False
+        self.full = False                     # max_new_tokens or the context reached
+        self.pending = b""
+        self.cancel_fn = None
         self.rng = np.random.default_rng(req.seed)
         self.utf8 = Utf8Stream()
 
-    def _pick(self, logits: np.ndarray) -> int:
+    def pick(self, logits: np.ndarray) -> int:
         if self.req.temperature <= 0:
             return int(np.argmax(logits))
-        z = logits.astype(np.float64) / self.req.temperature
-        p = np.exp(z - z.max())
+        z = logits.astype(np.float64)
+        with np.errstate(over="ignore"):             # a tiny temperature sends the others to -inf: fine
+            z = (z - z.max()) / self.req.temperature # max 0, others <= 0: never NaN, any temperature
+        p = np.exp(z)
         p /= p.sum()
         if self.req.top_p < 1.0:
             order = np.argsort(-p, kind="stable")
@@ -281,41 +379,42 @@ class Generation:
         return int(self.rng.choice(len(p), p=p))
 
     def step(self) -> str | None:
-        """Decode one token; returns the new text (maybe ''), or None when finished."""
+        """Decode one token; returns the new text (maybe ''), or None when finished or cancelled."""
         if self.done:
             return None
-        llm = self.engine.llm
         t0 = time.perf_counter()
         try:
-            tok = self._pick(llm.logits())
-            if tok in self.engine.stop_ids or llm.is_eog(tok):
-                self.stopped = True
-                return self._finish(t0)
-            self.tokens.append(tok)
-            delta = self.utf8.push(llm.piece(tok, special=tok in self.engine.markup_ids))
-            self.text += delta  # _finish appends the flushed tail itself
-            if len(self.tokens) >= self.req.max_new_tokens or llm.n_past + 1 > llm.n_ctx:
-                return delta + self._finish(t0)
-            llm.eval_tokens([tok])
-            self.timings.decode_s += time.perf_counter() - t0
-            self.timings.new_tokens = len(self.tokens)
-            return delta
+            tok = self.engine.decode_step(self)
+        except Cancelled:
+            self.cancelled = True
+            self.close()
+            return None
         except BaseException:
             self.close()
             raise
+        if tok is None:
+            self.stopped = True
+            return self._finish(t0)
+        delta = self.utf8.push(self.pending)
+        self.text += delta
+        if self.full:
+            return delta + self._finish(t0)
+        self.timings.decode_s += time.perf_counter() - t0
+        self.timings.new_tokens = len(self.tokens)
+        return delta
 
     def _finish(self, t0: float) -> str:
         self.timings.decode_s += time.perf_counter() - t0
         self.timings.new_tokens = len(self.tokens)
         tail = self.utf8.flush()
         self.text += tail
-        self.close()
+        self.done = True
+        self.engine.release(self)
         return tail
 
     def close(self) -> None:
-        if not self.done:
-            self.done = True
-            self.engine.lock.release()
+        """Stop generating (idempotent); the engine may then serve the next request."""
+        self.engine.release(self)
 
     @property
     def objects(self) -> list:

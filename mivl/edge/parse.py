@@ -3,17 +3,25 @@
 `<ref>phrase</ref><box>[[x1, y1, x2, y2]]</box>` boxes are in 0..1000 of the image (x by width,
 y by height) and come back also in pixels of that image. DriveLM's `<c{id},CAM_X,x,y>` gives a
 point in 0..1000 of the stitched six-camera canvas, mapped back to the named camera's pixels.
+
+The text is a model's output, so nothing about it is trusted: the scan is linear in its length
+(every search starts where the previous one ended, every number has a bounded length), nothing in
+it raises, and every coordinate is finite and clamped (0..1000, and inside the image or camera).
 """
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import asdict, dataclass
 
 from .multiview import CAMERAS, CANVAS_H, CANVAS_W, CELL_H, CELL_W
 
-BOX = re.compile(r"(?:<ref>(?P<label>.*?)</ref>\s*)?<box>\s*\[(?P<boxes>.*?)\]\s*</box>", re.S)
-ONE_BOX = re.compile(r"\[\s*(-?[\d.]+)\s*,\s*(-?[\d.]+)\s*,\s*(-?[\d.]+)\s*,\s*(-?[\d.]+)\s*\]")
-DRIVELM = re.compile(r"<c(?P<id>\d+),(?P<cam>CAM_[A-Z_]+),(?P<x>-?[\d.]+),(?P<y>-?[\d.]+)>")
+NUMBER = r"-?\d{1,12}(?:\.\d{0,12})?"            # bounded: no 4,300-digit int() conversions
+ONE_BOX = re.compile(r"\[\s*(" + NUMBER + r")\s*,\s*(" + NUMBER + r")\s*,\s*(" + NUMBER + r")\s*,\s*("
+                     + NUMBER + r")\s*\]")
+DRIVELM = re.compile(r"<c(?P<id>\d{1,9}),(?P<cam>CAM_[A-Z_]{1,16}),(?P<x>" + NUMBER + r"),(?P<y>"
+                     + NUMBER + r")>")
+MAX_LABEL = 512                                   # characters kept of a <ref> phrase
 
 
 @dataclass
@@ -39,17 +47,44 @@ class CameraPoint:
         return asdict(self)
 
 
+def _coord(s: str) -> float:
+    """A matched NUMBER as a coordinate in 0..1000 (the pattern admits only finite values)."""
+    v = float(s)
+    return min(1000.0, max(0.0, v)) if math.isfinite(v) else 0.0
+
+
+def _label_before(text: str, box_start: int, floor: int) -> str | None:
+    """The phrase of a `<ref>...</ref>` that ends just before a box (whitespace between), looked
+    for only after `floor` (the end of the previous box), so no character is searched twice."""
+    end = box_start
+    while end > floor and text[end - 1].isspace():
+        end -= 1
+    if not text.startswith("</ref>", end - 6) or end - 6 < floor:
+        return None
+    open_at = text.rfind("<ref>", floor, end - 6)
+    if open_at < 0:
+        return None
+    return text[open_at + 5:end - 6].strip()[:MAX_LABEL]
+
+
 def parse_boxes(text: str, image_size: tuple[int, int] | None = None) -> list[Box]:
-    out = []
-    for m in BOX.finditer(text):
-        label = m.group("label").strip() if m.group("label") is not None else None
-        for b in ONE_BOX.finditer("[" + m.group("boxes") + "]"):
-            box = tuple(min(1000.0, max(0.0, float(v))) for v in b.groups())
+    out, pos, floor = [], 0, 0
+    while True:
+        start = text.find("<box>", pos)
+        if start < 0:
+            break
+        end = text.find("</box>", start + 5)
+        if end < 0:                        # no closer after this opener: none after later ones either
+            break
+        label = _label_before(text, start, floor)
+        for b in ONE_BOX.finditer(text, start + 5, end):
+            box = tuple(_coord(v) for v in b.groups())
             px = None
             if image_size:
                 w, h = image_size
                 px = (box[0] / 1000 * w, box[1] / 1000 * h, box[2] / 1000 * w, box[3] / 1000 * h)
             out.append(Box(label, box, px))
+        pos = floor = end + 6
     return out
 
 
@@ -60,7 +95,7 @@ def parse_camera_points(text: str, camera_sizes: dict[str, tuple[int, int]] | No
         cam = m.group("cam")
         if cam not in CAMERAS:
             continue
-        x, y = float(m.group("x")), float(m.group("y"))
+        x, y = _coord(m.group("x")), _coord(m.group("y"))
         col, row = CAMERAS.index(cam) % 3, CAMERAS.index(cam) // 3
         cx = x / 1000 * CANVAS_W - col * CELL_W
         cy = y / 1000 * CANVAS_H - row * CELL_H

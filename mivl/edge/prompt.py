@@ -6,12 +6,13 @@ each into its single id, which is always read from the tokenizer, never hard-cod
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
+from . import chunks
+from .chunks import IMAGE_PLACEHOLDER, IMG_CONTEXT, IMG_END, IMG_START
 from .errors import InputError
 
-IMG_START, IMG_END, IMG_CONTEXT = "<img>", "</img>", "<IMG_CONTEXT>"
-IMAGE_PLACEHOLDER = "<image>"
 INTERNVL_SPECIAL_TOKENS = ("<img>", "</img>", "<IMG_CONTEXT>", "<quad>", "</quad>",
                            "<ref>", "</ref>", "<box>", "</box>")
 # Special tokens that are part of an answer's text (grounding markup): kept when answers are
@@ -33,22 +34,25 @@ class ChatTemplate:
     sep: str              # closes the system message and every completed turn
     stop: str             # the token that ends an answer
     default_system: str
+    specials: tuple[str, ...] = ()   # the special tokens the template itself writes
+
+    def markup(self, s: str) -> list:
+        """A string the template wrote, split into its special tokens (Markup) and text."""
+        from .chunks import Markup
+
+        if not self.specials:
+            return [s] if s else []
+        pattern = re.compile("(" + "|".join(re.escape(t) for t in sorted(self.specials, key=len, reverse=True)) + ")")
+        return [Markup(p) if p in self.specials else p for p in pattern.split(s) if p]
 
     def render(self, question: str, history: list[tuple[str, str]] = (),
                system: str | None = None) -> str:
         """Prompt text up to and including the assistant prefix of the new answer."""
-        sys_msg = self.default_system if system is None else system
-        out = [self.system_fmt.format(system=sys_msg) + self.sep]
-        for q, a in history:
-            out.append(self.user + q + self.sep)
-            out.append(self.assistant + a + self.sep)
-        out.append(self.user + question + self.sep)
-        out.append(self.assistant)
-        return "".join(out)
+        return segments_text(chunks.render(self, question, 0, history, system), [])
 
 
 _IM = dict(system_fmt="<|im_start|>system\n{system}", user="<|im_start|>user\n",
-           assistant="<|im_start|>assistant\n", stop="<|im_end|>")
+           assistant="<|im_start|>assistant\n", stop="<|im_end|>", specials=("<|im_start|>", "<|im_end|>"))
 TEMPLATES = {
     "Hermes-2": ChatTemplate("Hermes-2", sep="<|im_end|>", default_system=INTERNVL_SYSTEM, **_IM),
     "internlm2-chat": ChatTemplate("internlm2-chat", sep="<|im_end|>", default_system=INTERNVL_SYSTEM,
@@ -57,7 +61,8 @@ TEMPLATES = {
                                 **_IM),
     "phi3-chat": ChatTemplate("phi3-chat", system_fmt="<|system|>\n{system}", user="<|user|>\n",
                               assistant="<|assistant|>\n", sep="<|end|>", stop="<|end|>",
-                              default_system=INTERNVL_SYSTEM),
+                              default_system=INTERNVL_SYSTEM,
+                              specials=("<|system|>", "<|user|>", "<|assistant|>", "<|end|>")),
 }
 
 
@@ -81,8 +86,36 @@ def video_prefix(n_frames: int) -> str:
     return "".join(f"Frame{i + 1}: {IMAGE_PLACEHOLDER}\n" for i in range(n_frames))
 
 
+def segments_text(segments, tiles_per_image, tokens_per_tile: int = 256) -> str:
+    """Segments written out as InternVL's text prompt (markup as its token text, images as blocks)."""
+    out = []
+    for seg in segments:
+        if isinstance(seg, chunks.Slot):
+            out.append(image_block(tiles_per_image[seg.index], tokens_per_tile))
+        elif isinstance(seg, chunks.Markup):
+            out.append(seg.token)
+        else:
+            out.append(seg)
+    return "".join(out)
+
+
+def build_prompt(template: ChatTemplate | str, question, tiles_per_image: list[int] = (),
+                 history: list[tuple[str, str]] | None = None, system: str | None = None,
+                 tokens_per_tile: int = 256, video: bool = False) -> str:
+    """The full prompt text, as InternVL's `model.chat` builds it (for display: the runtime feeds
+    `chunks.prompt_chunks`, which is the same prompt with caller text kept plain).
+
+    With images and no history, a question without `<image>` gets `<image>\\n` prepended (one
+    image) or the `Image-k: <image>` lines (several images; `Frame{k}:` for video).
+    """
+    tpl = get_template(template) if isinstance(template, str) else template
+    tiles_per_image = list(tiles_per_image)
+    segs = chunks.render(tpl, question, len(tiles_per_image), history or [], system, video)
+    return segments_text(segs, tiles_per_image, tokens_per_tile)
+
+
 def expand_images(text: str, tiles_per_image: list[int], tokens_per_tile: int = 256) -> str:
-    """Replace each `<image>` by the next image's block, in order; counts must agree."""
+    """Replace each `<image>` of trusted text (a training record) by the next image's block."""
     n = text.count(IMAGE_PLACEHOLDER)
     if n != len(tiles_per_image):
         raise InputError(f"the prompt has {n} {IMAGE_PLACEHOLDER} placeholder(s) but "
@@ -90,22 +123,3 @@ def expand_images(text: str, tiles_per_image: list[int], tokens_per_tile: int = 
     for tiles in tiles_per_image:
         text = text.replace(IMAGE_PLACEHOLDER, image_block(tiles, tokens_per_tile), 1)
     return text
-
-
-def build_prompt(template: ChatTemplate | str, question: str, tiles_per_image: list[int] = (),
-                 history: list[tuple[str, str]] | None = None, system: str | None = None,
-                 tokens_per_tile: int = 256) -> str:
-    """The full prompt text, as InternVL's `model.chat` builds it.
-
-    With images and no history, a question without `<image>` gets `<image>\\n` prepended (one
-    image) or the `Image-k: <image>` lines (several images).
-    """
-    tpl = get_template(template) if isinstance(template, str) else template
-    tiles_per_image = list(tiles_per_image)
-    if tiles_per_image and not history and IMAGE_PLACEHOLDER not in question:
-        if len(tiles_per_image) == 1:
-            question = IMAGE_PLACEHOLDER + "\n" + question
-        else:
-            question = multi_image_prefix(len(tiles_per_image)) + question
-    text = tpl.render(question, history or [], system)
-    return expand_images(text, tiles_per_image, tokens_per_tile)

@@ -1,18 +1,43 @@
-"""What one question carries: text, its visual input, and decoding options (validated up front)."""
+"""What one question carries: text, its visual input, and decoding options.
+
+`Request.checked(limits)` is the boundary: it returns a copy in plain Python types (NumPy
+integers and floats accepted) or raises InputError naming the field, the value and the accepted
+range. Nothing native has seen the request before it passes.
+"""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import os
+from dataclasses import dataclass, field, replace
 
-from .errors import InputError
+import numpy as np
+
+from . import args
+from .chunks import Ref, Region, question_parts
+from .errors import ContextError, InputError
+
+MAX_IMAGES = 64                                     # images in one question
+MAX_FRAMES = 256                                    # video frames (one tile each)
+MAX_SEED = 2 ** 64 - 1
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What the session allows: its context and how many tokens one tile takes."""
+    n_ctx: int
+    tokens_per_tile: int
+
+    @property
+    def max_tiles(self) -> int:
+        return max(1, self.n_ctx // self.tokens_per_tile)
 
 
 @dataclass
 class Request:
-    question: str
+    question: object                                # str, or a list of str / Ref / Region parts
     images: list = field(default_factory=list)      # paths, bytes, arrays, PIL images
     cameras: dict | None = None                     # six named cameras
     video: object = None                            # a file path or a list of frames
-    history: list[tuple[str, str]] = field(default_factory=list)
+    history: list = field(default_factory=list)     # (question, answer) pairs
     max_new_tokens: int = 128
     temperature: float = 0.0
     top_p: float = 1.0
@@ -21,23 +46,119 @@ class Request:
     num_frames: int = 8                             # frames sampled from a video file
     channels: str = "RGB"                           # channel order of NumPy array inputs
 
-    def validate(self) -> None:
-        if not isinstance(self.question, str) or not self.question.strip():
-            raise InputError("the question is empty; pass some text to ask")
+    def checked(self, limits: Limits) -> "Request":
+        """This request validated against the session's limits, in plain types."""
+        question = check_question("question", self.question)
         given = [n for n, v in (("images", self.images), ("cameras", self.cameras), ("video", self.video))
-                 if v not in (None, [], {})]
+                 if v is not None and not (isinstance(v, (list, tuple, dict)) and len(v) == 0)]
         if len(given) > 1:
             raise InputError(f"give one kind of visual input per question, got {' and '.join(given)}")
-        if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
-            raise InputError(f"max_new_tokens must be a positive integer, got {self.max_new_tokens!r}")
-        if not (0.0 <= float(self.temperature) <= 5.0):
-            raise InputError(f"temperature must be within 0..5, got {self.temperature}")
-        if not (0.0 < float(self.top_p) <= 1.0):
-            raise InputError(f"top_p must be within (0, 1], got {self.top_p}")
-        if self.max_tiles is not None and (not isinstance(self.max_tiles, int) or self.max_tiles < 1):
-            raise InputError(f"max_tiles must be a positive integer, got {self.max_tiles!r}")
-        if self.channels not in ("RGB", "BGR"):
-            raise InputError(f"channels must be 'RGB' or 'BGR', got {self.channels!r}")
-        for i, turn in enumerate(self.history):
-            if not (isinstance(turn, (tuple, list)) and len(turn) == 2):
-                raise InputError(f"history[{i}] must be a (question, answer) pair")
+        max_frames = min(MAX_FRAMES, limits.max_tiles)
+        num_frames = args.integer("num_frames", self.num_frames, 1, MAX_FRAMES)
+        video = check_video(self.video, max_frames)
+        if isinstance(video, str) and num_frames > max_frames:
+            raise ContextError(f"num_frames={num_frames} frames of one tile ({limits.tokens_per_tile} tokens) each do "
+                               f"not fit the context of {limits.n_ctx}; at most {max_frames} do")
+        return replace(
+            self, question=question, images=check_images(self.images), cameras=check_cameras(self.cameras),
+            video=video, history=check_history(self.history),
+            max_new_tokens=args.integer("max_new_tokens", self.max_new_tokens, 1, limits.n_ctx,
+                                        f"the context holds {limits.n_ctx} tokens"),
+            temperature=args.real("temperature", self.temperature, 0.0, 5.0, why="0 is greedy decoding"),
+            top_p=args.real("top_p", self.top_p, 0.0, 1.0, lo_open=True),
+            seed=args.integer("seed", self.seed, 0, MAX_SEED, "a seed is a non-negative 64-bit integer"),
+            max_tiles=args.optional_integer("max_tiles", self.max_tiles, 1, limits.max_tiles,
+                                            f"{limits.max_tiles} tiles of {limits.tokens_per_tile} tokens fill "
+                                            f"the context of {limits.n_ctx}"),
+            num_frames=num_frames,
+            channels=args.choice("channels", self.channels, ("RGB", "BGR")))
+
+
+def check_question(name: str, q):
+    if isinstance(q, str):
+        return args.text(name, q)
+    if not isinstance(q, (list, tuple)) or not q:
+        raise InputError(f"{name} must be a string or a non-empty list of str / Ref / Region parts, "
+                         f"got {type(q).__name__}")
+    parts = []
+    for i, p in enumerate(q):
+        where = f"{name}[{i}]"
+        if isinstance(p, str):
+            parts.append(args.text(where, p, allow_empty=True))
+        elif isinstance(p, Ref):
+            parts.append(Ref(args.text(f"{where}.phrase", p.phrase)))
+        elif isinstance(p, Region):
+            box = p.box
+            if not isinstance(box, (list, tuple)) or len(box) != 4:
+                raise InputError(f"{where}.box must be four numbers x1, y1, x2, y2 in 0..1000")
+            parts.append(Region(tuple(args.integer(f"{where}.box[{k}]", v, 0, 1000) for k, v in enumerate(box))))
+        else:
+            raise InputError(f"{where} must be str, Ref or Region, got {type(p).__name__}")
+    if not "".join(p if isinstance(p, str) else "x" for p in question_parts(parts)).strip():
+        raise InputError(f"{name} is empty; pass some text")
+    return parts
+
+
+def check_images(images) -> list:
+    if images is None:
+        return []
+    if not isinstance(images, (list, tuple)):
+        images = [images]
+    if len(images) > MAX_IMAGES:
+        raise InputError(f"images: {len(images)} given; at most {MAX_IMAGES} per question")
+    for i, im in enumerate(images):
+        _check_image(f"images[{i}]", im)
+    return list(images)
+
+
+def _check_image(name: str, im) -> None:
+    from PIL import Image
+
+    if isinstance(im, (str, os.PathLike)):
+        args.path_like(name, im)
+    elif not isinstance(im, (bytes, bytearray, memoryview, np.ndarray, Image.Image)):
+        raise InputError(f"{name} must be a path, encoded bytes, a NumPy uint8 array (H, W, 3) or a PIL image, "
+                         f"got {type(im).__name__}")
+
+
+def check_cameras(cameras) -> dict | None:
+    if cameras is None:
+        return None
+    if not isinstance(cameras, dict):
+        raise InputError(f"cameras must be a dict of camera name -> image, got {type(cameras).__name__}")
+    for k, v in cameras.items():
+        if not isinstance(k, str):
+            raise InputError(f"camera names must be strings, got {k!r}")
+        _check_image(f"cameras[{k!r}]", v)
+    return dict(cameras)
+
+
+def check_video(video, max_frames: int):
+    if video is None:
+        return None
+    if isinstance(video, (str, bytes, os.PathLike)):
+        return args.path_like("video", video)
+    if isinstance(video, (list, tuple)):
+        if not video:
+            return None
+        if len(video) > max_frames:
+            raise ContextError(f"video: {len(video)} frames given; at most {max_frames} fit the context "
+                               "(one tile each)")
+        for i, f in enumerate(video):
+            _check_image(f"video[{i}]", f)
+        return list(video)
+    raise InputError(f"video must be a file path or a list of frames, got {type(video).__name__}")
+
+
+def check_history(history) -> list:
+    if history is None:
+        return []
+    if not isinstance(history, (list, tuple)):
+        raise InputError(f"history must be a list of (question, answer) pairs, got {type(history).__name__}")
+    out = []
+    for i, turn in enumerate(history):
+        if not (isinstance(turn, (tuple, list)) and len(turn) == 2):
+            raise InputError(f"history[{i}] must be a (question, answer) pair")
+        out.append((check_question(f"history[{i}][0]", turn[0]), args.text(f"history[{i}][1]", turn[1],
+                                                                             allow_empty=True)))
+    return out

@@ -97,7 +97,11 @@ def read_tensors(files: list[Path]) -> dict[str, torch.Tensor]:
     out: dict[str, torch.Tensor] = {}
     for f in files:
         if f.suffix == ".safetensors":
-            part = load_file(str(f))
+            try:
+                part = load_file(str(f))
+            except Exception as e:  # SafetensorError, OSError, ... : a damaged or lying file
+                raise CheckpointError(f"{f.name} is not a readable safetensors file ({type(e).__name__}: "
+                                      f"{str(e)[:200]}); the checkpoint is damaged or incomplete") from None
         else:
             try:  # weights only: never unpickle arbitrary objects
                 part = torch.load(str(f), map_location="cpu", weights_only=True)

@@ -11,7 +11,7 @@ import sys
 
 import numpy as np
 
-from ..edge.engine import split_runs
+from ..edge.chunks import Text, from_ids
 
 # A step is decisive when the reference's top-1 leads its top-2 by at least this share of the
 # logit range; near-ties flip under any quantisation and say nothing about a converter's quality.
@@ -35,12 +35,12 @@ def quantize(src: str, dst: str, kind: str) -> None:
 def feed_prompt(llm, ids, feats, img_id) -> None:
     llm.reset()
     k = 0
-    for kind, v in split_runs(ids.tolist(), img_id):
-        if kind == "t":
-            llm.eval_tokens(v)
+    for c in from_ids(ids.tolist(), img_id):
+        if isinstance(c, Text):
+            llm.eval_tokens(list(c.ids))
         else:
-            llm.eval_embeddings(feats[k:k + v])
-            k += v
+            llm.eval_embeddings(feats[k:k + c.n_tokens])
+            k += c.n_tokens
 
 
 def compare(llm, data) -> list[dict]:
@@ -81,10 +81,23 @@ def validate(model: str, cases_path: str, out_path: str, flash_attn: bool = Fals
 
     data = np.load(cases_path)
     llm = LlamaCppLLM(model, n_ctx=int(data["n_ctx"]), n_batch=512, flash_attn=flash_attn)
-    results = compare(llm, data)
+    results = {"cases": compare(llm, data), "tokenizer": compare_tokenizer(llm, data)}
     llm.close()
     with open(out_path, "w") as f:
         json.dump(results, f)
+
+
+def compare_tokenizer(llm, data) -> list[dict]:
+    """The strings whose llama.cpp ids differ from the checkpoint tokenizer's (markup parsed, and plain)."""
+    cases = json.loads(str(data["tokenizer_strings"])) if "tokenizer_strings" in data else []
+    out = []
+    for c in cases:
+        got = {"special": llm.tokenize(c["text"], add_bos=False, parse_special=True),
+               "plain": llm.encode_plain(c["text"], first=True)}
+        for mode in ("special", "plain"):
+            if got[mode] != c[mode]:
+                out.append({"text": c["text"], "mode": mode, "expected": c[mode], "got": got[mode]})
+    return out
 
 
 def main(argv=None) -> None:

@@ -64,7 +64,28 @@ def reference_cases(ref: Reference, images: list, steps: int, n_ctx: int) -> dic
         cases.update(_case(ref, k, q, None, steps, d))
         k += 1
     cases["n_cases"] = k
+    cases["tokenizer_strings"] = np.array(json.dumps(tokenizer_cases(ref)))
     return cases
+
+
+def tokenizer_strings(ref: Reference) -> list[str]:
+    """What the GGUF's tokenizer must split exactly as the checkpoint's: the rendered chat template
+    with a question, whitespace, digits, CJK, emoji and InternVL's markup."""
+    from ..edge.prompt import build_prompt
+
+    return [build_prompt(ref.template, "What is in front of the car?", [1], tokens_per_tile=2),
+            build_prompt(ref.template, "And its colour?", history=[("Hi", "Hello!")]),
+            "line one\nline two\n\n\nthree", "tabs\tand   runs  of    spaces ", "  leading and trailing  ",
+            "0 7 42 1000 3.14159 -12 2026-11-30 1,234,567", "你好，世界！自动驾驶场景。", "图像中有几辆车？",
+            "😀 🚗 🚦 👍🏽 ✅", "<ref>the bus</ref><box>[[12, 345, 678, 999]]</box>",
+            "<img><IMG_CONTEXT><IMG_CONTEXT></img> <quad></quad>", "Image-1: <image>\nFrame1: x",
+            "<c1,CAM_FRONT,512.3,480.0>", "MixedCase ÀÉÎõü ß ﬁ ｆｕｌｌ ①②", "a\r\nb\u00a0c\u200bd"]
+
+
+def tokenizer_cases(ref: Reference) -> list[dict]:
+    """Each string's ids from the checkpoint's tokenizer, with markup parsed and as plain text."""
+    return [{"text": t, "special": ref.tok.encode(t, add_bos=False), "plain": ref.tok.encode_plain(t, first=True)}
+            for t in tokenizer_strings(ref)]
 
 
 def _case(ref: Reference, k: int, question: str, images, steps: int, d: int) -> dict:
@@ -95,7 +116,20 @@ def check_llm(path: Path, quant: str, cases: dict, flash_attn: bool = False) -> 
         args = ["validate", str(path), str(cases_file), str(out)] + (["--flash-attn"] if flash_attn else [])
         _run(args)
         results = json.loads(out.read_text())
-    return figures(results, quant, LLM[quant], flash_attn=flash_attn)
+    fig = figures(results["cases"], quant, LLM[quant], flash_attn=flash_attn)
+    return judge_tokenizer(fig, results["tokenizer"])
+
+
+def judge_tokenizer(fig: dict, mismatches: list[dict]) -> dict:
+    """Add the tokenizer parity figures; a mismatch fails validation, showing the first string."""
+    fig["tokenizer_mismatches"] = len(mismatches)
+    if mismatches:
+        m = mismatches[0]
+        fig.setdefault("failures", []).append(
+            f"the GGUF's tokenizer differs from the checkpoint's on {len(mismatches)} string(s); first: "
+            f"{m['text']!r} ({m['mode']}): checkpoint {m['expected'][:12]}... llama.cpp {m['got'][:12]}...")
+        fig["passed"] = False
+    return fig
 
 
 def figures(results: list[dict], quant: str, bar: dict, **extra) -> dict:

@@ -12,7 +12,8 @@ import torch
 
 from ..edge.multiview import preprocess_cameras
 from ..edge.preprocess import PreprocessConfig, TileBatch, preprocess_frames, preprocess_images
-from ..edge.prompt import ANSWER_MARKUP, IMG_CONTEXT, build_prompt, get_template, video_prefix
+from ..edge.chunks import flat_ids, prompt_chunks
+from ..edge.prompt import ANSWER_MARKUP, IMG_CONTEXT, get_template
 from .checkpoint import Checkpoint, load_checkpoint
 from .model.internvl import Generation
 from ..edge.tokenizer import TextTokenizer, load_tokenizer
@@ -55,14 +56,12 @@ class Reference:
             return preprocess_images(list(images), self.pre, max_tiles=max_tiles)
         return None
 
-    def prompt_ids(self, question: str, tiles: TileBatch | None, history=None, video: bool = False
-                   ) -> list[int]:
+    def prompt_ids(self, question, tiles: TileBatch | None, history=None, video: bool = False) -> list[int]:
+        """The prompt as the runtime feeds it (mivl.edge.chunks), image runs as `<IMG_CONTEXT>` ids."""
         per_image = tiles.tiles_per_image if tiles is not None else []
-        if video and tiles is not None and "<image>" not in question:
-            question = video_prefix(len(per_image)) + question
-        text = build_prompt(self.template, question, per_image, history,
-                            tokens_per_tile=self.ckpt.config.tokens_per_tile)
-        return self.tok.encode(text)
+        prompt = prompt_chunks(self.template, question, per_image, self.ckpt.config.tokens_per_tile, self.tok,
+                               self.tok.add_bos, history or [], video=video)
+        return flat_ids(prompt, self.img_context_id)
 
     def image_embeds(self, tiles: TileBatch | None) -> torch.Tensor | None:
         if tiles is None:

@@ -74,7 +74,8 @@ def write_bpe_tokenizer(out: Path, seed: int, vocab_size: int = 1024) -> None:
     _write_config(out, added, bos=None, eos="<|im_end|>", add_bos=False, cls="Qwen2Tokenizer")
 
 
-def write_spm_tokenizer(out: Path, family: str, seed: int, vocab_size: int = 1024) -> None:
+def write_spm_tokenizer(out: Path, family: str, seed: int, vocab_size: int = 1024,
+                        normalization: str = "identity") -> None:
     """SentencePiece BPE with byte fallback: tokenizer.model + tokenizer_config.json."""
     import sentencepiece as spm
 
@@ -87,7 +88,7 @@ def write_spm_tokenizer(out: Path, family: str, seed: int, vocab_size: int = 102
         model_type="bpe", byte_fallback=True, character_coverage=1.0, split_digits=True,
         user_defined_symbols=user_defined, unk_id=0, bos_id=1, eos_id=2, pad_id=-1,
         add_dummy_prefix=(family == "phi3"), remove_extra_whitespaces=False,
-        allow_whitespace_only_pieces=True, normalization_rule_name="identity",
+        allow_whitespace_only_pieces=True, normalization_rule_name=normalization,
         num_threads=1, minloglevel=2)
     (out / "tokenizer.model").write_bytes(buf.getvalue())
     sp = spm.SentencePieceProcessor(model_proto=buf.getvalue())

@@ -13,9 +13,10 @@ import threading
 
 import numpy as np
 
-from ..edge.errors import BundleError, InputError, MivlError
+from ..errors import BundleError, InputError, MivlError
 
 _init_lock = threading.Lock()
+_ATTR_CONTROL = 1 << 3          # LLAMA_TOKEN_ATTR_CONTROL
 _backend_ready = False
 
 
@@ -63,6 +64,12 @@ class LlamaCppLLM:
         self.vocab = ll.llama_model_get_vocab(self.model)
         self.n_embd = ll.llama_model_n_embd(self.model)
         self.n_vocab = ll.llama_vocab_n_tokens(self.vocab)
+        trained = int(ll.llama_model_n_ctx_train(self.model))
+        if trained > 0 and n_ctx > trained:
+            ll.llama_model_free(self.model)
+            self.model = None
+            raise InputError(f"n_ctx must be at most {trained}, what the model was trained for; got {n_ctx}")
+        n_batch = min(n_batch, n_ctx)
         cp = ll.llama_context_default_params()
         cp.n_ctx = n_ctx
         cp.n_batch = n_batch
@@ -82,6 +89,7 @@ class LlamaCppLLM:
         self._tok_batch = ll.llama_batch_init(n_batch, 0, 1)
         self._emb_batch = ll.llama_batch_init(n_batch, self.n_embd, 1)
         self.n_past = 0
+        self._specials: dict[str, int | None] = {}
 
     # ---- lifetime ---------------------------------------------------------------------------
     def close(self) -> None:
@@ -127,6 +135,23 @@ class LlamaCppLLM:
             out = (self._ll.llama_token * cap)()
             n = self._ll.llama_tokenize(self.vocab, data, len(data), out, cap, add_bos, parse_special)
         return list(out[:n])
+
+    # ---- the chunker's protocol (mivl.edge.chunks.Tokenizer) ----------------------------------------
+    def encode_plain(self, text: str, first: bool) -> list[int]:  # noqa: ARG002 - llama.cpp needs no hint
+        """Ids of text with no special-token parsing (control tokens in it stay characters)."""
+        return self.tokenize(text, add_bos=False, parse_special=False) if text else []
+
+    def special_id(self, token: str) -> int | None:
+        if token not in self._specials:
+            ids = self.tokenize(token, add_bos=False, parse_special=True)
+            ok = len(ids) == 1 and bool(self._ll.llama_vocab_get_attr(self.vocab, ids[0]) & _ATTR_CONTROL)
+            self._specials[token] = ids[0] if ok else None
+        return self._specials[token]
+
+    @property
+    def bos_id(self) -> int | None:
+        b = self._ll.llama_vocab_bos(self.vocab)
+        return None if b < 0 else int(b)
 
     def piece(self, token: int, special: bool = False) -> bytes:
         buf = ctypes.create_string_buffer(64)

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..edge.errors import BundleError, InputError, MivlError
-from ..edge.tokenizer import TextTokenizer
-from .vision_ort import choose_providers
+from ..errors import BundleError, InputError, MivlError
+from .tokenizer import TextTokenizer
+from .ort import choose_providers, ort_session
 
 PAST = "past_key_values.{}.{}"
 PRESENT = "present.{}.{}"
@@ -27,16 +27,7 @@ class OrtLLM:
 
     def __init__(self, path: str, tokenizer_dir: str, n_ctx: int, n_batch: int = 512,
                  n_threads: int | None = None, device: str = "cpu", eog_ids=()):
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        if n_threads:
-            opts.intra_op_num_threads = n_threads
-        try:
-            self.session = ort.InferenceSession(path, opts, providers=choose_providers(device))
-        except Exception as e:
-            raise BundleError(f"ONNX Runtime could not load the LLM {path}: {e}") from None
+        self.session = ort_session(path, choose_providers(device), n_threads, "LLM")
         self.tok = TextTokenizer(tokenizer_dir)
         inputs = {i.name: i for i in self.session.get_inputs()}
         for name in ("input_ids", "image_embeds", "image_mask", PAST.format(0, "key")):
@@ -69,6 +60,17 @@ class OrtLLM:
             return self.tok.encode(text, add_bos=add_bos)
         bos = [self.tok.bos_id] if add_bos and self.tok.bos_id is not None else []
         return bos + self.tok._encode_text(text, first=True)
+
+    # ---- the chunker's protocol (mivl.edge.chunks.Tokenizer) ----------------------------------------
+    def encode_plain(self, text: str, first: bool) -> list[int]:
+        return self.tok.encode_plain(text, first)
+
+    def special_id(self, token: str) -> int | None:
+        return self.tok.special_id(token)
+
+    @property
+    def bos_id(self) -> int | None:
+        return self.tok.bos_id
 
     def piece(self, token: int, special: bool = False) -> bytes:
         return self.tok.piece(int(token), special)

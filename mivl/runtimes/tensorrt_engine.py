@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 from ..edge.bundle import Bundle, open_bundle
-from ..edge.errors import MivlError
+from ..errors import MivlError
 
 ENGINES = "engines"
 
@@ -35,8 +35,8 @@ def engine_key(vision_sha256: str, gpu_name: str, compute_capability: str, trt_v
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def engine_path(bundle: Bundle, key: str) -> Path:
-    return bundle.path / ENGINES / f"vision-{key}.plan"
+def engine_path(bundle_dir: Path, key: str) -> Path:
+    return Path(bundle_dir) / ENGINES / f"vision-{key}.plan"
 
 
 def _trt():
@@ -68,18 +68,19 @@ def gpu_identity() -> tuple[str, str]:
     return props.name.decode(), f"{props.major}.{props.minor}"
 
 
-def _key(bundle: Bundle, trt, fp16: bool) -> str:
-    name, cc = gpu_identity()
-    return engine_key(bundle.manifest["files"][bundle.vision["file"]], name, cc, trt.__version__, fp16)
-
-
-def find_engine(bundle: Bundle) -> Path | None:
-    """The engine `mivl-export build-engine` built for this bundle on this GPU and TensorRT, or None
-    (never builds: a build takes minutes, so it is an explicit step). Raises TensorRTUnavailable
-    where TensorRT or a GPU is missing."""
+def this_gpu_key(vision_sha256: str, fp16: bool) -> str:
+    """The engine key of a vision file for this GPU and this TensorRT."""
     trt = _trt()
-    for fp16 in (bundle.vision["precision"] == "fp16", True):   # as exported, or build-engine --fp16
-        path = engine_path(bundle, _key(bundle, trt, fp16))
+    name, cc = gpu_identity()
+    return engine_key(vision_sha256, name, cc, trt.__version__, fp16)
+
+
+def find_engine(bundle_dir: Path, vision_sha256: str, precision: str) -> Path | None:
+    """The engine `mivl-export build-engine` built for a bundle's vision file on this GPU and
+    TensorRT, or None (never builds: a build takes minutes, so it is an explicit step). Raises
+    TensorRTUnavailable where TensorRT or a GPU is missing."""
+    for fp16 in (precision == "fp16", True):   # as exported, or build-engine --fp16
+        path = engine_path(bundle_dir, this_gpu_key(vision_sha256, fp16))
         if path.is_file():
             return path
     return None
@@ -119,18 +120,4 @@ def build_plan(onnx: Path, out: Path, input_name: str, max_tiles: int, image_siz
     tmp.write_bytes(bytes(plan))
     tmp.rename(out)
     cache_file.write_bytes(bytes(config.get_timing_cache().serialize()))
-    return out
-
-
-def build_engine(bundle_path, fp16: bool = False, workspace_gib: float = 2.0) -> Path:
-    """Build (or find in the cache) the vision engine of a bundle for this GPU."""
-    trt = _trt()
-    bundle = open_bundle(bundle_path)
-    v = bundle.vision
-    fp16 = fp16 or v["precision"] == "fp16"
-    out = engine_path(bundle, _key(bundle, trt, fp16))
-    if out.is_file():
-        return out
-    build_plan(bundle.file(v["file"]), out, v["input"]["name"], int(v["max_tiles"]),
-               int(v["input"]["shape"][-1]), fp16, v["precision"] == "int8", workspace_gib)
     return out

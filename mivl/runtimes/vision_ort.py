@@ -3,29 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..edge.errors import BundleError, InputError
-
-
-def available_providers() -> list[str]:
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        return []
-    return list(ort.get_available_providers())
-
-
-def choose_providers(device: str) -> list[str]:
-    have = available_providers()
-    if not have:
-        raise BundleError("onnxruntime is not installed: pip install 'mivl[edge]' (or onnxruntime-gpu)")
-    if device == "cpu":
-        return ["CPUExecutionProvider"]
-    gpu = [p for p in ("TensorrtExecutionProvider", "CUDAExecutionProvider") if p in have]
-    if device == "cuda" and not gpu:
-        raise InputError("device='cuda' asked for, but this onnxruntime has no CUDA or TensorRT "
-                         f"execution provider (it has {', '.join(have)}); install onnxruntime-gpu "
-                         "or use device='cpu'")
-    return gpu + ["CPUExecutionProvider"]
+from ..errors import InputError
+from .ort import available_providers, choose_providers, on_gpu, ort_session  # noqa: F401 - re-exported
 
 
 def run_bound(session, input_name: str, array, output_device: str = "cpu"):
@@ -52,24 +31,18 @@ class OrtVision:
 
     def __init__(self, path: str, input_name: str, max_tiles: int, device: str = "auto",
                  threads: int | None = None):
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        if threads:
-            opts.intra_op_num_threads = threads
-        self.providers = choose_providers(device)
-        try:
-            self.session = ort.InferenceSession(path, opts, providers=self.providers)
-        except Exception as e:
-            raise BundleError(f"ONNX Runtime could not load {path}: {e}") from None
+        self.session = ort_session(path, choose_providers(device), threads, "vision encoder")
+        self.providers = self.session.get_providers()
         self.input_name = input_name
         self.max_tiles = max_tiles
         self.backend = f"onnxruntime ({self.session.get_providers()[0]})"
 
     @property
     def on_gpu(self) -> bool:
-        return self.session.get_providers()[0] in ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+        return on_gpu(self.session)
+
+    def use_kernels(self, kernels) -> None:
+        """A one-graph encoder has no work between graphs for the fused kernels."""
 
     def run_device(self, tiles, keep_on_device: bool = False):
         """Tiles already on the GPU (a CuPy array): bound to the graph input by device pointer,

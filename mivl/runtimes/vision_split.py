@@ -13,7 +13,8 @@ import math
 
 import numpy as np
 
-from ..edge.errors import BundleError, InputError
+from ..errors import BundleError, InputError
+from .ort import ort_session
 
 
 def unshuffle(hidden: np.ndarray) -> np.ndarray:
@@ -57,19 +58,9 @@ class SplitVision:
 
     def __init__(self, vit, projector_path: str, projector_input: str, gamma: np.ndarray, beta: np.ndarray,
                  eps: float, threads: int | None = None):
-        import onnxruntime as ort
-
         self.vit, self.gamma, self.beta, self.eps = vit, gamma, beta, float(eps)
-        providers = vit.session.get_providers() if hasattr(vit, "session") else (
-            ["CUDAExecutionProvider", "CPUExecutionProvider"] if vit.on_gpu else ["CPUExecutionProvider"])
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        if threads:
-            opts.intra_op_num_threads = threads
-        try:
-            self.projector = ort.InferenceSession(projector_path, opts, providers=providers)
-        except Exception as e:
-            raise BundleError(f"ONNX Runtime could not load {projector_path}: {e}") from None
+        self.providers = vit.providers
+        self.projector = ort_session(projector_path, self.providers, threads, "projector")
         self.projector_input = projector_input
         if self.projector.get_inputs()[0].shape[-1] != gamma.shape[0]:
             raise BundleError(f"the projector takes {self.projector.get_inputs()[0].shape[-1]} features "
@@ -112,5 +103,6 @@ class SplitVision:
         return np.concatenate(outs)
 
     def close(self) -> None:
-        self.vit.close()
-        self.projector = None
+        if self.vit is not None:
+            self.vit.close()
+        self.vit = self.projector = None

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..edge.errors import InputError, MivlError
+from ..errors import InputError, MivlError
 from .tensorrt_engine import TensorRTUnavailable, _trt
 
 
@@ -37,6 +37,10 @@ class TrtVision:
         self.input_name, self.output_name, self.max_tiles = input_name, outputs[0], max_tiles
         self.backend = f"tensorrt {trt.__version__} engine ({Path(plan).name})"
         self.on_gpu = True
+        self.providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]   # for graphs run beside it
+
+    def use_kernels(self, kernels) -> None:
+        """A one-graph encoder has no work between graphs for the fused kernels."""
 
     def run_device(self, tiles, keep_on_device: bool = False):
         """Tiles as a CuPy (or NumPy) array -> features: a NumPy array, or a CuPy one with keep_on_device."""

@@ -13,7 +13,8 @@ import numpy as np
 
 from ...edge.multiview import preprocess_cameras
 from ...edge.preprocess import PreprocessConfig, preprocess_frames, preprocess_images
-from ...edge.prompt import IMAGE_PLACEHOLDER, ChatTemplate, expand_images, multi_image_prefix, video_prefix
+from ...edge.chunks import place_images
+from ...edge.prompt import ChatTemplate, expand_images
 from .records import check_record, images_of
 
 IGNORE = -100
@@ -42,13 +43,7 @@ def record_tiles(rec: dict, pre: PreprocessConfig):
 
 
 def _first_question(text: str, n_images: int, video: bool) -> str:
-    if not n_images or IMAGE_PLACEHOLDER in text:
-        return text
-    if video:
-        return video_prefix(n_images) + text
-    if n_images == 1:
-        return IMAGE_PLACEHOLDER + "\n" + text
-    return multi_image_prefix(n_images) + text
+    return "".join(place_images(text, n_images, video))
 
 
 def render_turns(rec: dict, tpl: ChatTemplate, tiles_per_image: list[int], tokens_per_tile: int,

@@ -3,17 +3,14 @@ from __future__ import annotations
 
 from ...calib.questions import GROUNDING_PROMPT, Question, box_1000, box_text
 from ...edge.errors import InputError
-from ...edge.prompt import IMAGE_PLACEHOLDER, multi_image_prefix, video_prefix
+from ...edge.chunks import place_images
 
 CLS_PREFIX = "What is in this image?"
 CLS_SUFFIX = "Answer with one of the options."
 
 
 def conversation(question: str, answer: str, n_images: int = 1) -> list[dict]:
-    if n_images == 1 and IMAGE_PLACEHOLDER not in question:
-        question = IMAGE_PLACEHOLDER + "\n" + question
-    elif n_images > 1 and IMAGE_PLACEHOLDER not in question:
-        question = multi_image_prefix(n_images) + question
+    question = "".join(place_images(question, n_images))
     return [{"from": "human", "value": question}, {"from": "gpt", "value": answer}]
 
 
@@ -47,7 +44,7 @@ def multiview(cameras: dict, question: str, answer: str, rid: str = "") -> dict:
 
 def video(frames: list, question: str, answer: str, rid: str = "") -> dict:
     return {"id": rid, "video": list(frames),
-            "conversations": conversation(video_prefix(len(frames)) + question, answer, 0)}
+            "conversations": conversation("".join(place_images(question, len(frames), video=True)), answer, 0)}
 
 
 def from_questions(qs: list[Question], cameras: dict, rid: str = "") -> dict:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ...edge.errors import MivlError
+from ...errors import MivlError
 
 HERE = Path(__file__).parent
 SOURCES = ("cuda_emu.h", "preprocess.cu", "unshuffle.cu", "harness.cpp")

@@ -12,11 +12,11 @@ from functools import lru_cache
 
 import numpy as np
 
-from ...edge.errors import InputError
-from ...edge.multiview import CAMERAS, CELL_H, CELL_W, LABEL_COLOUR, label_masks
-from ...edge.preprocess import PreprocessConfig
-from ...edge.resize import pil_windows
-from ...edge.tiling import TileGrid, choose_grid
+from .errors import InputError
+from .multiview import CAMERAS, CELL_H, CELL_W, LABEL_COLOUR, label_masks
+from .preprocess import PreprocessConfig
+from .resize import pil_windows
+from .tiling import TileGrid, choose_grid
 
 
 @lru_cache(maxsize=64)
