@@ -92,7 +92,7 @@ def compare_tokenizer(llm, data) -> list[dict]:
     cases = json.loads(str(data["tokenizer_strings"])) if "tokenizer_strings" in data else []
     out = []
     for c in cases:
-        got = {"special": llm.tokenize(c["text"], add_bos=False, parse_special=True),
+        got = {"special": llm.tokenize(c["special_text"], add_bos=False, parse_special=True),
                "plain": llm.encode_plain(c["text"], first=True)}
         for mode in ("special", "plain"):
             if got[mode] != c[mode]:

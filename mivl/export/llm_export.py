@@ -83,9 +83,12 @@ def tokenizer_strings(ref: Reference) -> list[str]:
 
 
 def tokenizer_cases(ref: Reference) -> list[dict]:
-    """Each string's ids from the checkpoint's tokenizer, with markup parsed and as plain text."""
-    return [{"text": t, "special": ref.tok.encode(t, add_bos=False), "plain": ref.tok.encode_plain(t, first=True)}
-            for t in tokenizer_strings(ref)]
+    """Each string's ids from the checkpoint's tokenizer, as the runtime tokenises text: after a
+    special token (the template's stop token: prompts never start with plain text), with markup
+    parsed ("special": the template's own text) and as plain text (a caller's text)."""
+    stop = ref.template.stop
+    return [{"text": t, "special_text": stop + t, "special": ref.tok.encode(stop + t, add_bos=False),
+             "plain": ref.tok.encode_plain(t, first=False)} for t in tokenizer_strings(ref)]
 
 
 def _case(ref: Reference, k: int, question: str, images, steps: int, d: int) -> dict:
