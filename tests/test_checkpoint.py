@@ -155,3 +155,31 @@ def test_hub_id_without_network_gives_clear_error(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(CheckpointError, match="OpenGVLab/InternVL2-1B"):
         load_checkpoint("OpenGVLab/InternVL2-1B")
+
+
+def test_family_registry_one_class_per_family():
+    from mivl.export import families
+    from mivl.export.model.config import llm_config
+
+    assert set(families.names()) == {"qwen2", "internlm2", "phi3", "llama"}
+    assert set(families.names(with_tiny=True)) == {"qwen2", "internlm2", "phi3"}
+    with pytest.raises(InputError, match="unknown LLM family 'gpt2'; known: internlm2, llama, phi3, qwen2"):
+        families.family("gpt2")
+    with pytest.raises(CheckpointError, match="unknown LLM architecture 'GPT2LMHeadModel'"):
+        llm_config({"architectures": ["GPT2LMHeadModel"]})
+    # each family's config defaults come from its class
+    base = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=1, num_attention_heads=4, vocab_size=10)
+    assert llm_config({**base, "architectures": ["Qwen2ForCausalLM"]}).attention_bias is True
+    assert llm_config({**base, "architectures": ["InternLM2ForCausalLM"], "bias": True}).attention_bias is True
+    assert llm_config({**base, "architectures": ["Phi3ForCausalLM"]}).rms_norm_eps == 1e-5
+
+
+@pytest.mark.parametrize("family", ["qwen2", "internlm2", "phi3"])
+def test_family_tensor_maps_round_trip(tiny_dir, family):
+    from mivl.export.families import from_canonical, to_canonical
+
+    ckpt = load_checkpoint(tiny_dir(family))
+    sd = {k[len("language_model."):]: v for k, v in ckpt.model.state_dict().items() if k.startswith("language_model.")}
+    packed = from_canonical(sd, ckpt.config.llm)
+    back = to_canonical(packed, ckpt.config.llm)
+    assert set(back) == set(sd) and all(torch.equal(back[k], sd[k]) for k in sd)

@@ -45,3 +45,30 @@ def test_preprocessing_runs_without_torch():
 def test_the_blocker_really_blocks():
     r = run("import torch")
     assert r.returncode != 0 and "blocked: torch" in r.stderr
+
+
+def test_runtimes_never_import_edge():
+    """mivl.edge imports mivl.runtimes, never the reverse: the backends import nothing of the edge
+    package, at module level or inside a function (read from the source, every file)."""
+    import ast
+    from pathlib import Path
+
+    import mivl.runtimes
+
+    root = Path(mivl.runtimes.__file__).parent
+    offenders = []
+    for f in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                mod = "." * node.level + (node.module or "")
+                depth = len(f.relative_to(root).parts)            # levels up to mivl/
+                if (node.level == 0 and (node.module or "").startswith("mivl.edge")) or \
+                        (node.level == depth + 1 and (node.module or "").split(".")[0] == "edge"):
+                    offenders.append(f"{f.relative_to(root)}: from {mod} import ...")
+            elif isinstance(node, ast.Import):
+                offenders += [f"{f.relative_to(root)}: import {a.name}" for a in node.names
+                              if a.name.startswith("mivl.edge")]
+    assert not offenders, offenders
+    r = run("import mivl.runtimes.backends, mivl.runtimes.llm_ort, mivl.runtimes.vision_split, "
+            "mivl.runtimes.tensorrt_engine, sys; print(sorted(m for m in sys.modules if m.startswith('mivl.edge')))")
+    assert r.returncode == 0 and r.stdout.strip() == "[]", (r.stdout, r.stderr)

@@ -1,7 +1,7 @@
 import pytest
 
 from mivl.edge.prompt import INTERNVL_SPECIAL_TOKENS
-from mivl.export.tiny_tokenizer import FAMILY_SPECIALS
+from mivl.export.tiny_tokenizer import family_specials
 from mivl.edge.tokenizer import load_tokenizer
 
 CORPUS = ["Hello world", "你好，世界！自动驾驶", "😀🚗 emoji 👍🏽", "tabs\tand   runs    of spaces\n\n\nx",
@@ -12,7 +12,7 @@ CORPUS = ["Hello world", "你好，世界！自动驾驶", "😀🚗 emoji 👍�
 @pytest.mark.parametrize("family", ["qwen2", "internlm2", "phi3"])
 def test_specials_are_single_ids(tiny_dir, family):
     tok = load_tokenizer(tiny_dir(family))
-    for t in list(INTERNVL_SPECIAL_TOKENS) + FAMILY_SPECIALS[family]:
+    for t in list(INTERNVL_SPECIAL_TOKENS) + family_specials(family):
         ids = tok.encode(t, add_bos=False)
         assert ids == [tok.token_to_id(t)], t
     ids = tok.encode("<img>" + "<IMG_CONTEXT>" * 5 + "</img>", add_bos=False)

@@ -16,7 +16,7 @@ import torch
 
 from ..edge.errors import CheckpointError
 from .model.config import InternVLConfig, parse_config
-from .model.families import from_canonical, to_canonical
+from .families import from_canonical, to_canonical
 from .model.internvl import InternVLChat
 from .hf_layout import hf_config_to_original, hf_state_to_original, is_hf_config
 

@@ -52,12 +52,9 @@ def hf_config_to_original(raw: dict, path: Path) -> dict:
     }
     llm = dict(t)
     if not llm.get("architectures"):
-        arch = {"qwen2": "Qwen2ForCausalLM", "llama": "LlamaForCausalLM",
-                "phi3": "Phi3ForCausalLM"}.get(t.get("model_type"))
-        if arch is None:
-            raise CheckpointError(f"-hf checkpoint with text model_type {t.get('model_type')!r}; "
-                                  "supported: qwen2, llama, phi3")
-        llm["architectures"] = [arch]
+        from .families import family_of_hf_model_type
+
+        llm["architectures"] = [family_of_hf_model_type(t.get("model_type")).architecture]
     pre = {}
     pre_file = path / "preprocessor_config.json"
     if pre_file.is_file():

@@ -14,13 +14,14 @@ import torch
 from ..edge.errors import InputError
 from .bundle_writer import staging
 from .checkpoint import save_weights
-from .model.config import DEFAULT_TEMPLATE, parse_config
+from .families import family as family_of
+from .families import names
+from .model.config import parse_config
 from .model.internvl import InternVLChat
 from .tiny_tokenizer import write_bpe_tokenizer, write_spm_tokenizer
 from ..edge.tokenizer import load_tokenizer
 
-FAMILIES = ("qwen2", "internlm2", "phi3")
-ARCH = {"qwen2": "Qwen2ForCausalLM", "internlm2": "InternLM2ForCausalLM", "phi3": "Phi3ForCausalLM"}
+FAMILIES = names(with_tiny=True)          # the families a GGUF can be written for
 
 TINY_VISION = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
                    image_size=448, patch_size=14, layer_norm_eps=1e-6, qkv_bias=True,
@@ -39,31 +40,20 @@ REAL_LLM = {
 
 
 def tiny_llm_config(family: str, vocab_size: int, seed: int, dims: dict | None = None) -> dict:
-    cfg = dict(architectures=[ARCH[family]], hidden_size=64, intermediate_size=160, num_hidden_layers=2,
+    fam = family_of(family)
+    cfg = dict(architectures=[fam.architecture], hidden_size=64, intermediate_size=160, num_hidden_layers=2,
                num_attention_heads=4, num_key_value_heads=2, vocab_size=vocab_size,
                rms_norm_eps=1e-6, rope_theta=1000000.0, max_position_embeddings=32768,
                tie_word_embeddings=False, torch_dtype="bfloat16")
     cfg.update(dims or {})
-    if family == "qwen2":
-        cfg.update(model_type="qwen2", use_sliding_window=False)
-    elif family == "internlm2":
-        cfg.update(model_type="internlm2", bias=False, rope_scaling={"type": "dynamic", "factor": 2.0})
-    else:  # Phi-3 mini: no GQA, LongRoPE
-        g = torch.Generator().manual_seed(seed + 7)
-        half = cfg["hidden_size"] // cfg["num_attention_heads"] // 2
-        cfg.update(model_type="phi3", num_key_value_heads=cfg["num_attention_heads"], rope_theta=10000.0, rms_norm_eps=1e-5,
-                   max_position_embeddings=131072, original_max_position_embeddings=4096,
-                   rope_scaling={"type": "longrope",
-                                 "short_factor": (1 + torch.rand(half, generator=g)).tolist(),
-                                 "long_factor": (1 + 4 * torch.rand(half, generator=g)).tolist()})
-    return cfg
+    return fam.tiny_llm(cfg, seed)
 
 
 def tiny_config(family: str, vocab_size: int, seed: int, vision: dict | None = None,
                 llm_dims: dict | None = None, max_tiles: int = 12) -> dict:
     return {
         "architectures": ["InternVLChatModel"], "model_type": "internvl_chat",
-        "template": DEFAULT_TEMPLATE[family], "downsample_ratio": 0.5, "ps_version": "v2",
+        "template": family_of(family).template, "downsample_ratio": 0.5, "ps_version": "v2",
         "select_layer": -1, "force_image_size": 448, "dynamic_image_size": True,
         "use_thumbnail": True, "min_dynamic_patch": 1, "max_dynamic_patch": max_tiles,
         "vision_config": vision or TINY_VISION,
@@ -109,7 +99,7 @@ def make_tiny(family: str, out_dir: str | Path, seed: int = 0, overwrite: bool =
         raise InputError(f"unknown LLM family {family!r}; choose one of {', '.join(FAMILIES)}")
     out = Path(out_dir)
     with staging(out, overwrite) as tmp:
-        if family == "qwen2":
+        if family_of(family).tokenizer_kind == "bpe":
             write_bpe_tokenizer(tmp, seed)
         else:
             write_spm_tokenizer(tmp, family, seed)

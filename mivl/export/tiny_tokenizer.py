@@ -13,14 +13,11 @@ from pathlib import Path
 
 from ..edge.prompt import INTERNVL2_5_SYSTEM, INTERNVL_SPECIAL_TOKENS, INTERNVL_SYSTEM
 
-FAMILY_SPECIALS = {
-    "qwen2": ["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
-    "internlm2": ["<|plugin|>", "<|interpreter|>", "<|action_end|>", "<|action_start|>",
-                  "<|im_end|>", "<|im_start|>"],
-    "phi3": ["<|endoftext|>", "<|assistant|>", "<|placeholder1|>", "<|placeholder2|>",
-             "<|placeholder3|>", "<|placeholder4|>", "<|system|>", "<|end|>",
-             "<|placeholder5|>", "<|placeholder6|>", "<|user|>"],
-}
+def family_specials(name: str) -> list[str]:
+    """The family's own chat special tokens (from its class in mivl.export.families)."""
+    from .families import family
+
+    return list(family(name).chat_specials)
 _WORDS = ("car truck bus pedestrian cyclist motorcycle traffic cone barrier sign light red green "
           "blue yellow white black grey orange left right front back ahead behind near far lane road "
           "intersection crossing parked moving stopped turning the a an is are what which where how "
@@ -63,7 +60,7 @@ def write_bpe_tokenizer(out: Path, seed: int, vocab_size: int = 1024) -> None:
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tok.train_from_iterator(corpus(seed), trainer=trainer)
-    specials = FAMILY_SPECIALS["qwen2"] + list(INTERNVL_SPECIAL_TOKENS)
+    specials = family_specials("qwen2") + list(INTERNVL_SPECIAL_TOKENS)
     tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in specials])
     tok.save(str(out / "tokenizer.json"))
     model = json.loads(tok.to_str())["model"]
@@ -79,7 +76,7 @@ def write_spm_tokenizer(out: Path, family: str, seed: int, vocab_size: int = 102
     """SentencePiece BPE with byte fallback: tokenizer.model + tokenizer_config.json."""
     import sentencepiece as spm
 
-    user_defined = FAMILY_SPECIALS["internlm2"] if family == "internlm2" else []
+    user_defined = family_specials("internlm2") if family == "internlm2" else []
     buf = io.BytesIO()
     if hasattr(spm, "set_random_generator_seed"):
         spm.set_random_generator_seed(seed)
@@ -93,7 +90,7 @@ def write_spm_tokenizer(out: Path, family: str, seed: int, vocab_size: int = 102
     (out / "tokenizer.model").write_bytes(buf.getvalue())
     sp = spm.SentencePieceProcessor(model_proto=buf.getvalue())
     n = sp.get_piece_size()
-    added_list = ([] if family == "internlm2" else FAMILY_SPECIALS[family]) + list(INTERNVL_SPECIAL_TOKENS)
+    added_list = ([] if family == "internlm2" else family_specials(family)) + list(INTERNVL_SPECIAL_TOKENS)
     added = {str(n + i): _added(t) for i, t in enumerate(added_list)}
     for t in user_defined:
         added[str(sp.piece_to_id(t))] = _added(t)

@@ -10,7 +10,6 @@ import hashlib
 import json
 from pathlib import Path
 
-from ..edge.bundle import Bundle, open_bundle
 from ..errors import MivlError
 
 ENGINES = "engines"

@@ -9,14 +9,6 @@ from dataclasses import dataclass, field
 
 from ...edge.errors import CheckpointError
 
-LLM_FAMILIES = {  # config architecture -> family
-    "Qwen2ForCausalLM": "qwen2",
-    "InternLM2ForCausalLM": "internlm2",
-    "Phi3ForCausalLM": "phi3",
-    "LlamaForCausalLM": "llama",     # the -hf re-packaging of InternLM2-based models
-}
-DEFAULT_TEMPLATE = {"qwen2": "Hermes-2", "internlm2": "internlm2-chat", "phi3": "phi3-chat",
-                    "llama": "internvl2_5"}
 
 
 @dataclass
@@ -90,11 +82,10 @@ def vision_config(d: dict) -> VisionConfig:
 
 
 def llm_config(d: dict) -> LLMConfig:
+    from ..families import family_of_architecture
+
     arch = (d.get("architectures") or [""])[0]
-    family = LLM_FAMILIES.get(arch)
-    if family is None:
-        raise CheckpointError(f"unknown LLM architecture {arch!r} in llm_config; supported: "
-                              f"{', '.join(LLM_FAMILIES)}")
+    fam = family_of_architecture(arch)
     d = dict(d)
     rp = d.get("rope_parameters")  # transformers >= 5 keeps theta and scaling here
     if isinstance(rp, dict):
@@ -106,15 +97,9 @@ def llm_config(d: dict) -> LLMConfig:
         if "original_max_position_embeddings" in rp:
             d.setdefault("original_max_position_embeddings", rp["original_max_position_embeddings"])
     d.setdefault("num_key_value_heads", d.get("num_attention_heads"))
-    if family == "qwen2":
-        d.setdefault("attention_bias", True)   # Qwen2 always has q/k/v biases
-    if family == "internlm2":
-        d["attention_bias"] = bool(d.get("bias", False))
-    if family == "phi3":
-        d.setdefault("rope_theta", 10000.0)
-        d.setdefault("rms_norm_eps", 1e-5)
+    d = fam.config_defaults(d)
     try:
-        return _pick(d, LLMConfig, family=family)
+        return _pick(d, LLMConfig, family=fam.name)
     except TypeError as e:
         raise CheckpointError(f"llm_config is missing a required field: {e}") from None
 
@@ -180,7 +165,9 @@ def parse_config(cfg: dict) -> InternVLConfig:
     llm = llm_config(cfg["llm_config"])
     top = {k: cfg[k] for k in InternVLConfig.__dataclass_fields__
            if k in cfg and k not in ("vision", "llm", "raw", "template")}
-    template = cfg.get("template") or DEFAULT_TEMPLATE[llm.family]
+    from ..families import family
+
+    template = cfg.get("template") or family(llm.family).template
     try:
         c = InternVLConfig(vision_config(cfg["vision_config"]), llm, template, raw=cfg, **top)
     except TypeError as e:
