@@ -28,3 +28,11 @@ class ValidationError(MivlError):
 
 class ContextError(InputError):
     """The prompt (tiles x tokens + text) does not fit the session's context."""
+
+
+def check_room(n_past: int, n: int, n_ctx: int) -> None:
+    """The backends' last line: n more tokens after n_past must fit n_ctx (the engine checks the
+    whole prompt before any compute, naming tiles and text; this guards every later step)."""
+    if n_past + n > n_ctx:
+        raise ContextError(f"the prompt needs {n_past + n} tokens but the context holds {n_ctx}; use fewer "
+                           "tiles/frames or open the session with a larger n_ctx")

@@ -11,7 +11,7 @@ import pytest
 
 from mivl.edge import Session
 from mivl.edge.chunks import Image, Ref, Region, Text, grounding_question
-from mivl.edge.errors import ContextError, InputError, MivlError
+from mivl.edge.errors import InputError, MivlError
 
 IMG = np.random.default_rng(1).integers(0, 256, (64, 96, 3), dtype=np.uint8)
 

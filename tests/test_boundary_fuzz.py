@@ -4,7 +4,6 @@ import random
 import time
 
 import numpy as np
-import pytest
 
 from mivl.edge import Session, capi
 from mivl.edge.chunks import Ref, Region
@@ -76,7 +75,7 @@ C_VALUES = [0, 1, 2, -1, 1.5, float("nan"), "x", b"RGB", b"BGR", None, True, np.
 
 def test_randomized_capi_calls(bundle_dir):
     rng = random.Random(7)
-    o, s = capi.Out(), capi.Out()
+    s = capi.Out()
     assert capi.mivl_session_create(str(bundle_dir("qwen2", "fp32")), 0, s) == capi.MIVL_OK
     statuses = set()
     for i in range(1000):

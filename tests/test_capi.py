@@ -1,9 +1,7 @@
 """The C-API-like layer as a contract: every mivl_* function, status codes by error type, messages
 written for the caller, lifetimes from any thread (risky orders in a subprocess)."""
-import json
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 

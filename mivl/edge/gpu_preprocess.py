@@ -14,9 +14,8 @@ import numpy as np
 
 from .errors import InputError
 from .multiview import CAMERAS, CELL_H, CELL_W, LABEL_COLOUR, label_masks
-from .preprocess import PreprocessConfig
+from .preprocess import PreprocessConfig, grid_for_size
 from .resize import pil_windows
-from .tiling import TileGrid, choose_grid
 
 
 @lru_cache(maxsize=64)
@@ -74,14 +73,12 @@ class Preprocessor:
         if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
             raise InputError(f"kernels take (H, W, 3) uint8 frames, got {frame.shape} {frame.dtype}")
         h, w = frame.shape[:2]
-        cfg = self.cfg
-        budget = cfg.max_tiles if max_tiles is None else max_tiles
-        grid = choose_grid(w, h, min(cfg.min_tiles, budget), budget, cfg.use_thumbnail, cfg.image_size)
+        grid = grid_for_size(w, h, self.cfg, max_tiles)
         src = self.k.asarray(frame)
         out = self._out(grid.n_tiles)
         self._resize_to_tiles(src, w, h, bgr, *grid.canvas_size, out, 0)
         if grid.thumbnail:
-            self._resize_to_tiles(src, w, h, bgr, cfg.image_size, cfg.image_size, out, grid.n_grid)
+            self._resize_to_tiles(src, w, h, bgr, self.cfg.image_size, self.cfg.image_size, out, grid.n_grid)
         return out, grid
 
     def _label_stack(self):
@@ -115,14 +112,12 @@ class Preprocessor:
         gx, gy = _grid(CELL_W, CELL_H)
         self.k.resample_v((gx, gy, 6), cells, CELL_W, h, h * CELL_W * 3, canvas, 3 * CELL_W, CELL_H, 3,
                           bv, wv, kv, labels, lw, lh, LABEL_COLOUR)
-        cfg = self.cfg
-        budget = cfg.max_tiles if max_tiles is None else max_tiles
         cw, ch = 3 * CELL_W, 2 * CELL_H
-        grid = choose_grid(cw, ch, min(cfg.min_tiles, budget), budget, cfg.use_thumbnail, cfg.image_size)
+        grid = grid_for_size(cw, ch, self.cfg, max_tiles)
         out = self._out(grid.n_tiles)
         self._resize_to_tiles(canvas, cw, ch, False, *grid.canvas_size, out, 0)
         if grid.thumbnail:
-            self._resize_to_tiles(canvas, cw, ch, False, cfg.image_size, cfg.image_size, out, grid.n_grid)
+            self._resize_to_tiles(canvas, cw, ch, False, self.cfg.image_size, self.cfg.image_size, out, grid.n_grid)
         return out, grid
 
     def unshuffle_layernorm(self, hidden, gamma, beta, eps: float = 1e-5):

@@ -93,6 +93,11 @@ def normalise(tiles: np.ndarray, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> np.nda
 
 def grid_for(rgb: np.ndarray, cfg: PreprocessConfig, max_tiles: int | None = None) -> TileGrid:
     h, w = rgb.shape[:2]
+    return grid_for_size(w, h, cfg, max_tiles)
+
+
+def grid_for_size(w: int, h: int, cfg: PreprocessConfig, max_tiles: int | None = None) -> TileGrid:
+    """The tile grid of a w x h picture: the one tile-choice rule of every path (CPU and GPU)."""
     budget = cfg.max_tiles if max_tiles is None else max_tiles
     if not cfg.dynamic:
         return TileGrid(1, 1, thumbnail=False, tile_size=cfg.image_size)

@@ -78,14 +78,6 @@ def image_block(n_tiles: int, tokens_per_tile: int = 256) -> str:
     return IMG_START + IMG_CONTEXT * (tokens_per_tile * n_tiles) + IMG_END
 
 
-def multi_image_prefix(n_images: int) -> str:
-    return "".join(f"Image-{i + 1}: {IMAGE_PLACEHOLDER}\n" for i in range(n_images))
-
-
-def video_prefix(n_frames: int) -> str:
-    return "".join(f"Frame{i + 1}: {IMAGE_PLACEHOLDER}\n" for i in range(n_frames))
-
-
 def segments_text(segments, tiles_per_image, tokens_per_tile: int = 256) -> str:
     """Segments written out as InternVL's text prompt (markup as its token text, images as blocks)."""
     out = []

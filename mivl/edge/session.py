@@ -14,7 +14,7 @@ from . import args, native
 from .bundle import open_bundle
 from .chunks import place_images
 from .engine import Engine, Timings
-from .errors import BundleError, InputError, MivlError
+from .errors import InputError, MivlError
 from .request import Request
 from ..runtimes.backends import open_llm, open_vision
 

@@ -15,6 +15,7 @@ import numpy as np
 
 from .. import __version__
 from ..edge.bundle import SCHEMA_VERSION
+from ..edge import args
 from ..edge.errors import InputError
 from ..edge.prompt import IMG_CONTEXT, INTERNVL_SPECIAL_TOKENS
 from .bundle_writer import finish, staging
@@ -89,12 +90,19 @@ def export(checkpoint: str | Path, output: str | Path, precision: str = "fp16", 
         raise InputError(f"--calib-method {calib_method!r} unknown; choose one of {', '.join(METHODS)}")
     vision_precision, quant = PRESETS[precision]
     quant = _llm_quant(precision, llm_format, llm_quant)
-    output = Path(output)
+    calib_size = args.integer("calib_size", calib_size, 1, 4096)
+    max_tiles = args.optional_integer("max_tiles", max_tiles, 1, 64)
+    n_ctx = args.integer("n_ctx", n_ctx, 256, 1 << 20)
+    seed = args.integer("seed", seed, 0, 2 ** 32 - 1)
+    output = Path(args.path_like("output", output))
     if output.exists() and not force:
         raise InputError(f"{output} already exists; pass --force to overwrite it")
     _say(quiet, f"loading {checkpoint}")
     ref = Reference(checkpoint)
     cfg = ref.ckpt.config
+    if n_ctx > cfg.llm.max_position_embeddings:
+        raise InputError(f"n_ctx must be at most {cfg.llm.max_position_embeddings} for this checkpoint (its "
+                         f"max_position_embeddings); got {n_ctx}")
     max_tiles = max_tiles or cfg.max_dynamic_patch + (1 if cfg.use_thumbnail else 0)
     report: dict = {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                     "machine": platform.platform()}

@@ -13,6 +13,7 @@ import threading
 
 import numpy as np
 
+from ..errors import check_room
 from ..errors import BundleError, InputError, MivlError
 
 _init_lock = threading.Lock()
@@ -175,10 +176,7 @@ class LlamaCppLLM:
         self.n_past = max(0, min(keep, self.n_past))
 
     def _room(self, n: int) -> None:
-        if self.n_past + n > self.n_ctx:
-            raise InputError(f"the prompt needs {self.n_past + n} tokens but the context holds "
-                             f"{self.n_ctx}; use fewer tiles/frames or open the session with a "
-                             f"larger n_ctx")
+        check_room(self.n_past, n, self.n_ctx)
 
     def _decode(self, batch, n: int) -> None:
         batch.n_tokens = n

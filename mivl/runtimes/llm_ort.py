@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import check_room
 from ..errors import BundleError, InputError, MivlError
 from .tokenizer import TextTokenizer
 from .ort import choose_providers, ort_session
@@ -92,10 +93,7 @@ class OrtLLM:
         self._last = None
 
     def _room(self, n: int) -> None:
-        if self.n_past + n > self.n_ctx:
-            raise InputError(f"the prompt needs {self.n_past + n} tokens but the context holds "
-                             f"{self.n_ctx}; use fewer tiles/frames or open the session with a "
-                             f"larger n_ctx")
+        check_room(self.n_past, n, self.n_ctx)
 
     def _run(self, ids: np.ndarray, embeds: np.ndarray, mask: np.ndarray) -> None:
         feed = {"input_ids": ids[None], "image_embeds": embeds[None], "image_mask": mask[None]}
