@@ -131,7 +131,7 @@ def _text(name: str, s, allow_empty: bool = False) -> str:
 
 
 # ---- options ----------------------------------------------------------------------------------
-SESSION_OPTIONS = ("device", "threads", "n_ctx", "flash_attn", "verify")
+SESSION_OPTIONS = ("device", "threads", "n_ctx", "flash_attn", "verify", "feature_cache_mb")
 
 
 def mivl_options_create(out_options: Out) -> int:
@@ -146,7 +146,8 @@ class _Options:
 
 
 def mivl_options_set(options: int, name, value) -> int:
-    """Set a session option: device (text), threads, n_ctx (integers), flash_attn, verify (0/1)."""
+    """Set a session option: device (text), threads, n_ctx, feature_cache_mb (integers), flash_attn,
+    verify (0/1)."""
     def mivl_options_set():
         o = _get(options, _Options)
         key = _text("option name", name)
@@ -157,6 +158,8 @@ def mivl_options_set(options: int, name, value) -> int:
             v = args.choice("device", _text("device", value), ("auto", "cpu", "cuda"))
         elif key in ("flash_attn", "verify"):
             v = bool(args.integer(key, value, 0, 1))
+        elif key == "feature_cache_mb":
+            v = args.integer(key, value, 0, None)
         else:
             v = args.integer(key, value, 1, None)
         o.values[key] = v
@@ -369,7 +372,7 @@ def mivl_request_get_text(request: int, out_text: Out) -> int:
 
 
 TIMINGS = ("preprocess_s", "vision_s", "prefill_s", "decode_s", "prompt_tokens", "reused_tokens", "new_tokens",
-           "decode_tokens_per_s", "time_to_first_token_s")
+           "tiles_encoded", "tiles_cached", "decode_tokens_per_s", "time_to_first_token_s")
 
 
 def mivl_request_get_timing(request: int, name, out_value: Out) -> int:

@@ -27,6 +27,7 @@ import numpy as np
 from . import chunks
 from .bundle import Bundle
 from .errors import ContextError, InputError, MivlError
+from .feature_cache import FeatureCache, tile_key
 from .multiview import preprocess_cameras
 from .parse import parse_objects
 from .preprocess import TileBatch, preprocess_frames, preprocess_images
@@ -41,8 +42,10 @@ class Timings:
     prefill_s: float = 0.0
     decode_s: float = 0.0
     prompt_tokens: int = 0
-    reused_tokens: int = 0
+    reused_tokens: int = 0                  # prompt positions kept from the KV cache
     new_tokens: int = 0
+    tiles_encoded: int = 0                  # tiles the vision encoder ran on
+    tiles_cached: int = 0                   # tiles whose features came from the feature cache
 
     @property
     def decode_tokens_per_s(self) -> float:
@@ -79,8 +82,9 @@ class Utf8Stream:
 
 
 class Engine:
-    def __init__(self, bundle: Bundle, vision, llm):
+    def __init__(self, bundle: Bundle, vision, llm, feature_cache_bytes: int = 256 << 20):
         self.bundle, self.vision, self.llm = bundle, vision, llm
+        self.features = FeatureCache(feature_cache_bytes)
         self.template = get_template(bundle.prompt["template"])
         self.img_id = int(bundle.prompt["img_context_id"])
         self.stop_ids = set(bundle.prompt["stop_ids"])
@@ -92,7 +96,7 @@ class Engine:
         self._native = threading.Lock()      # held around every native call
         self._turn = threading.Condition()   # guards _live and closed
         self._live: Generation | None = None
-        self.kv_ids: list[int] = []          # token ids whose KV is in the cache (text prefix only)
+        self.kv_keys: list = []              # what each KV position holds: a token id, or (tile key, j)
         self.closed = False
         self.gpu_pre = None                  # fused CUDA preprocessing, when a GPU runs the vision
         need = chunks.n_tokens(self.chunks(Request("?"), None)) + 16
@@ -209,19 +213,34 @@ class Engine:
         return self._live is gen and not self.closed
 
     # ---- prefill ----------------------------------------------------------------------------
-    def prefill(self, gen: "Generation", prompt: list[chunks.Chunk], feats: np.ndarray | None) -> int:
-        """Evaluate the prompt, reusing the cached text prefix; returns reused token count.
-        Runs batch by batch under the native mutex, stopping when gen is no longer live."""
-        ids = chunks.flat_ids(prompt, self.img_id)
-        first_img = ids.index(self.img_id) if any(isinstance(c, chunks.Image) for c in prompt) else len(ids)
+    def position_keys(self, prompt: list[chunks.Chunk], tiles: TileBatch | None, keys: list | None) -> list:
+        """What each prompt position will hold: a text token id, or (tile key, j) for the j-th token
+        of a tile's features (a fresh object where a tile has no key: never equal to anything)."""
+        per_image = tiles.tiles_per_image if tiles is not None else []
+        first = np.cumsum([0, *per_image])
+        out: list = []
+        for c in prompt:
+            if isinstance(c, chunks.Text):
+                out.extend(c.ids)
+                continue
+            for t in range(first[c.index], first[c.index + 1]):
+                key = keys[t] if keys is not None else object()
+                out.extend((key, j) for j in range(self.tokens_per_tile))
+        return out
+
+    def prefill(self, gen: "Generation", prompt: list[chunks.Chunk], feats: np.ndarray | None,
+                pos_keys: list) -> int:
+        """Evaluate the prompt from the end of its longest common prefix with what the KV cache
+        holds (text and image positions alike); returns that prefix's length. Runs batch by batch
+        under the native mutex, stopping when gen is no longer live."""
         with self._native:
             self._check_live(gen)
             common = 0
-            limit = min(len(self.kv_ids), first_img, len(ids) - 1)
-            while common < limit and self.kv_ids[common] == ids[common]:
+            limit = min(len(self.kv_keys), len(pos_keys) - 1)   # the last position is evaluated for logits
+            while common < limit and self.kv_keys[common] == pos_keys[common]:
                 common += 1
             self.llm.reset(keep=common)
-            self.kv_ids = self.kv_ids[:common]
+            self.kv_keys = self.kv_keys[:common]
         try:
             pos, k = 0, 0
             for c in prompt:
@@ -242,9 +261,9 @@ class Engine:
             with self._native:
                 if not self.closed:
                     self.llm.reset()
-                self.kv_ids = []
+                self.kv_keys = []
             raise
-        self.kv_ids = ids[:first_img]  # reusable by the next prompt: the text before any image
+        self.kv_keys = list(pos_keys)
         return common
 
     def _check_live(self, gen: "Generation") -> None:
@@ -254,18 +273,32 @@ class Engine:
         if not self.is_live(gen) or (gen.cancel_fn is not None and gen.cancel_fn()):
             raise Cancelled("the request was cancelled (closed, or replaced by a newer request of its thread)")
 
-    def encode(self, req: Request, device_tiles, tiles: TileBatch | None) -> np.ndarray | None:
-        """Image features (n_tokens, n_embd) of the request's tiles, under the native mutex."""
+    def encode(self, gen: "Generation", device_tiles, tiles: TileBatch | None, keys: list | None
+               ) -> np.ndarray | None:
+        """Image features (n_tokens, n_embd) of the request's tiles: from the feature cache where a
+        tile's key is there, else from the vision encoder (only the missing tiles), under the mutex."""
         with self._native:
             if self.closed:
                 raise Cancelled("the session was closed during this request")
             if device_tiles is not None:
                 feats = self.vision.run_device(device_tiles[0])
-            elif tiles is not None:
-                feats = self.vision(tiles.pixels)
-            else:
+                gen.timings.tiles_encoded = int(feats.shape[0])
+                return feats.reshape(-1, feats.shape[-1])
+            if tiles is None:
                 return None
-        return feats.reshape(-1, feats.shape[-1])
+            if keys is None:
+                feats = self.vision(tiles.pixels)
+                gen.timings.tiles_encoded = len(feats)
+                return feats.reshape(-1, feats.shape[-1])
+            per_tile = [self.features.get(k) for k in keys]
+            missing = [i for i, f in enumerate(per_tile) if f is None]
+            if missing:
+                new = self.vision(tiles.pixels[missing] if len(missing) < len(keys) else tiles.pixels)
+                for i, f in zip(missing, new):
+                    per_tile[i] = np.ascontiguousarray(f, np.float32)
+                    self.features.put(keys[i], per_tile[i])
+            gen.timings.tiles_encoded, gen.timings.tiles_cached = len(missing), len(keys) - len(missing)
+        return np.concatenate(per_tile).reshape(-1, per_tile[0].shape[-1])
 
     def start(self, req: Request, cancel=None) -> "Generation":
         """Check, preprocess, encode and prefill `req`; `cancel()` (optional) is polled between
@@ -288,18 +321,21 @@ class Engine:
         prompt = self.chunks(req, tiles)
         n_prompt = chunks.n_tokens(prompt)
         self.check_fits(n_prompt, tiles)
+        keys = ([tile_key(p) for p in tiles.pixels] if tiles is not None and device_tiles is None
+                and self.features.max_bytes > 0 else None)
+        pos_keys = self.position_keys(prompt, tiles, keys)
         t.preprocess_s = time.perf_counter() - t0
         self._claim(gen)
         try:
             t1 = time.perf_counter()
-            feats = self.encode(req, device_tiles, tiles)
+            feats = self.encode(gen, device_tiles, tiles, keys)
             t.vision_s = time.perf_counter() - t1 if feats is not None else 0.0
             n_img = sum(c.n_tokens for c in prompt if isinstance(c, chunks.Image))
             if (feats.shape[0] if feats is not None else 0) != n_img:
                 raise MivlError(f"prompt has {n_img} image tokens but the vision encoder gave "
                                 f"{0 if feats is None else feats.shape[0]} features")
             t2 = time.perf_counter()
-            t.reused_tokens = self.prefill(gen, prompt, feats)
+            t.reused_tokens = self.prefill(gen, prompt, feats, pos_keys)
             t.prefill_s = time.perf_counter() - t2
         except BaseException:
             self.release(gen)
@@ -322,6 +358,7 @@ class Engine:
             gen.pending = llm.piece(tok, special=tok in self.markup_ids)
             if len(gen.tokens) < gen.req.max_new_tokens and llm.n_past + 1 <= llm.n_ctx:
                 llm.eval_tokens([tok])
+                self.kv_keys.append(tok)
             else:
                 gen.full = True
             return tok

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, field
 
 from . import args, native
@@ -32,12 +33,25 @@ class Answer:
                 "objects": [o.to_dict() for o in self.objects], "timings": self.timings.to_dict()}
 
 
+@dataclass
+class Tick:
+    """One frame set of Session.watch: its answers and what was reused."""
+    index: int
+    answers: list[Answer]
+    tiles_encoded: int                        # tiles the vision encoder ran on, all questions together
+    tiles_cached: int                         # tiles served by the feature cache
+    reused_tokens: int                        # prompt positions kept from the KV cache
+    prompt_tokens: int
+    seconds: float
+
+
 MIN_CTX = 64
 MAX_CTX = 1 << 20
 
 
 def open_engine(bundle, device: str = "auto", threads: int | None = None, n_ctx: int | None = None,
-                n_batch: int = 512, flash_attn: bool = False, verify: bool = True) -> Engine:
+                n_batch: int = 512, flash_attn: bool = False, verify: bool = True,
+                feature_cache_mb: int = 256) -> Engine:
     """Check every option, then open the bundle's backends (nothing native runs before the checks)."""
     bundle = args.path_like("bundle", bundle)
     device = args.choice("device", device, ("auto", "cpu", "cuda"))
@@ -47,6 +61,7 @@ def open_engine(bundle, device: str = "auto", threads: int | None = None, n_ctx:
     n_batch = args.integer("n_batch", n_batch, 1, 8192)
     flash_attn = args.flag("flash_attn", flash_attn)
     verify = args.flag("verify", verify)
+    feature_cache_mb = args.integer("feature_cache_mb", feature_cache_mb, 0, 1 << 20)
     b = open_bundle(bundle, check_hashes=verify)
     vision = open_vision(b.path, b.vision, b.manifest["files"][b.vision["file"]], device, threads)
     try:
@@ -60,7 +75,7 @@ def open_engine(bundle, device: str = "auto", threads: int | None = None, n_ctx:
         vision.close()
         raise MivlError(f"the LLM file has n_embd {llm.n_embd} but the manifest says {b.llm['n_embd']}")
     try:
-        engine = Engine(b, vision, llm)
+        engine = Engine(b, vision, llm, feature_cache_mb << 20)
     except BaseException:
         llm.close()
         vision.close()
@@ -75,8 +90,12 @@ class Session:
     """One bundle opened for asking questions; a context manager. close() is idempotent."""
 
     def __init__(self, bundle: str | os.PathLike, device: str = "auto", threads: int | None = None,
-                 n_ctx: int | None = None, flash_attn: bool = False, verify: bool = True):
-        self._engine = open_engine(bundle, device, threads, n_ctx, flash_attn=flash_attn, verify=verify)
+                 n_ctx: int | None = None, flash_attn: bool = False, verify: bool = True,
+                 feature_cache_mb: int = 256):
+        """Open a bundle. `feature_cache_mb`: image features kept per tile (LRU) so that a frame set
+        is encoded once and an unchanged camera not again; 0 turns the cache off."""
+        self._engine = open_engine(bundle, device, threads, n_ctx, flash_attn=flash_attn, verify=verify,
+                                   feature_cache_mb=feature_cache_mb)
         self.bundle = self._engine.bundle
         self.backends = self._engine.backends
         self.history: list[tuple[str, str]] = []
@@ -132,6 +151,24 @@ class Session:
                     yield piece
         finally:
             gen.close()
+
+    def watch(self, frame_sets, questions, **kwargs):
+        """Ask every question of `questions` about each frame set in turn, yielding a Tick per set.
+
+        A frame set is a dict of the six cameras (or a list of images). Tiles whose pixels did not
+        change since an earlier set (an unchanged camera fills the same two of the twelve tiles)
+        come from the feature cache, and the prompt is evaluated from the first position that
+        differs from what the KV cache holds: a set in which k cameras changed encodes 2k tiles and
+        the thumbnail, and every question after the first encodes none."""
+        if isinstance(questions, str):
+            questions = [questions]
+        for index, frames in enumerate(frame_sets):
+            t0 = time.perf_counter()
+            visual = {"cameras": frames} if isinstance(frames, dict) else {"images": frames}
+            answers = [self.ask(q, **visual, **kwargs) for q in questions]
+            yield Tick(index, answers, sum(a.timings.tiles_encoded for a in answers),
+                       sum(a.timings.tiles_cached for a in answers), sum(a.timings.reused_tokens for a in answers),
+                       sum(a.timings.prompt_tokens for a in answers), time.perf_counter() - t0)
 
     def chat(self, question, **kwargs) -> Answer:
         """Multi-turn: like ask(), keeping this session's history (images of turn one are kept)."""
