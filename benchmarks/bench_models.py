@@ -326,11 +326,7 @@ RESULT = dict(tps=tps)
 
 
 def bench_runtime(work: Path) -> list[str]:
-    ckpt = ensure_checkpoint(work, "1B")
-    bundle = work / "bundle-1B-int8"
-    if not bundle.exists():
-        child(f"from mivl.export.api import export\nexport({str(ckpt)!r}, {str(bundle)!r}, precision='int8', "
-              f"calib_size=4, quiet=True, force=True)\nRESULT={{}}")
+    bundle = int8_bundle(work)
     res = child(f"""
 import time, numpy as np, llama_cpp
 from mivl.edge.session import Session
@@ -369,6 +365,57 @@ RESULT = dict(raw_tps=raw_tps, ours_tps=a.timings.decode_tokens_per_s, one=one.t
     ]
 
 
+def int8_bundle(work: Path) -> Path:
+    """The real-size 1B bundle (INT8 vision, q8_0 LLM), exported once into the work folder."""
+    ckpt = ensure_checkpoint(work, "1B")
+    bundle = work / "bundle-1B-int8"
+    if not bundle.exists():
+        child(f"from mivl.export.api import export\nexport({str(ckpt)!r}, {str(bundle)!r}, precision='int8', "
+              f"calib_size=4, quiet=True, force=True)\nRESULT={{}}")
+    return bundle
+
+
+def bench_reuse(work: Path) -> list[str]:
+    """Six cameras asked four questions, then a drive in which one camera changes per tick (each of
+    the six in turn, last to first), then all six changed: time to first token of each, same run."""
+    bundle = int8_bundle(work)
+    res = child(f"""
+import numpy as np
+from mivl.edge.session import Session
+from mivl.calib.synthetic import draw_scene
+from mivl.edge.multiview import CAMERAS
+s = Session({str(bundle)!r}, device='cpu', threads={os.cpu_count()})
+cams = dict(draw_scene(1).cameras)
+qs = ['What is ahead?', 'Which camera shows the bus?', 'What colour is the car?', 'Is there a pedestrian?']
+ask = lambda q, c: s.ask(q, cameras=c, max_new_tokens=2).timings.to_dict()
+questions = [ask(q, cams) for q in qs]
+other = draw_scene(2).cameras
+drive = []
+for name in reversed(CAMERAS):
+    cams[name] = other[name]
+    drive.append(dict(ask(qs[0], cams), camera=name))
+all_six = ask(qs[0], dict(draw_scene(3).cameras))
+RESULT = dict(questions=questions, drive=drive, all_six=all_six)
+""")
+    q, d, a6 = res["questions"], res["drive"], res["all_six"]
+    ttft = lambda t: t["time_to_first_token_s"]  # noqa: E731
+    rows = ["| six cameras, same frames | tiles encoded | tokens reused / prompt | vision s | prefill s | TTFT s | vs first |",
+            "|---|---|---|---|---|---|---|"]
+    for k, t in enumerate(q):
+        rows.append(f"| question {k + 1} | {t['tiles_encoded']} | {t['reused_tokens']} / {t['prompt_tokens']} | "
+                    f"{t['vision_s']:.2f} | {t['prefill_s']:.2f} | {ttft(t):.2f} | {ttft(t) / ttft(q[0]):.3f} |")
+    rows += ["", "| one camera changed per tick | tiles encoded | tokens reused / prompt | vision s | prefill s | TTFT s "
+             "| vs all six changed |", "|---|---|---|---|---|---|---|"]
+    for t in d:
+        rows.append(f"| {t['camera']} | {t['tiles_encoded']} | {t['reused_tokens']} / {t['prompt_tokens']} | "
+                    f"{t['vision_s']:.1f} | {t['prefill_s']:.1f} | {ttft(t):.1f} | {ttft(t) / ttft(a6):.2f} |")
+    mean = sum(ttft(t) for t in d) / len(d)
+    rows.append(f"| mean of the six ticks | | | | | {mean:.1f} | {mean / ttft(a6):.2f} |")
+    rows.append(f"| all six changed (baseline) | {a6['tiles_encoded']} | {a6['reused_tokens']} / {a6['prompt_tokens']} | "
+                f"{a6['vision_s']:.1f} | {a6['prefill_s']:.1f} | {ttft(a6):.1f} | 1.00 |")
+    return rows
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("sections", nargs="*", default=["vision", "llm", "runtime"])
@@ -381,7 +428,7 @@ def main():
     for name in a.sections:
         print(f"\n### {name}\n")
         fn = {"vision": bench_vision, "llm": bench_llm, "runtime": bench_runtime, "decode": bench_decode,
-              "vision-gpu": bench_vision_gpu, "flash": bench_flash}[name]
+              "vision-gpu": bench_vision_gpu, "flash": bench_flash, "reuse": bench_reuse}[name]
         rows = fn(work, a.size) if name in ("vision", "decode", "vision-gpu", "flash") else fn(work)
         print("\n".join(rows), flush=True)
 

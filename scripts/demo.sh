@@ -20,4 +20,8 @@ rm -rf "$OUT/default-bundle"
 # accuracy stays within 2 points of fp32 that way (BENCHMARKS.md, "Embedded default model")
 .venv/bin/mivl-export "$CKPT" -o "$OUT/default-bundle" --int8 --keep-float projector,patch_embed,last_block
 S=examples/sample_scene
+echo
+echo "image:    $S/CAM_FRONT.jpg (the sample scene's front camera; truth in $S/objects.json)"
+echo "question: ${Q//$'\n'/ / }"
+printf "answer:   "
 .venv/bin/mivl ask "$OUT/default-bundle" --max-new-tokens 24 --image $S/CAM_FRONT.jpg "$Q"

@@ -48,7 +48,8 @@ if ! ls "$WHEELS"/llama_cpp_python-*.whl >/dev/null 2>&1; then
 fi
 $PIP install --quiet --no-deps --force-reinstall "$WHEELS"/llama_cpp_python-*.whl
 $PIP install --quiet "$WHEELS"/llama_cpp_python-*.whl
-$PIP install --quiet -e ".[edge,export,train,dev]"
+# (setuptools' "Editable installation" notice is for package authors; nothing to act on here)
+PYTHONWARNINGS=ignore $PIP install --quiet -e ".[edge,export,train,serve,sign,dev]"
 echo "$WANT" > "$STAMP"
 echo "$KEY" > "$VENV/.mivl-llama"
 echo "set-up done: $VENV"

@@ -1,7 +1,7 @@
 import pytest
 
 from mivl.edge.errors import InputError
-from mivl.edge.prompt import INTERNVL_SYSTEM, build_prompt, expand_images, get_template
+from mivl.edge.prompt import INTERNVL_SYSTEM, build_prompt, get_template
 
 
 def test_hermes2_single_image():
@@ -37,6 +37,6 @@ def test_history_keeps_first_image_and_no_new_prefix():
 
 def test_placeholder_count_must_match():
     with pytest.raises(InputError, match="2 <image> placeholder"):
-        expand_images("<image><image>", [1])
+        build_prompt("Hermes-2", "<image><image>", [1])
     with pytest.raises(InputError, match="unknown chat template"):
         get_template("vicuna")

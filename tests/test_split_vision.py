@@ -90,6 +90,10 @@ def test_split_bundle_missing_norm_is_refused(split_bundle, tmp_path):
     m = json.loads((b / "manifest.json").read_text())
     del m["files"]["vision.projector_norm.npz"]
     (b / "manifest.json").write_text(json.dumps(m))
+    (b / "manifest.sha256").unlink()
+    with pytest.raises(BundleError, match="vision.projector_norm.npz is in the bundle .* but not listed"):
+        open_bundle(b)
+    (b / "vision.projector_norm.npz").unlink()
     with pytest.raises(BundleError, match="vision.projector_norm.npz is referenced but has no sha256"):
         open_bundle(b)
 

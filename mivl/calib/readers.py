@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import random
-import warnings
 from pathlib import Path
 
 from ..edge.errors import InputError
@@ -54,8 +53,6 @@ def calibration_images(source: str | Path | None, n: int, seed: int = 0) -> list
     if source is None or str(source) == "synthetic":
         from .synthetic import scene_images
 
-        warnings.warn("calibrating on synthetic driving scenes; images from your own cameras "
-                      "calibrate INT8 better (--calib PATH)", stacklevel=2)
         return scene_images(n, seed=seed)
     src = Path(source)
     if src.is_dir():

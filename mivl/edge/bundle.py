@@ -13,10 +13,15 @@ from pathlib import Path
 
 from .. import __version__
 from .errors import BundleError
+from .manifest_schema import check_manifest
 from .preprocess import PreprocessConfig
 
 SCHEMA_VERSION = 1
 MANIFEST, REPORT = "manifest.json", "report.json"
+INTEGRITY = "manifest.sha256"         # the manifest's own sha256: an edited manifest is detected
+SIGNATURE = "bundle.sig"              # written by mivl-export sign (mivl.edge.signing)
+ENGINES = "engines"                   # TensorRT engines built on the device (mivl-export build-engine)
+UNLISTED = (MANIFEST, INTEGRITY, SIGNATURE)
 
 
 def sha256_file(path: Path) -> str:
@@ -49,6 +54,7 @@ class Bundle:
         return self.manifest["llm"]
 
     def file(self, name: str) -> Path:
+        """A file of the bundle; the manifest's names are checked to stay inside it (schema)."""
         return self.path / name
 
     def report(self) -> dict:
@@ -62,23 +68,39 @@ def read_manifest(path: Path) -> dict:
         raise BundleError(f"bundle directory not found: {path}")
     if not mf.is_file():
         raise BundleError(f"{path} has no {MANIFEST}: not a mivl bundle (make one with mivl-export)")
+    raw = mf.read_bytes()
+    record = path / INTEGRITY
+    if record.is_file() and record.read_text().strip() != hashlib.sha256(raw).hexdigest():
+        raise BundleError(f"{MANIFEST} of {path} does not match its sha256 in {INTEGRITY}: it was edited after "
+                          "export; re-export the bundle")
     try:
-        manifest = json.loads(mf.read_text())
-    except json.JSONDecodeError as e:
+        manifest = json.loads(raw.decode("utf-8"))       # NaN / Infinity parse; the schema refuses them
+    except (json.JSONDecodeError, UnicodeDecodeError, ValueError) as e:
         raise BundleError(f"{mf} is not valid JSON ({e}); the bundle is damaged") from None
-    version = manifest.get("schema_version")
+    version = manifest.get("schema_version") if isinstance(manifest, dict) else None
     if version != SCHEMA_VERSION:
         raise BundleError(f"bundle schema_version {version!r} is not supported by mivl {__version__} "
                           f"(which reads {SCHEMA_VERSION}); re-export it with this SDK version")
-    for key in ("preprocessing", "prompt", "vision", "llm", "files"):
-        if key not in manifest:
-            raise BundleError(f"{mf} lacks the '{key}' section; the bundle is damaged")
+    check_manifest(manifest)
     return manifest
 
 
+
 def verify_files(path: Path, manifest: dict, check_hashes: bool = True) -> None:
+    """Every listed file exists inside the bundle (and matches its sha256), and no file the runtime
+    could open is unlisted (an ONNX graph's external data, say)."""
+    root = path.resolve()
+    listed = set(manifest["files"])
+    for f in sorted(path.rglob("*")):
+        rel = f.relative_to(path).as_posix()
+        if f.is_dir() or rel in listed or rel in UNLISTED or rel.split("/")[0] == ENGINES:
+            continue
+        raise BundleError(f"{rel} is in the bundle {path} but not listed in {MANIFEST}: a file the runtime "
+                          "could read must be hashed; remove it or re-export the bundle")
     for name, digest in manifest["files"].items():
         f = path / name
+        if f.is_symlink() or root not in f.resolve().parents:
+            raise BundleError(f"bundle file {name} points outside {path}; refusing it")
         if not f.is_file():
             raise BundleError(f"bundle file {name} is missing from {path}")
         if check_hashes and sha256_file(f) != digest:
@@ -106,8 +128,16 @@ def check_consistency(manifest: dict) -> None:
             raise BundleError(f"{name} is referenced but has no sha256 in the manifest")
 
 
-def open_bundle(path: str | Path, check_hashes: bool = True) -> Bundle:
+def open_bundle(path: str | Path, check_hashes: bool = True, trusted_keys=None) -> Bundle:
+    """Read and check a bundle. With `trusted_keys` (public keys, PEM) its signature must verify with
+    one of them before anything else is read (mivl.edge.signing)."""
     path = Path(path)
+    if trusted_keys is not None:
+        from .signing import verify_bundle
+
+        if not path.is_dir():
+            raise BundleError(f"bundle directory not found: {path}")
+        verify_bundle(path, trusted_keys)
     manifest = read_manifest(path)
     verify_files(path, manifest, check_hashes)
     check_consistency(manifest)

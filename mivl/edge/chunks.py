@@ -116,26 +116,37 @@ def _user_segments(parts: Sequence[Part], slots: list[int]) -> list[Segment]:
     return out
 
 
-def render(template, question: Question, n_images: int = 0, history: Sequence = (), system: str | None = None,
-           video: bool = False) -> list[Segment]:
-    """The whole prompt up to the assistant prefix of the new answer, as segments.
+def conversation(template, turns: Sequence, n_images: int = 0, system: str | None = None,
+                 video: bool = False) -> list[tuple[list[Segment], bool]]:
+    """A conversation as pieces (segments, is_answer), the one rule for inference and training.
 
-    `template` is a prompt.ChatTemplate; `history` holds (question, answer) pairs of earlier turns.
-    Images are placed by `place_images` when there is no history (the first turn).
+    `turns` are (question, answer) pairs; the last answer may be None (the prompt of a new answer).
+    Pieces: the system message; per turn the user part (role prefix, question, separator and the
+    assistant prefix) and, when answered, the answer with its closing separator. Images are placed
+    in the first question by `place_images`; `<image>` elsewhere marks further image slots.
+    `template` is a prompt.ChatTemplate.
     """
-    parts = place_images(question, n_images, video) if not history else question_parts(question)
     slots: list[int] = []
-    out: list[Segment] = [*template.markup(template.system_fmt.format(
-        system=template.default_system if system is None else system) + template.sep)]
-    for q, a in history:
-        out += [*template.markup(template.user), *_user_segments(question_parts(q), slots),
-                *template.markup(template.sep + template.assistant), a, *template.markup(template.sep)]
-    out += [*template.markup(template.user), *_user_segments(parts, slots),
-            *template.markup(template.sep + template.assistant)]
+    pieces = [([*template.markup(template.system_fmt.format(
+        system=template.default_system if system is None else system) + template.sep)], False)]
+    for k, (q, a) in enumerate(turns):
+        parts = place_images(q, n_images, video) if k == 0 else question_parts(q)
+        pieces.append(([*template.markup(template.user), *_user_segments(parts, slots),
+                        *template.markup(template.sep + template.assistant)], False))
+        if a is not None:
+            pieces.append(([a, *template.markup(template.sep)] if a else [*template.markup(template.sep)], True))
     if len(slots) != n_images:
         raise InputError(f"the prompt has {len(slots)} {IMAGE_PLACEHOLDER} placeholder(s) but {n_images} "
                          "image(s) were given; they must match")
-    return out
+    return pieces
+
+
+def render(template, question: Question, n_images: int = 0, history: Sequence = (), system: str | None = None,
+           video: bool = False) -> list[Segment]:
+    """The whole prompt up to the assistant prefix of the new answer, as segments.
+    `history` holds (question, answer) pairs of earlier turns (images go in the first question)."""
+    pieces = conversation(template, [*history, (question, None)], n_images, system, video)
+    return [seg for segs, _ in pieces for seg in segs]
 
 
 # ---- chunks: what the LLM is fed ----------------------------------------------------------------

@@ -30,6 +30,8 @@ def ask_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--threads", type=int)
     p.add_argument("--n-ctx", type=int)
+    p.add_argument("--trusted-key", action="append", metavar="PUBLIC.pem",
+                   help="refuse the bundle unless its signature verifies with this key (repeat for several)")
     p.add_argument("--ground", metavar="PHRASE", help="ask for the bounding box of PHRASE (InternVL's grounding "
                    "prompt; the phrase is plain text) instead of QUESTION; pass '' as QUESTION")
     p.add_argument("--stream", action="store_true", help="print the answer as it is decoded")
@@ -56,7 +58,7 @@ def main_ask(argv) -> int:
 
     a = ask_parser().parse_args(argv)
     question = grounding_question(a.ground) if a.ground else a.question
-    with Session(a.bundle, device=a.device, threads=a.threads, n_ctx=a.n_ctx) as s:
+    with Session(a.bundle, device=a.device, threads=a.threads, n_ctx=a.n_ctx, trusted_keys=a.trusted_key) as s:
         kw = dict(images=a.image or None, cameras=parse_cams(a.cam), video=a.video, num_frames=a.frames,
                   max_new_tokens=a.max_new_tokens, temperature=a.temperature, top_p=a.top_p, seed=a.seed,
                   max_tiles=a.max_tiles)
@@ -72,6 +74,8 @@ def main_ask(argv) -> int:
             print(ans.text)
             for o in ans.objects:
                 print(f"  {o.kind}: {o.to_dict()}")
+            if not ans.objects:
+                print("  (no boxes or camera points in the answer)")
             t = ans.timings
             print(f"[{t.prompt_tokens} prompt tokens, {t.new_tokens} new; preprocess {t.preprocess_s:.2f}s, "
                   f"vision {t.vision_s:.2f}s, prefill {t.prefill_s:.2f}s, decode {t.decode_tokens_per_s:.1f} tok/s]",
@@ -91,8 +95,10 @@ def main_info(argv) -> int:
                    "AGX 64GB")
     p.add_argument("--n-ctx", type=int, help="context for --budget (default: the bundle's)")
     p.add_argument("--tiles", type=int, help="tile batch for --budget (default: the bundle's max)")
+    p.add_argument("--trusted-key", action="append", metavar="PUBLIC.pem",
+                   help="check the bundle's signature with this key (repeat for several)")
     a = p.parse_args(argv)
-    b = open_bundle(a.bundle)
+    b = open_bundle(a.bundle, trusted_keys=a.trusted_key)
     if a.budget:
         from .budget import budget, format_budget
 
@@ -153,9 +159,41 @@ def main_eval(argv) -> int:
     return 0
 
 
+def main_serve(argv) -> int:
+    p = argparse.ArgumentParser(prog="mivl serve", description="Serve a bundle over an OpenAI-compatible HTTP API "
+                                "(POST /v1/chat/completions, GET /v1/models, GET /health).")
+    p.add_argument("bundle")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--api-key", help="require 'Authorization: Bearer KEY' (default: no key)")
+    p.add_argument("--queue", type=int, default=8, help="requests that may wait for the one generating (default 8)")
+    p.add_argument("--allow-local-files", action="store_true", help="accept local file paths as image URLs")
+    p.add_argument("--max-body-mb", type=int, default=64, help="largest request body (default 64 MB)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--threads", type=int)
+    p.add_argument("--n-ctx", type=int)
+    p.add_argument("--trusted-key", action="append", metavar="PUBLIC.pem",
+                   help="refuse the bundle unless its signature verifies with this key (repeat for several)")
+    a = p.parse_args(argv)
+    try:
+        from ..serve.app import serve
+    except ImportError as e:
+        raise MivlError(f"mivl serve needs the serve extra (pip install 'mivl[serve]'): {e}") from None
+    from . import args
+
+    args.integer("--port", a.port, 1, 65535)
+    args.integer("--queue", a.queue, 0, 10_000)
+    args.integer("--max-body-mb", a.max_body_mb, 1, 4096)
+    print(f"mivl serve: {a.bundle} on http://{a.host}:{a.port}/v1 (Ctrl-C stops)", file=sys.stderr)
+    serve(a.bundle, a.host, a.port, a.api_key, a.queue, a.allow_local_files, a.max_body_mb << 20,
+          device=a.device, threads=a.threads, n_ctx=a.n_ctx, trusted_keys=a.trusted_key)
+    return 0
+
+
 COMMANDS = {"ask": (main_ask, "ask a bundle a question about images, six cameras or a video"),
             "info": (main_info, "describe a bundle, this machine's backends, and (--budget) its memory needs"),
-            "eval": (main_eval, "accuracy on held-out synthetic driving questions")}
+            "eval": (main_eval, "accuracy on held-out synthetic driving questions"),
+            "serve": (main_serve, "serve a bundle over an OpenAI-compatible HTTP API")}
 
 
 def usage() -> str:

@@ -169,7 +169,7 @@ class Engine:
         """The request as the LLM is fed it (the one path: mivl.edge.chunks)."""
         per_image = tiles.tiles_per_image if tiles is not None else []
         return chunks.prompt_chunks(self.template, req.question, per_image, self.tokens_per_tile, self.llm,
-                                    bool(self.bundle.prompt.get("add_bos")), req.history,
+                                    bool(self.bundle.prompt.get("add_bos")), req.history, system=req.system,
                                     video=req.video is not None)
 
     def prompt_ids(self, req: Request, tiles: TileBatch | None) -> list[int]:

@@ -105,13 +105,3 @@ def build_prompt(template: ChatTemplate | str, question, tiles_per_image: list[i
     segs = chunks.render(tpl, question, len(tiles_per_image), history or [], system, video)
     return segments_text(segs, tiles_per_image, tokens_per_tile)
 
-
-def expand_images(text: str, tiles_per_image: list[int], tokens_per_tile: int = 256) -> str:
-    """Replace each `<image>` of trusted text (a training record) by the next image's block."""
-    n = text.count(IMAGE_PLACEHOLDER)
-    if n != len(tiles_per_image):
-        raise InputError(f"the prompt has {n} {IMAGE_PLACEHOLDER} placeholder(s) but "
-                         f"{len(tiles_per_image)} image(s) were given; they must match")
-    for tiles in tiles_per_image:
-        text = text.replace(IMAGE_PLACEHOLDER, image_block(tiles, tokens_per_tile), 1)
-    return text

@@ -45,6 +45,7 @@ class Request:
     max_tiles: int | None = None                    # tile budget (per prompt; split over images)
     num_frames: int = 8                             # frames sampled from a video file
     channels: str = "RGB"                           # channel order of NumPy array inputs
+    system: str | None = None                       # system message (None: the bundle's)
 
     def checked(self, limits: Limits) -> "Request":
         """This request validated against the session's limits, in plain types."""
@@ -71,7 +72,8 @@ class Request:
                                             f"{limits.max_tiles} tiles of {limits.tokens_per_tile} tokens fill "
                                             f"the context of {limits.n_ctx}"),
             num_frames=num_frames,
-            channels=args.choice("channels", self.channels, ("RGB", "BGR")))
+            channels=args.choice("channels", self.channels, ("RGB", "BGR")),
+            system=None if self.system is None else args.text("system", self.system, allow_empty=True))
 
 
 def check_question(name: str, q):

@@ -51,7 +51,7 @@ MAX_CTX = 1 << 20
 
 def open_engine(bundle, device: str = "auto", threads: int | None = None, n_ctx: int | None = None,
                 n_batch: int = 512, flash_attn: bool = False, verify: bool = True,
-                feature_cache_mb: int = 256) -> Engine:
+                feature_cache_mb: int = 256, trusted_keys=None) -> Engine:
     """Check every option, then open the bundle's backends (nothing native runs before the checks)."""
     bundle = args.path_like("bundle", bundle)
     device = args.choice("device", device, ("auto", "cpu", "cuda"))
@@ -62,8 +62,14 @@ def open_engine(bundle, device: str = "auto", threads: int | None = None, n_ctx:
     flash_attn = args.flag("flash_attn", flash_attn)
     verify = args.flag("verify", verify)
     feature_cache_mb = args.integer("feature_cache_mb", feature_cache_mb, 0, 1 << 20)
-    b = open_bundle(bundle, check_hashes=verify)
-    vision = open_vision(b.path, b.vision, b.manifest["files"][b.vision["file"]], device, threads)
+    if trusted_keys is not None:
+        if isinstance(trusted_keys, (str, os.PathLike)):
+            trusted_keys = [trusted_keys]
+        trusted_keys = [args.path_like(f"trusted_keys[{i}]", k) for i, k in enumerate(trusted_keys)]
+    b = open_bundle(bundle, check_hashes=verify, trusted_keys=trusted_keys)
+    # a signed session runs only signed files: TensorRT engines are built after signing
+    vision = open_vision(b.path, b.vision, b.manifest["files"][b.vision["file"]], device, threads,
+                         use_engines=trusted_keys is None)
     try:
         llm, llm_backend = open_llm(b.path, b.llm, b.prompt, device, threads, n_ctx or int(b.llm["n_ctx"]),
                                     n_batch, flash_attn)
@@ -91,11 +97,12 @@ class Session:
 
     def __init__(self, bundle: str | os.PathLike, device: str = "auto", threads: int | None = None,
                  n_ctx: int | None = None, flash_attn: bool = False, verify: bool = True,
-                 feature_cache_mb: int = 256):
+                 feature_cache_mb: int = 256, trusted_keys=None):
         """Open a bundle. `feature_cache_mb`: image features kept per tile (LRU) so that a frame set
-        is encoded once and an unchanged camera not again; 0 turns the cache off."""
+        is encoded once and an unchanged camera not again; 0 turns the cache off. `trusted_keys`:
+        public keys (PEM) one of which must verify the bundle's signature (mivl.edge.signing)."""
         self._engine = open_engine(bundle, device, threads, n_ctx, flash_attn=flash_attn, verify=verify,
-                                   feature_cache_mb=feature_cache_mb)
+                                   feature_cache_mb=feature_cache_mb, trusted_keys=trusted_keys)
         self.bundle = self._engine.bundle
         self.backends = self._engine.backends
         self.history: list[tuple[str, str]] = []
@@ -119,16 +126,17 @@ class Session:
 
     def ask(self, question, images=None, cameras=None, video=None, max_new_tokens: int = 128,
             temperature: float = 0.0, top_p: float = 1.0, seed: int = 0, stream: bool = False,
-            history=None, max_tiles: int | None = None, channels: str = "RGB", num_frames: int = 8):
+            history=None, max_tiles: int | None = None, channels: str = "RGB", num_frames: int = 8,
+            system: str | None = None):
         """Answer one question (or, with stream=True, yield the answer's text as it is decoded).
 
         `question` is plain text (markup in it is read as characters), or a list of str and
         `Ref` / `Region` parts for grounding (mivl.edge.chunks); `<image>` marks where images go.
+        `system` replaces the bundle's system message (plain text too).
         """
         args.flag("stream", stream)
-        req = Request(question, images, cameras, video, history, max_new_tokens, temperature, top_p, seed,
-                      max_tiles, num_frames, channels)
-        gen = self.engine.start(req)
+        gen = self.generate(question, images, cameras, video, max_new_tokens, temperature, top_p, seed, history,
+                            max_tiles, channels, num_frames, system)
         if stream:
             return self._stream(gen)
         try:
@@ -139,6 +147,17 @@ class Session:
         if gen.cancelled:
             raise MivlError("the answer was cancelled: the session was closed while it was generated")
         return Answer(gen.text, gen.tokens, gen.objects, gen.timings, gen.stopped)
+
+    def generate(self, question, images=None, cameras=None, video=None, max_new_tokens: int = 128,
+                 temperature: float = 0.0, top_p: float = 1.0, seed: int = 0, history=None,
+                 max_tiles: int | None = None, channels: str = "RGB", num_frames: int = 8,
+                 system: str | None = None):
+        """The request prefilled, as a Generation to step through (`step()` -> new text or None,
+        `close()`, `.text`, `.tokens`, `.objects`, `.timings`): for servers and event loops that
+        drive decoding themselves. It holds the session until finished or closed."""
+        req = Request(question, images, cameras, video, history, max_new_tokens, temperature, top_p, seed,
+                      max_tiles, num_frames, channels, system)
+        return self.engine.start(req)
 
     @staticmethod
     def _stream(gen):

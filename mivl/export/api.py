@@ -68,6 +68,9 @@ def validation_tiles(ref: Reference, n_images: int, seed: int) -> tuple[np.ndarr
 def calibration_tiles(ref: Reference, calib, calib_size: int, seed: int, quiet: bool) -> np.ndarray:
     from ..calib.readers import calibration_images
 
+    if calib is None or str(calib) == "synthetic":
+        _say(quiet, "note: calibrating INT8 on synthetic driving scenes; images from your own cameras "
+             "calibrate it better (--calib PATH)")
     images = calibration_images(calib, calib_size, seed)
     show = _progress(quiet, "preprocessing calibration images")
     tiles = []

@@ -2,6 +2,7 @@
 renamed into place only when complete, so an interrupted export leaves no half bundle."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -9,7 +10,7 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-from ..edge.bundle import MANIFEST, REPORT, sha256_file
+from ..edge.bundle import INTEGRITY, MANIFEST, REPORT, sha256_file
 from ..edge.errors import InputError
 
 
@@ -23,6 +24,7 @@ def staging(out: Path, force: bool):
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
         yield tmp
+        _ordinary_permissions(tmp)
         if out.exists():
             old = out.with_name(f".{out.name}.old-{os.getpid()}")
             out.rename(old)
@@ -35,6 +37,15 @@ def staging(out: Path, force: bool):
         raise
 
 
+def _ordinary_permissions(folder: Path) -> None:
+    """mkdtemp makes its folder 0700; a bundle gets what any exporter's output gets (the umask),
+    so a service account on the device can read it."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for d in [folder, *(p for p in folder.rglob("*") if p.is_dir())]:
+        d.chmod(0o777 & ~umask)
+
+
 def finish(tmp: Path, manifest: dict, report: dict) -> None:
     """Hash every artifact into the manifest, then write manifest.json and report.json."""
     (tmp / REPORT).write_text(json.dumps(report, indent=2))
@@ -43,4 +54,6 @@ def finish(tmp: Path, manifest: dict, report: dict) -> None:
         if f.is_file() and f.name != MANIFEST:
             files[str(f.relative_to(tmp))] = sha256_file(f)
     manifest["files"] = files
-    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False))
+    text = json.dumps(manifest, indent=2, ensure_ascii=False).encode("utf-8")
+    (tmp / MANIFEST).write_bytes(text)
+    (tmp / INTEGRITY).write_text(hashlib.sha256(text).hexdigest() + "\n")

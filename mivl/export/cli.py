@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -51,6 +52,8 @@ def export_parser() -> argparse.ArgumentParser:
     p.add_argument("--split-vision", action="store_true",
                    help="write the vision encoder as a ViT graph and a projector graph, with unshuffle + "
                         "LayerNorm between them done by the runtime (the fused CUDA kernel on a GPU)")
+    p.add_argument("--sign", metavar="PRIVATE.pem", help="sign the written bundle with this elliptic-curve key "
+                   "(OpenSSF model-signing; make a key pair with mivl-export keygen)")
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(precision="fp16")
     return p
@@ -63,13 +66,32 @@ def summary(result) -> str:
     for name, size in sorted(result.sizes.items()):
         if name in files:
             fig = (f"cosine min {v['min_cosine']:.5f} mean {v['mean_cosine']:.5f}" if files[name] == "vision"
-                   else f"top-1 {llm['top1_agreement']:.3f} ({llm['top1_agreement_decisive']:.3f} decisive), greedy {'same' if llm['greedy_identical'] else 'differs'}, "
-                        f"rel. logit err {llm['max_rel_logit_error']:.1e}")
+                   else f"top-1 {llm['top1_agreement']:.3f} ({llm['top1_agreement_decisive']:.3f} decisive), "
+                        f"{_greedy(llm)}, rel. logit err {llm['max_rel_logit_error']:.1e}")
             rows.append(f"  {name:<22} {size / 2**20:9.1f} MiB   {fig}")
     status = "passed" if r["passed"] else "FAILED (written with --force)"
     return ("\n".join([f"bundle {result.path}  ({result.seconds:.1f} s, validation {status})",
                        f"  {'artifact':<22} {'size':>13}   against PyTorch", *rows])
-            + f"\n\nnext: mivl ask {result.path} --image PICTURE.jpg \"What is in the picture?\"")
+            + f"\n\nnext: {command('mivl')} ask {result.path} --image PICTURE.jpg \"What is in the picture?\"")
+
+
+def _greedy(llm: dict) -> str:
+    if llm["greedy_identical"]:
+        return "greedy tokens identical"
+    required = llm.get("bar", {}).get("greedy_identical")
+    return ("greedy tokens DIFFER" if required else
+            "greedy differs on near-ties (not required at this precision)")
+
+
+def command(name: str) -> str:
+    """How to run one of the SDK's commands from a new shell: its name where it is on PATH, else
+    its path beside this Python (a virtual environment's bin/)."""
+    import shutil
+
+    if shutil.which(name):
+        return name
+    here = Path(sys.executable).parent / name
+    return str(here) if here.exists() else name
 
 
 def main_export(argv) -> int:
@@ -82,6 +104,47 @@ def main_export(argv) -> int:
                     keep_float=tuple(k for k in a.keep_float.split(",") if k),
                     split_vision=a.split_vision, quiet=a.quiet)
     print(summary(result))
+    if a.sign:
+        from ..edge.signing import sign_bundle
+
+        print(f"signed: {sign_bundle(result.path, a.sign)}")
+    return 0
+
+
+def main_sign(argv) -> int:
+    from ..edge.signing import sign_bundle
+
+    p = argparse.ArgumentParser(prog="mivl-export sign", description="Sign a bundle (every file, manifest "
+                                "included) with an elliptic-curve private key (OpenSSF model-signing).")
+    p.add_argument("bundle")
+    p.add_argument("--key", required=True, metavar="PRIVATE.pem")
+    a = p.parse_args(argv)
+    print(f"signed {a.bundle}: {sign_bundle(a.bundle, a.key)}\n"
+          f"check: {command('mivl')} info {a.bundle} --trusted-key PUBLIC.pem")
+    return 0
+
+
+def main_keygen(argv) -> int:
+    p = argparse.ArgumentParser(prog="mivl-export keygen", description="Write an elliptic-curve (P-256) key pair "
+                                "for signing bundles: private.pem (keep it) and public.pem (ship it).")
+    p.add_argument("-o", "--output", required=True, help="folder for private.pem and public.pem")
+    a = p.parse_args(argv)
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    out = Path(a.output)
+    out.mkdir(parents=True, exist_ok=True)
+    if (out / "private.pem").exists():
+        raise MivlError(f"{out / 'private.pem'} exists; refusing to overwrite a key")
+    key = ec.generate_private_key(ec.SECP256R1())
+    priv = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+    fd = os.open(out / "private.pem", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(priv)
+    (out / "public.pem").write_bytes(key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    print(f"wrote {out / 'private.pem'} (mode 600) and {out / 'public.pem'}")
     return 0
 
 
@@ -119,14 +182,33 @@ def _train_command(name):
     return run
 
 
-COMMANDS = {"make-tiny": main_make_tiny, "build-engine": main_build_engine,
+COMMANDS = {"make-tiny": main_make_tiny, "build-engine": main_build_engine, "sign": main_sign, "keygen": main_keygen,
             "train": _train_command("main_train"), "convert": _train_command("main_convert"),
             "make-default": _train_command("main_make_default")}
+HELP = {"CHECKPOINT -o BUNDLE": "export a checkpoint to a validated bundle (its flags: mivl-export export -h)",
+        "make-tiny": "write a tiny random checkpoint of an LLM family (tests, trying things)",
+        "build-engine": "build the TensorRT engine of a bundle on this GPU",
+        "keygen": "write an elliptic-curve key pair for signing bundles",
+        "sign": "sign a bundle (every file, manifest included)",
+        "train": "domain adaptation: fine-tune a checkpoint on records (full, partial or LoRA)",
+        "convert": "turn an image folder or COCO annotations into training records",
+        "make-default": "regenerate the embedded default model (its recipe, resumable)"}
+
+
+def usage() -> str:
+    lines = ["usage: mivl-export COMMAND [options]   (mivl-export COMMAND -h for its options)", "", "commands:"]
+    lines += [f"  {name:<22} {text}" for name, text in HELP.items()]
+    return "\n".join(lines) + "\n\n" + FORMATS
 
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] in (["-h"], ["--help"]) or not argv:
+        print(usage(), file=sys.stdout if argv else sys.stderr)
+        return 0 if argv else 2
     try:
+        if argv[0] == "export":          # the default command, by name
+            return main_export(argv[1:])
         if argv and argv[0] in COMMANDS:
             return COMMANDS[argv[0]](argv[1:])
         return main_export(argv)

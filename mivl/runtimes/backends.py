@@ -29,8 +29,10 @@ def open_llm(root: Path, llm: dict, prompt: dict, device: str, threads: int | No
         return backend, backend.backend
     if fmt != "gguf":
         raise BundleError(f"the bundle's LLM format {fmt!r} is not one this runtime knows (gguf, onnx)")
+    from .gguf_check import check_gguf
     from .llm_llamacpp import LlamaCppLLM
 
+    check_gguf(root / llm["file"], llm)     # llama.cpp aborts the process on headers it cannot use
     gpu_layers = 0 if device == "cpu" else -1 if llama_has_gpu() else 0
     backend = LlamaCppLLM(str(root / llm["file"]), n_ctx=n_ctx, n_batch=n_batch, n_threads=threads,
                           n_gpu_layers=gpu_layers, flash_attn=flash_attn)
@@ -53,11 +55,13 @@ def tensorrt_vision(root: Path, vision: dict, vision_sha256: str):
         return None
 
 
-def open_vision(root: Path, vision: dict, vision_sha256: str, device: str, threads: int | None):
-    """The bundle's vision encoder: one graph, or a split ViT + projector (--split-vision)."""
+def open_vision(root: Path, vision: dict, vision_sha256: str, device: str, threads: int | None,
+                use_engines: bool = True):
+    """The bundle's vision encoder: one graph, or a split ViT + projector (--split-vision); its
+    TensorRT engine where one was built here (and use_engines)."""
     from .vision_ort import OrtVision
 
-    backend = tensorrt_vision(root, vision, vision_sha256) if device != "cpu" else None
+    backend = tensorrt_vision(root, vision, vision_sha256) if device != "cpu" and use_engines else None
     if backend is None:
         backend = OrtVision(str(root / vision["file"]), vision["input"]["name"], int(vision["max_tiles"]), device,
                             threads)

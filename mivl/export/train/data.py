@@ -13,8 +13,8 @@ import numpy as np
 
 from ...edge.multiview import preprocess_cameras
 from ...edge.preprocess import PreprocessConfig, preprocess_frames, preprocess_images
-from ...edge.chunks import place_images
-from ...edge.prompt import ChatTemplate, expand_images
+from ...edge.chunks import conversation
+from ...edge.prompt import ChatTemplate, segments_text
 from .records import check_record, images_of
 
 IGNORE = -100
@@ -42,27 +42,15 @@ def record_tiles(rec: dict, pre: PreprocessConfig):
     return preprocess_images(imgs, pre, max_tiles=rec.get("max_tiles")) if imgs else None
 
 
-def _first_question(text: str, n_images: int, video: bool) -> str:
-    return "".join(place_images(text, n_images, video))
-
-
 def render_turns(rec: dict, tpl: ChatTemplate, tiles_per_image: list[int], tokens_per_tile: int,
                  system: str | None = None) -> list[tuple[str, bool]]:
-    """(text, is_answer) pieces of the conversation, images expanded."""
+    """(text, is_answer) pieces of the conversation, images expanded: the runtime's own rule
+    (mivl.edge.chunks.conversation), written out as text. A record is trusted data, so its markup
+    (`<ref>`, `<box>` ...) is parsed when the pieces are tokenised, as InternVL's training does."""
     conv = rec["conversations"]
-    pieces = [(tpl.system_fmt.format(system=tpl.default_system if system is None else system) + tpl.sep,
-               False)]
-    remaining = list(tiles_per_image)
-    for k in range(0, len(conv), 2):
-        q = conv[k]["value"]
-        if k == 0:
-            q = _first_question(q, len(tiles_per_image), rec.get("video") is not None)
-        n = q.count("<image>")
-        q = expand_images(q, remaining[:n], tokens_per_tile)
-        remaining = remaining[n:]
-        pieces.append((tpl.user + q + tpl.sep + tpl.assistant, False))
-        pieces.append((conv[k + 1]["value"] + tpl.sep, True))
-    return pieces
+    turns = [(conv[k]["value"], conv[k + 1]["value"]) for k in range(0, len(conv), 2)]
+    pieces = conversation(tpl, turns, len(tiles_per_image), system, video=rec.get("video") is not None)
+    return [(segments_text(segs, tiles_per_image, tokens_per_tile), is_answer) for segs, is_answer in pieces]
 
 
 def tokenize_pieces(tok, pieces: list[tuple[str, bool]]) -> tuple[list[int], list[int]]:

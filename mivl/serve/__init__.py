@@ -1,0 +1,1 @@
+"""`mivl serve`: a bundle behind an OpenAI-compatible HTTP API (Starlette + uvicorn)."""
