@@ -49,7 +49,7 @@ fi
 $PIP install --quiet --no-deps --force-reinstall "$WHEELS"/llama_cpp_python-*.whl
 $PIP install --quiet "$WHEELS"/llama_cpp_python-*.whl
 # (setuptools' "Editable installation" notice is for package authors; nothing to act on here)
-PYTHONWARNINGS=ignore $PIP install --quiet -e ".[edge,export,train,serve,sign,dev]"
+PYTHONWARNINGS=ignore $PIP install --quiet -e ".[edge,export,train,serve,sign,bags,dev]"
 echo "$WANT" > "$STAMP"
 echo "$KEY" > "$VENV/.mivl-llama"
 echo "set-up done: $VENV"

@@ -89,3 +89,37 @@ def test_tokenizer_parity_fails_a_non_identity_normaliser(tiny_dir, tmp_path):
     write_spm_tokenizer(path, "phi3", seed=0, normalization="nmt_nfkc")
     with pytest.raises(ValidationError, match="tokenizer differs from the checkpoint's"):
         export(path, tmp_path / "bundle", precision="fp32", quiet=True, calib_size=4)
+
+
+KILL_SWAP = r'''
+import os, signal, sys, pathlib
+from mivl.export.api import export
+real = pathlib.Path.rename
+def rename(self, target):
+    if ".partial-" in self.name:                 # the new bundle about to move in: die first
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(self, target)
+pathlib.Path.rename = rename
+export(sys.argv[1], sys.argv[2], precision="fp32", quiet=True, force=True)
+'''
+
+
+def test_export_killed_mid_replacement_is_recovered(tiny_dir, bundle_dir, tmp_path):
+    from mivl.edge import Session
+    from mivl.edge.bundle import open_bundle
+    from mivl.export.api import export
+
+    out = tmp_path / "bundle"
+    shutil.copytree(bundle_dir("qwen2", "fp32"), out)
+    before = (out / "manifest.json").read_bytes()
+    p = subprocess.run([sys.executable, "-c", KILL_SWAP, str(tiny_dir("qwen2")), str(out)], capture_output=True,
+                       text=True, timeout=300)
+    assert p.returncode == -9, p.stderr[-1000:]
+    assert not out.exists()                                   # killed between the two renames
+    assert list(tmp_path.glob(".bundle.old-*")) and list(tmp_path.glob(".bundle.partial-*"))
+    open_bundle(out)                                          # the runtime puts the old bundle back
+    assert (out / "manifest.json").read_bytes() == before
+    with Session(out, device="cpu") as s:
+        assert s.ask("Hi", max_new_tokens=1).token_ids
+    export(tiny_dir("qwen2"), out, precision="fp32", quiet=True, force=True)   # cleans the killed one's leftovers
+    assert not list(tmp_path.glob(".bundle.partial-*")) and not list(tmp_path.glob(".bundle.old-*"))

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sources import Rig, SyntheticRig  # noqa: E402
+from sources import SyntheticRig, open_rig  # noqa: E402
 
 from mivl.calib.questions import GROUNDING_PROMPT, options_text  # noqa: E402
 from mivl.edge.multiview import CAMERAS  # noqa: E402
@@ -217,7 +217,7 @@ def main(argv=None) -> int:
         specs = dict(c.split("=", 1) for c in a.cam)
         if set(specs) != set(CAMERAS):
             raise SystemExit(f"--cam must name each of {', '.join(CAMERAS)} once")
-        rig = Rig(specs)
+        rig = open_rig(specs)
     probes = [("find", f) for f in a.find] + [("ask", q) for q in a.ask] + [("describe", c) for c in a.describe]
     if not probes:
         probes = synthetic_probes(rig) if a.synthetic else [("ask", "Describe the driving scene.")]

@@ -6,6 +6,8 @@
   v4l2:/dev/video0      a V4L2 device (USB / GMSL cameras); /dev/videoN alone works too
   gst:PIPELINE          any GStreamer pipeline ending in appsink (OpenCV built with GStreamer)
   csi:N                 a Jetson CSI camera through nvarguscamerasrc (sensor-id N)
+  bag:PATH#/topic       a recorded drive: sensor_msgs Image or CompressedImage from a ROS 2 bag
+                        (sqlite3 or MCAP) read with rosbags; the six cameras grouped by timestamp
 """
 from __future__ import annotations
 
@@ -90,6 +92,34 @@ class SyntheticRig:
 
     def close(self) -> None:
         pass
+
+
+class BagRig:
+    """Six cameras from ROS 2 bags (`bag:PATH#/topic` each), frame sets grouped by timestamp."""
+
+    def __init__(self, specs: dict[str, str], tolerance_s: float = 0.05):
+        from mivl.edge.rosbag import bag_frame_sets
+
+        self.sets = bag_frame_sets({k: v.removeprefix("bag:") for k, v in specs.items()}, tolerance_s)
+        self.stamp = None
+
+    def read(self) -> dict[str, np.ndarray] | None:
+        nxt = next(self.sets, None)
+        if nxt is None:
+            return None
+        self.stamp, frames = nxt
+        return frames
+
+    def close(self) -> None:
+        self.sets.close()
+
+
+def open_rig(specs: dict[str, str]):
+    """The rig for six camera specs: bag sources together (grouped by time), else one per camera."""
+    bags = [s.startswith("bag:") for s in specs.values()]
+    if any(bags) and not all(bags):
+        raise SystemExit("bag: sources cannot be mixed with live or file sources in one rig")
+    return BagRig(specs) if all(bags) else Rig(specs)
 
 
 class Rig:

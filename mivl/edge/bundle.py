@@ -128,10 +128,26 @@ def check_consistency(manifest: dict) -> None:
             raise BundleError(f"{name} is referenced but has no sha256 in the manifest")
 
 
+def restore_aside(path: Path) -> bool:
+    """An export replacing `path` moves the old bundle to `.NAME.old-PID` first and the new one in
+    after; killed between the two, it leaves no bundle at `path`. Put the old one back (the newest,
+    if several) and say whether anything was restored."""
+    path = Path(path)
+    if path.exists() or not path.parent.is_dir():
+        return False
+    aside = sorted(path.parent.glob(f".{path.name}.old-*"), key=lambda p: p.stat().st_mtime)
+    aside = [p for p in aside if (p / MANIFEST).is_file()]
+    if not aside:
+        return False
+    aside[-1].rename(path)
+    return True
+
+
 def open_bundle(path: str | Path, check_hashes: bool = True, trusted_keys=None) -> Bundle:
     """Read and check a bundle. With `trusted_keys` (public keys, PEM) its signature must verify with
     one of them before anything else is read (mivl.edge.signing)."""
     path = Path(path)
+    restore_aside(path)              # an export killed mid-replacement left the old bundle aside
     if trusted_keys is not None:
         from .signing import verify_bundle
 

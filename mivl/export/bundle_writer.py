@@ -10,18 +10,40 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-from ..edge.bundle import INTEGRITY, MANIFEST, REPORT, sha256_file
+from ..edge.bundle import INTEGRITY, MANIFEST, REPORT, restore_aside, sha256_file
 from ..edge.errors import InputError
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def recover(out: Path) -> None:
+    """Finish what a killed export left: an old bundle moved aside but no new one in its place is
+    put back (restore_aside), and `.partial` folders of exports that are no longer running go."""
+    restore_aside(out)
+    for p in out.parent.glob(f".{out.name}.partial-*"):
+        pid = p.name[len(f".{out.name}.partial-"):].split("-")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(p, ignore_errors=True)
 
 
 @contextmanager
 def staging(out: Path, force: bool):
     """Yield a temporary directory next to `out`; on success it becomes `out`."""
     out = Path(out)
+    if out.parent.is_dir():
+        recover(out)
     if out.exists() and not force:
         raise InputError(f"{out} already exists; pass --force (force=True) to overwrite it")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-{os.getpid()}-", dir=out.parent))
     try:
         yield tmp
         _ordinary_permissions(tmp)
