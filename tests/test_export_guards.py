@@ -123,3 +123,16 @@ def test_export_killed_mid_replacement_is_recovered(tiny_dir, bundle_dir, tmp_pa
         assert s.ask("Hi", max_new_tokens=1).token_ids
     export(tiny_dir("qwen2"), out, precision="fp32", quiet=True, force=True)   # cleans the killed one's leftovers
     assert not list(tmp_path.glob(".bundle.partial-*")) and not list(tmp_path.glob(".bundle.old-*"))
+
+
+def test_bundle_has_ordinary_permissions(bundle_dir):
+    """Written with the umask (mkdtemp's 0700 would hide it from a service account)."""
+    import os
+    import stat
+
+    umask = os.umask(0)
+    os.umask(umask)
+    b = bundle_dir("qwen2", "fp32")
+    assert stat.S_IMODE(b.stat().st_mode) == 0o777 & ~umask
+    for f in b.rglob("*"):
+        assert stat.S_IMODE(f.stat().st_mode) & 0o444 == 0o444 & ~umask, f

@@ -181,6 +181,8 @@ def test_conversions():
     (lambda p: b"", "empty"),
     (lambda p: b"not an image at all", "not a readable image"),
     (lambda p: encoded(Image.fromarray(scene(200, 200)), "JPEG")[:300], "corrupt or truncated"),
+    (lambda p: encoded(Image.fromarray(scene(200, 200)), "PNG")[:-20], "the PNG does not end with its IEND"),
+    (lambda p: encoded(Image.fromarray(scene(200, 200)), "PNG")[:-1], "the PNG does not end with its IEND"),
     (lambda p: str(p / "nope.jpg"), "not found"),
     (lambda p: np.zeros((0, 10, 3), np.uint8), "zero size"),
     (lambda p: np.zeros((10, 10, 3), np.float32), "dtype float32"),

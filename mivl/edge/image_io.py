@@ -67,6 +67,8 @@ def _decode(stream: io.BytesIO, what: str, max_pixels: int) -> np.ndarray:
             pil = Image.open(stream)
             _check_size(pil.width, pil.height, max_pixels, what)
             pil.load()
+            if pil.format == "PNG":
+                _check_png_end(stream, what)
     except ImageError:
         raise
     except Image.DecompressionBombError as e:
@@ -78,6 +80,14 @@ def _decode(stream: io.BytesIO, what: str, max_pixels: int) -> np.ndarray:
     except (OSError, SyntaxError, ValueError) as e:
         raise ImageError(f"{what} is corrupt or truncated: {e}") from None
     return _from_pil(pil, what)
+
+
+def _check_png_end(stream: io.BytesIO, what: str) -> None:
+    """PIL decodes a PNG whose last IDAT bytes or IEND are missing without a word; a whole PNG ends
+    with its IEND chunk (length 0, type IEND, CRC AE426082)."""
+    tail = bytes(stream.getbuffer()[-65536:])          # (bytes after IEND are tolerated)
+    if b"\x00\x00\x00\x00IEND\xaeB`\x82" not in tail:
+        raise ImageError(f"{what} is corrupt or truncated: the PNG does not end with its IEND chunk")
 
 
 def _from_pil(pil: Image.Image, what: str) -> np.ndarray:
