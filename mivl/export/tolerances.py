@@ -8,10 +8,12 @@ VISION = {  # per-token cosine against PyTorch fp32
 }
 # Top-1 agreement bars apply to decisive steps (reference top-1 ahead of top-2 by >= 2% of the
 # logit range, see llm_check.DECISIVE_MARGIN); raw agreement over all steps is reported beside.
+# f16/bf16: every decisive step must agree (near-ties flip under any rounding, and a flipped
+# near-tie changes the free-running greedy continuation after it: that is reported, not judged).
 LLM = {
     "f32": {"greedy_identical": True, "max_rel_logit_error": 1e-3},
-    "f16": {"greedy_identical": True},
-    "bf16": {"greedy_identical": True},
+    "f16": {"min_top1_agreement": 1.0},
+    "bf16": {"min_top1_agreement": 1.0},
     "q8_0": {"min_top1_agreement": 0.98},
     "q6_k": {"min_top1_agreement": 0.95},
     "q5_k_m": {"min_top1_agreement": 0.90},
