@@ -29,11 +29,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from sources import SyntheticRig, open_rig  # noqa: E402
 
-from mivl.calib.questions import GROUNDING_PROMPT, options_text  # noqa: E402
+from mivl.calib.questions import options_text  # noqa: E402
+from mivl.edge.chunks import grounding_question  # noqa: E402
 from mivl.edge.multiview import CAMERAS  # noqa: E402
 
 TILE_W, TILE_H = 480, 270
-HUD_H = 150
+HUD_H = 170
 COLOURS = [(0, 255, 255), (255, 0, 255), (0, 255, 0), (255, 128, 0)]
 
 
@@ -48,7 +49,7 @@ def run_probe(session, probe: tuple[str, str], frames: dict) -> dict:
         cam = a.text.strip().rstrip(".")
         out = {"probe": f"find {arg}", "camera": cam, "answer": a.text, "boxes": []}
         if cam in frames:
-            g = session.ask(GROUNDING_PROMPT + f"<ref>the {arg}</ref>", images=[frames[cam]], channels="BGR",
+            g = session.ask(grounding_question(f"the {arg}"), images=[frames[cam]], channels="BGR",
                             max_new_tokens=40)
             timings.append(g.timings)
             out["answer"] += " | " + g.text
@@ -76,7 +77,8 @@ def run_probe(session, probe: tuple[str, str], frames: dict) -> dict:
                "points": [{"camera": o.camera, "pixels": list(o.pixels)} for o in a.objects
                           if getattr(o, "kind", "") == "camera_point"]}
     out["timings"] = {k: sum(getattr(t, k) for t in timings) for k in
-                      ("preprocess_s", "vision_s", "prefill_s", "decode_s", "new_tokens", "prompt_tokens")}
+                      ("preprocess_s", "vision_s", "prefill_s", "decode_s", "new_tokens", "prompt_tokens",
+                       "reused_tokens", "tiles_encoded", "tiles_cached")}
     return out
 
 
@@ -127,14 +129,16 @@ def hud(results: list[dict], tick: int, wall_s: float) -> np.ndarray:
     rows = [f"tick {tick}   wall {wall_s * 1000:.0f} ms   RSS {rss_mib():.0f} MiB",
             f"preprocess {t.get('preprocess_s', 0) * 1000:.0f} ms   vision {t.get('vision_s', 0) * 1000:.0f} ms   "
             f"prefill {t.get('prefill_s', 0) * 1000:.0f} ms   decode {t.get('decode_s', 0) * 1000:.0f} ms "
-            f"({tps:.0f} tok/s)"]
+            f"({tps:.0f} tok/s)",
+            f"tiles encoded {t.get('tiles_encoded', 0)}, from cache {t.get('tiles_cached', 0)}   prompt tokens "
+            f"reused {t.get('reused_tokens', 0)} of {t.get('prompt_tokens', 0)}"]
     known = [r["correct"] for r in results if "correct" in r]
     if known:
         rows.append(f"questions with known answers: {sum(known)}/{len(known)} right")
     rows += [f"{r['probe']}: {r['answer'][:110]}" for r in results if r.get("camera") is None or r["probe"] == "ask"]
     rows += [f"{r['probe']} -> {r.get('camera')}" + ("" if r.get("camera") in CAMERAS else " (not a camera name)")
              for r in results if r["probe"].startswith("find")]
-    for k, text in enumerate(rows[:7]):
+    for k, text in enumerate(rows[:8]):
         cv2.putText(panel, text, (10, 22 + 20 * k), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (230, 230, 230), 1)
     return panel
 
@@ -185,6 +189,9 @@ def parse_args(argv=None):
     p.add_argument("--out", default="out/demo", help="folder for demo.mp4, snapshots and log.jsonl")
     p.add_argument("--snapshot-every", type=int, default=5)
     p.add_argument("--threads", type=int)
+    p.add_argument("--feature-cache-mb", type=int, default=256,
+                   help="image features kept per tile, so that each probe after the first and every unchanged "
+                        "camera skip the vision encoder (0: off)")
     return p.parse_args(argv)
 
 
@@ -227,7 +234,7 @@ def main(argv=None) -> int:
     writer, log = None, open(out / "log.jsonl", "w")
     bundle = Path(a.bundle) if a.bundle else default_bundle()
     tick = 0
-    with Session(bundle, threads=a.threads) as session:
+    with Session(bundle, threads=a.threads, feature_cache_mb=a.feature_cache_mb) as session:
         print(f"bundle {bundle}; probes: {probes}; backends {session.backends}", flush=True)
         try:
             while not a.frames or tick < a.frames:
@@ -252,7 +259,8 @@ def main(argv=None) -> int:
                     writer.write(view)
                     if tick % a.snapshot_every == 0:
                         cv2.imwrite(str(out / f"snapshot-{tick:05d}.png"), view)
-                print(f"tick {tick}: {wall * 1000:.0f} ms; " + "; ".join(
+                enc = sum(r["timings"]["tiles_encoded"] for r in results)
+                print(f"tick {tick}: {wall * 1000:.0f} ms, {enc} tiles encoded; " + "; ".join(
                     f"{r['probe']} -> {r['answer'][:60]!r}" for r in results), flush=True)
                 tick += 1
                 if a.rate > 0:

@@ -39,6 +39,6 @@ def asker(model, max_new_tokens: int = 24):
     a mivl.edge Session or the PyTorch reference (mivl.export.reference.Reference); greedy."""
     def ask(q, frames):
         if q.camera is None:
-            return model.ask(q.text, cameras=frames, max_new_tokens=max_new_tokens).text
-        return model.ask(q.text, images=[frames[q.camera]], max_new_tokens=max_new_tokens).text
+            return model.ask(q.prompt, cameras=frames, max_new_tokens=max_new_tokens).text
+        return model.ask(q.prompt, images=[frames[q.camera]], max_new_tokens=max_new_tokens).text
     return ask

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..edge.chunks import Ref, Region
 from ..edge.multiview import CAMERAS
 from .synthetic import CLASSES, COLOURS, Scene, SceneObject
 
@@ -36,6 +37,13 @@ class Question:
     camera: str | None               # the one camera shown; None: all six (multi-view)
     options: tuple[str, ...] = ()    # candidates of a multiple-choice question
     subject: SceneObject | None = field(default=None, compare=False, repr=False)
+    parts: tuple = ()                # the question as typed parts (str, Ref, Region) when it carries
+                                     # markup: what a runtime caller passes (text is never markup)
+
+    @property
+    def prompt(self):
+        """What to ask a Session or the reference: the typed parts, or the plain text."""
+        return list(self.parts) if self.parts else self.text
 
 
 def box_1000(box, width: int, height: int) -> list[int]:
@@ -105,10 +113,13 @@ def ask_kind(kind: str, scene: Scene, rng: np.random.Generator, size: tuple[int,
         return Question(kind, f"What is the {o.colour} object?\n" + options_text(opts), o.cls, cam, opts, o)
     box = box_text(box_1000(o.box, w, h))
     if kind == "grounding":
-        ref = f"<ref>the {o.colour} {o.cls}</ref>"
-        return Question(kind, GROUNDING_PROMPT + ref, ref + box, cam, (), o)
+        phrase = f"the {o.colour} {o.cls}"
+        ref = f"<ref>{phrase}</ref>"
+        return Question(kind, GROUNDING_PROMPT + ref, ref + box, cam, (), o, (GROUNDING_PROMPT, Ref(phrase)))
     if kind == "region":
-        return Question(kind, f"What object is in this location {box}?", f"{o.colour} {o.cls}{box}", cam, (), o)
+        b = tuple(box_1000(o.box, w, h))
+        return Question(kind, f"What object is in this location {box}?", f"{o.colour} {o.cls}{box}", cam, (), o,
+                        ("What object is in this location ", Region(b), "?"))
     raise ValueError(f"unknown question kind {kind!r}; known: {', '.join(KINDS)}")
 
 
