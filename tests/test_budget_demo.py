@@ -71,15 +71,18 @@ def test_demo_runs_headless_on_the_synthetic_clip(bundle_dir, tmp_path):
     assert len(snaps) == 2
     import cv2
     img = cv2.imread(str(snaps[0]))
-    assert img.shape == (2 * 270 + 150, 3 * 480, 3)
+    assert img.shape == (2 * 270 + 170, 3 * 480, 3)
     log = [json.loads(line) for line in (d / "log.jsonl").read_text().splitlines()]
     assert [r["tick"] for r in log] == [0, 1]
     probes = [p["probe"] for p in log[0]["results"]]
     assert any(p.startswith("find ") for p in probes)
     mc = [r for r in log[0]["results"] if "truth" in r]
     assert mc and all(isinstance(r["correct"], bool) and r["camera"] for r in mc)
-    for r in log[0]["results"]:
-        assert r["timings"]["vision_s"] > 0 and r["timings"]["prompt_tokens"] > 0
+    for r in log[0]["results"]:   # every probe sees its tiles: encoded, or from the feature cache
+        t = r["timings"]
+        assert t["prompt_tokens"] > 0 and t["tiles_encoded"] + t["tiles_cached"] > 0
+    assert any(r["timings"]["vision_s"] > 0 for r in log[0]["results"])
+    assert any(r["timings"]["tiles_cached"] > 0 for r in log[0]["results"])   # a camera asked twice
     cap = cv2.VideoCapture(str(d / "demo.mp4"))
     assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 2
 

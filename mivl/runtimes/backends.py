@@ -55,6 +55,21 @@ def tensorrt_vision(root: Path, vision: dict, vision_sha256: str):
         return None
 
 
+def check_graph(session, vision: dict, name: str, output: dict) -> None:
+    """The loaded graph takes the manifest's input and gives its output (names and fixed sizes);
+    refused, with the graph closed by the caller, before it runs."""
+    ins, outs = session.get_inputs(), session.get_outputs()
+    want_in = vision["input"]
+    if len(ins) != 1 or ins[0].name != want_in["name"]:
+        raise BundleError(f"{name} takes {[i.name for i in ins]} but the manifest says {want_in['name']!r}")
+    if len(outs) != 1 or outs[0].name != output["name"]:
+        raise BundleError(f"{name} gives {[o.name for o in outs]} but the manifest says {output['name']!r}")
+    for what, got, want in (("input", ins[0].shape, want_in["shape"]), ("output", outs[0].shape, output["shape"])):
+        fixed = [(g, w) for g, w in zip(got, want) if isinstance(g, int) and isinstance(w, int)]
+        if len(got) != len(want) or any(g != w for g, w in fixed):
+            raise BundleError(f"{name}'s {what} shape is {got} but the manifest says {want}")
+
+
 def open_vision(root: Path, vision: dict, vision_sha256: str, device: str, threads: int | None,
                 use_engines: bool = True):
     """The bundle's vision encoder: one graph, or a split ViT + projector (--split-vision); its
@@ -65,6 +80,12 @@ def open_vision(root: Path, vision: dict, vision_sha256: str, device: str, threa
     if backend is None:
         backend = OrtVision(str(root / vision["file"]), vision["input"]["name"], int(vision["max_tiles"]), device,
                             threads)
+        try:
+            check_graph(backend.session, vision, vision["file"],
+                        vision["split"]["vit_output"] if vision.get("split") else vision["output"])
+        except BaseException:
+            backend.close()
+            raise
     split = vision.get("split")
     if not split:
         return backend
