@@ -13,6 +13,11 @@ import sys
 from ..errors import MivlError
 
 
+def add_trusted_key(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--trusted-key", action="append", metavar="PUBLIC.pem",
+                   help="refuse the bundle unless its signature verifies with this key (repeat for several)")
+
+
 def ask_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mivl ask", description="Ask a bundle a question.")
     p.add_argument("bundle")
@@ -30,8 +35,7 @@ def ask_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--threads", type=int)
     p.add_argument("--n-ctx", type=int)
-    p.add_argument("--trusted-key", action="append", metavar="PUBLIC.pem",
-                   help="refuse the bundle unless its signature verifies with this key (repeat for several)")
+    add_trusted_key(p)
     p.add_argument("--ground", metavar="PHRASE", help="ask for the bounding box of PHRASE (InternVL's grounding "
                    "prompt; the phrase is plain text) instead of QUESTION; pass '' as QUESTION")
     p.add_argument("--stream", action="store_true", help="print the answer as it is decoded")
@@ -95,8 +99,7 @@ def main_info(argv) -> int:
                    "AGX 64GB")
     p.add_argument("--n-ctx", type=int, help="context for --budget (default: the bundle's)")
     p.add_argument("--tiles", type=int, help="tile batch for --budget (default: the bundle's max)")
-    p.add_argument("--trusted-key", action="append", metavar="PUBLIC.pem",
-                   help="check the bundle's signature with this key (repeat for several)")
+    add_trusted_key(p)
     a = p.parse_args(argv)
     b = open_bundle(a.bundle, trusted_keys=a.trusted_key)
     if a.budget:
@@ -172,8 +175,7 @@ def main_serve(argv) -> int:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--threads", type=int)
     p.add_argument("--n-ctx", type=int)
-    p.add_argument("--trusted-key", action="append", metavar="PUBLIC.pem",
-                   help="refuse the bundle unless its signature verifies with this key (repeat for several)")
+    add_trusted_key(p)
     a = p.parse_args(argv)
     try:
         from ..serve.app import serve
