@@ -28,7 +28,7 @@ Q = "What is the yellow object?\nOptions: car, truck, bus, pedestrian, cone, tra
 def ensure_bundle(path: Path) -> Path:
     if not (path / "manifest.json").is_file():
         subprocess.run([sys.executable, "-m", "mivl.export.cli", "mivl/assets/default_model", "-o", str(path),
-                        "--int8", "--keep-float", "projector,patch_embed,last_block", "-q", "--force"], check=True,
+                        "--int8", "--keep-float", "projector,attention,patch_embed,last_block", "-q", "--force"], check=True,
                        cwd=ROOT)
     return path
 

@@ -18,7 +18,7 @@ fi
 rm -rf "$OUT/default-bundle"
 # INT8 with the patch embedding and last ViT block left in float: the tiny default model's
 # accuracy stays within 2 points of fp32 that way (BENCHMARKS.md, "Embedded default model")
-.venv/bin/mivl-export "$CKPT" -o "$OUT/default-bundle" --int8 --keep-float projector,patch_embed,last_block
+.venv/bin/mivl-export "$CKPT" -o "$OUT/default-bundle" --int8 --keep-float projector,attention,patch_embed,last_block
 S=examples/sample_scene
 echo
 echo "image:    $S/CAM_FRONT.jpg (the sample scene's front camera; truth in $S/objects.json)"

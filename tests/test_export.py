@@ -47,6 +47,28 @@ def test_int8_bundle_is_qdq_and_close(bundle_dir):
         open_bundle(bundle_dir("internlm2", "fp32")).file("vision.onnx"))
 
 
+def test_int8_weight_matmuls_run_as_integer_matmuls_on_the_cpu(bundle_dir, tmp_path):
+    """What ONNX Runtime's CPU provider makes of the INT8 graph: every weight MatMul of the encoder
+    (qkv, proj, fc1, fc2) fused into QLinearMatMul (integer dot products: VNNI where the CPU has
+    it), attention's softmax left in float, no Shape node reading a quantised activation."""
+    import collections
+
+    import onnxruntime as ort
+
+    b = open_bundle(bundle_dir("qwen2", "int8"))
+    graph = onnx.load(str(b.file(b.vision["file"]))).graph
+    dq_outs = {o for n in graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear") for o in n.output}
+    assert not [n.name for n in graph.node if n.op_type == "Shape" and n.input[0] in dq_outs]
+    so = ort.SessionOptions()
+    so.optimized_model_filepath = str(tmp_path / "opt.onnx")
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    ort.InferenceSession(str(b.file(b.vision["file"])), so, providers=["CPUExecutionProvider"])
+    ops = collections.Counter(n.op_type for n in onnx.load(str(tmp_path / "opt.onnx")).graph.node)
+    layers = b.vision["vit_layers"]
+    assert ops["QLinearMatMul"] == 4 * layers, ops
+    assert ops["QLinearSoftmax"] == 0 and ops["Softmax"] == layers, ops
+
+
 def test_int8_calibration_reproducible(tiny_dir, tmp_path):
     a = api.export(tiny_dir("qwen2"), tmp_path / "a", "int8", calib_size=4, quiet=True)
     b = api.export(tiny_dir("qwen2"), tmp_path / "b", "int8", calib_size=4, quiet=True)

@@ -168,7 +168,7 @@ def default_bundle() -> Path:
                 make_tiny("qwen2", src, 0, overwrite=True)
         print(f"exporting {src} to {out} ...", flush=True)
         export(src, out, precision="int8", quiet=True, force=True,
-               keep_float=("projector", "patch_embed", "last_block"))
+               keep_float=("projector", "attention", "patch_embed", "last_block"))
     return out
 
 

@@ -19,6 +19,7 @@ from ..edge import args
 from ..edge.errors import InputError
 from ..edge.prompt import IMG_CONTEXT, INTERNVL_SPECIAL_TOKENS
 from .bundle_writer import finish, staging
+from .quantize import KEEP_FLOAT
 from .llm_export import QUANT_TYPES, check_llm, reference_cases, write_llm
 from .quantize import METHODS, quantize_vision_isolated
 from .reference import Reference
@@ -83,7 +84,7 @@ def calibration_tiles(ref: Reference, calib, calib_size: int, seed: int, quiet: 
 def export(checkpoint: str | Path, output: str | Path, precision: str = "fp16", calib=None,
            calib_size: int = 16, calib_method: str = "minmax", max_tiles: int | None = None,
            llm_quant: str | None = None, n_ctx: int = 4096, engine: bool = False, force: bool = False,
-           seed: int = 0, keep_float: tuple[str, ...] = ("projector",), llm_format: str = "gguf",
+           seed: int = 0, keep_float: tuple[str, ...] = KEEP_FLOAT, llm_format: str = "gguf",
            split_vision: bool = False, quiet: bool = False) -> ExportResult:
     """Export `checkpoint` to a bundle at `output`; every artifact is validated first."""
     t0 = time.time()

@@ -46,9 +46,10 @@ def export_parser() -> argparse.ArgumentParser:
     p.add_argument("--engine", action="store_true", help="also build a TensorRT engine (needs TensorRT and a GPU)")
     p.add_argument("--force", action="store_true", help="overwrite BUNDLE; write it even if validation fails")
     p.add_argument("--seed", type=int, default=0, help="seed of calibration sampling (default 0)")
-    p.add_argument("--keep-float", default="projector",
-                   help="comma list of vision parts left in float by --int8/--int4: projector, patch_embed, "
-                        "first_block, last_block (default projector)")
+    p.add_argument("--keep-float", default="projector,attention",
+                   help="comma list of vision parts left in float by --int8/--int4: projector, attention (the "
+                        "two activation x activation MatMuls and the softmax between them), patch_embed, "
+                        "first_block, last_block (default projector,attention)")
     p.add_argument("--split-vision", action="store_true",
                    help="write the vision encoder as a ViT graph and a projector graph, with unshuffle + "
                         "LayerNorm between them done by the runtime (the fused CUDA kernel on a GPU)")
