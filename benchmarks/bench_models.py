@@ -416,17 +416,39 @@ RESULT = dict(questions=questions, drive=drive, all_six=all_six)
     return rows
 
 
+def bench_ttft(work: Path, bundles: list[str]) -> list[str]:
+    """Six 1600x900 cameras, cold (a fresh session each), time to first token per bundle, same run."""
+    rows = ["| bundle | tiles | prompt tokens | vision s | prefill s | TTFT s | vs first |", "|---|---|---|---|---|---|---|"]
+    first = None
+    for b in bundles:
+        t = child(f"""
+from mivl.edge.session import Session
+from mivl.calib.synthetic import draw_scene
+with Session({b!r}, device='cpu', threads={os.cpu_count()}) as s:
+    RESULT = s.ask('What is ahead?', cameras=dict(draw_scene(1).cameras), max_new_tokens=2).timings.to_dict()
+""")
+        first = first or t["time_to_first_token_s"]
+        rows.append(f"| {Path(b).name} | 13 | {t['prompt_tokens']} | {t['vision_s']:.1f} | {t['prefill_s']:.1f} | "
+                    f"{t['time_to_first_token_s']:.1f} | {first / t['time_to_first_token_s']:.2f}x |")
+        print(rows[-1], file=sys.stderr)
+    return rows
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("sections", nargs="*", default=["vision", "llm", "runtime"])
     ap.add_argument("--work", default="out/bench")
     ap.add_argument("--size", default="1B", choices=["default", "1B", "2B"])
+    ap.add_argument("--bundles", nargs="*", default=[], help="bundles for the ttft section")
     a = ap.parse_args()
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}")
     for name in a.sections:
         print(f"\n### {name}\n")
+        if name == "ttft":
+            print("\n".join(bench_ttft(work, a.bundles)), flush=True)
+            continue
         fn = {"vision": bench_vision, "llm": bench_llm, "runtime": bench_runtime, "decode": bench_decode,
               "vision-gpu": bench_vision_gpu, "flash": bench_flash, "reuse": bench_reuse}[name]
         rows = fn(work, a.size) if name in ("vision", "decode", "vision-gpu", "flash") else fn(work)
