@@ -434,12 +434,62 @@ with Session({b!r}, device='cpu', threads={os.cpu_count()}) as s:
     return rows
 
 
+def bench_vision_batch(work: Path) -> list[str]:
+    """13 tiles through the 1B INT8 encoder on ONNX Runtime's CPU provider, in batches of 1, 2, 4, 13."""
+    path = work / "vision-1B-int8" / "vision.int8.onnx"
+    if not path.is_file():
+        bench_vision(work, "1B")
+    res = child(f"""
+import time, numpy as np, onnxruntime as ort
+so = ort.SessionOptions(); so.intra_op_num_threads = {os.cpu_count()}; so.log_severity_level = 3
+s = ort.InferenceSession({str(path)!r}, so, providers=['CPUExecutionProvider'])
+x = np.random.default_rng(0).standard_normal((13, 3, 448, 448)).astype(np.float32)
+s.run(None, {{'pixel_values': x[:1]}})
+RESULT = {{}}
+for bs in (1, 2, 4, 13):
+    t = time.perf_counter()
+    for i in range(0, 13, bs):
+        s.run(None, {{'pixel_values': x[i:i + bs]}})
+    RESULT[str(bs)] = time.perf_counter() - t
+""")
+    return ["| tiles per run | 13 tiles s |", "|---|---|"] + [f"| {k} | {res[k]:.1f} |" for k in ("1", "2", "4", "13")]
+
+
+def bench_prefill(work: Path, llama_bench: str, ubatch: int = 256) -> list[str]:
+    """Image-prompt prefill through the runtime (six cameras, 3,362 tokens, features precomputed and
+    injected) against llama.cpp's own llama-bench pp of the same length, same GGUF, same threads;
+    alternated twice."""
+    bundle = int8_bundle(work)
+    gguf = str(bundle / "llm.q8_0.gguf")
+    rows = ["| prefill, 1B q8_0, 3,362 tokens, 2 threads | tokens/s | vs llama-bench |", "|---|---|---|"]
+    for rep in range(2):
+        r = subprocess.run([llama_bench, "-m", gguf, "-p", "3362", "-n", "0", "-t", str(os.cpu_count()), "-b", "512",
+                            "-ub", str(ubatch), "-r", "1", "-fa", "0", "-o", "json"], capture_output=True, text=True,
+                           check=True)
+        ref = json.loads(r.stdout)[0]["avg_ts"]
+        ours = child(f"""
+from mivl.edge.session import Session
+from mivl.calib.synthetic import draw_scene
+with Session({str(bundle)!r}, device='cpu', threads={os.cpu_count()}) as s:
+    cams = dict(draw_scene(1).cameras)
+    t = s.ask('What is ahead?', cameras=cams, max_new_tokens=1).timings
+    RESULT = dict(tps=t.prompt_tokens / t.prefill_s, n=t.prompt_tokens)
+""")
+        rows.append(f"| llama-bench -p 3362 -ub {ubatch} (baseline), run {rep + 1} | {ref:.1f} | 1.00 |")
+        rows.append(f"| mivl runtime, six-camera image prompt ({ours['n']} tokens), run {rep + 1} | {ours['tps']:.1f} | "
+                    f"{ours['tps'] / ref:.2f} |")
+        print("\n".join(rows[-2:]), file=sys.stderr)
+    return rows
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("sections", nargs="*", default=["vision", "llm", "runtime"])
     ap.add_argument("--work", default="out/bench")
     ap.add_argument("--size", default="1B", choices=["default", "1B", "2B"])
     ap.add_argument("--bundles", nargs="*", default=[], help="bundles for the ttft section")
+    ap.add_argument("--llama-bench", help="llama.cpp's llama-bench binary for the prefill section (build it from "
+                    "llama-cpp-python's sdist: vendor/llama.cpp, cmake --build build --target llama-bench)")
     a = ap.parse_args()
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -449,8 +499,12 @@ def main():
         if name == "ttft":
             print("\n".join(bench_ttft(work, a.bundles)), flush=True)
             continue
+        if name == "prefill":
+            print("\n".join(bench_prefill(work, a.llama_bench)), flush=True)
+            continue
         fn = {"vision": bench_vision, "llm": bench_llm, "runtime": bench_runtime, "decode": bench_decode,
-              "vision-gpu": bench_vision_gpu, "flash": bench_flash, "reuse": bench_reuse}[name]
+              "vision-gpu": bench_vision_gpu, "flash": bench_flash, "reuse": bench_reuse,
+              "vision-batch": bench_vision_batch}[name]
         rows = fn(work, a.size) if name in ("vision", "decode", "vision-gpu", "flash") else fn(work)
         print("\n".join(rows), flush=True)
 
