@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 
 from . import chunks
-from .chunks import IMAGE_PLACEHOLDER, IMG_CONTEXT, IMG_END, IMG_START
+from .chunks import IMAGE_PLACEHOLDER, IMG_CONTEXT, IMG_END, IMG_START  # noqa: F401 - re-exported
 from .errors import InputError
 
 INTERNVL_SPECIAL_TOKENS = ("<img>", "</img>", "<IMG_CONTEXT>", "<quad>", "</quad>",

@@ -11,7 +11,6 @@ other camera's message nearest to it in time, when that is within `tolerance_s`.
 """
 from __future__ import annotations
 
-import bisect
 from pathlib import Path
 
 import numpy as np
