@@ -176,7 +176,7 @@ def _destroy(h, kind, name, on_destroy=None) -> int:
             obj = _handles.get(h) if isinstance(h, int) and not isinstance(h, bool) else None
             if obj is not None and not isinstance(obj, kind):
                 raise _Status(MIVL_ERR_INVALID_HANDLE, f"{h!r} is not a {kind.__name__.strip('_').lower()} handle")
-            _handles.pop(h, None) if obj is not None else None
+            _handles.pop(h, None)
         if obj is not None and on_destroy is not None:
             on_destroy(obj)
     run.__qualname__ = name
@@ -302,26 +302,20 @@ def mivl_request_set_video(request: int, path) -> int:
     return _call(mivl_request_set_video)
 
 
-# name -> check of one value (the same checks Request.checked applies)
-OPTIONS = {
-    "max_new_tokens": lambda v: args.integer("max_new_tokens", v, 1, None),
-    "temperature": lambda v: args.real("temperature", v, 0.0, 5.0),
-    "top_p": lambda v: args.real("top_p", v, 0.0, 1.0, lo_open=True),
-    "seed": lambda v: args.integer("seed", v, 0, 2 ** 64 - 1),
-    "max_tiles": lambda v: args.integer("max_tiles", v, 1, None),
-    "num_frames": lambda v: args.integer("num_frames", v, 1, None),
-    "channels": lambda v: args.choice("channels", _text("channels", v), ("RGB", "BGR")),
-}
-
-
 def mivl_request_set_option(request: int, name, value) -> int:
-    """Set a decoding option (integers and numbers as such; channels as text)."""
+    """Set a decoding option (integers and numbers as such; channels as text). Checked here as
+    Session.ask checks it (request.check_option); bounds from the context when it generates."""
     def mivl_request_set_option():
+        from .request import OPTIONS, check_option
+
         r = _editable(request)
         key = _text("option name", name)
         if key not in OPTIONS:
             raise _Status(MIVL_ERR_INVALID_ARGUMENT, f"unknown option {key!r}; known: {', '.join(OPTIONS)}")
-        setattr(r.req, key, OPTIONS[key](value))
+        v = _text("channels", value) if key == "channels" else value
+        if key == "max_tiles":            # None means "the bundle's budget" in Python, not over the C-API
+            args.integer(key, v, 1)
+        setattr(r.req, key, check_option(key, v))
     return _call(mivl_request_set_option)
 
 

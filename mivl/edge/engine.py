@@ -341,13 +341,13 @@ class Engine:
             self.release(gen)
             raise
         t.prompt_tokens = n_prompt
-        gen.prompt_ids = chunks.flat_ids(prompt, self.img_id)
         gen.image_size = tiles.sizes[0] if tiles is not None and len(tiles.sizes) == 1 else None
         gen.cam_sizes = cam_sizes
         return gen
 
-    def decode_step(self, gen: "Generation") -> int | None:
-        """One token of gen under the native mutex: the next id, or None at a stop token."""
+    def decode_step(self, gen: "Generation") -> tuple[bytes, bool] | None:
+        """One token of gen under the native mutex: (its text bytes, whether the answer is full:
+        max_new_tokens or the context reached), or None at a stop token."""
         with self._native:
             self._check_live(gen)
             llm = self.llm
@@ -355,13 +355,12 @@ class Engine:
             if tok in self.stop_ids or llm.is_eog(tok):
                 return None
             gen.tokens.append(tok)
-            gen.pending = llm.piece(tok, special=tok in self.markup_ids)
-            if len(gen.tokens) < gen.req.max_new_tokens and llm.n_past + 1 <= llm.n_ctx:
+            piece = llm.piece(tok, special=tok in self.markup_ids)
+            full = len(gen.tokens) >= gen.req.max_new_tokens or llm.n_past + 1 > llm.n_ctx
+            if not full:
                 llm.eval_tokens([tok])
                 self.kv_keys.append(tok)
-            else:
-                gen.full = True
-            return tok
+            return piece, full
 
     def close(self) -> None:
         """Cancel the live generation, free the backends once (in order: LLM, vision), return."""
@@ -385,15 +384,12 @@ class Generation:
         self.engine, self.req = engine, req
         self.thread = threading.get_ident()
         self.timings = Timings()
-        self.prompt_ids: list[int] = []
         self.image_size, self.cam_sizes = None, {}
         self.tokens: list[int] = []
         self.text = ""
         self.done = False
         self.cancelled = False
         self.stopped = False
-        self.full = False                     # max_new_tokens or the context reached
-        self.pending = b""
         self.cancel_fn = None
         self.rng = np.random.default_rng(req.seed)
         self.utf8 = Utf8Stream()
@@ -421,7 +417,7 @@ class Generation:
             return None
         t0 = time.perf_counter()
         try:
-            tok = self.engine.decode_step(self)
+            step = self.engine.decode_step(self)
         except Cancelled:
             self.cancelled = True
             self.close()
@@ -429,12 +425,13 @@ class Generation:
         except BaseException:
             self.close()
             raise
-        if tok is None:
+        if step is None:
             self.stopped = True
             return self._finish(t0)
-        delta = self.utf8.push(self.pending)
+        piece, full = step
+        delta = self.utf8.push(piece)
         self.text += delta
-        if self.full:
+        if full:
             return delta + self._finish(t0)
         self.timings.decode_s += time.perf_counter() - t0
         self.timings.new_tokens = len(self.tokens)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 from . import chunks
 from .chunks import IMAGE_PLACEHOLDER, IMG_CONTEXT, IMG_END, IMG_START  # noqa: F401 - re-exported
@@ -42,13 +43,17 @@ class ChatTemplate:
 
         if not self.specials:
             return [s] if s else []
-        pattern = re.compile("(" + "|".join(re.escape(t) for t in sorted(self.specials, key=len, reverse=True)) + ")")
-        return [Markup(p) if p in self.specials else p for p in pattern.split(s) if p]
+        return [Markup(p) if p in self.specials else p for p in _splitter(self.specials).split(s) if p]
 
     def render(self, question: str, history: list[tuple[str, str]] = (),
                system: str | None = None) -> str:
         """Prompt text up to and including the assistant prefix of the new answer."""
         return segments_text(chunks.render(self, question, 0, history, system), [])
+
+
+@lru_cache(maxsize=None)
+def _splitter(specials: tuple[str, ...]) -> re.Pattern:
+    return re.compile("(" + "|".join(re.escape(t) for t in sorted(specials, key=len, reverse=True)) + ")")
 
 
 _IM = dict(system_fmt="<|im_start|>system\n{system}", user="<|im_start|>user\n",

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from . import args
-from .chunks import Ref, Region, question_parts
+from .chunks import Ref, Region
 from .errors import ContextError, InputError
 
 MAX_IMAGES = 64                                     # images in one question
@@ -29,6 +29,32 @@ class Limits:
     @property
     def max_tiles(self) -> int:
         return max(1, self.n_ctx // self.tokens_per_tile)
+
+
+def check_option(name: str, value, limits: Limits | None = None):
+    """One decoding option checked (the rule for Session.ask and mivl_request_set_option alike).
+    Without limits the bounds that depend on the session's context are left to Request.checked."""
+    n_ctx = limits.n_ctx if limits else None
+    if name == "max_new_tokens":
+        return args.integer(name, value, 1, n_ctx, f"the context holds {n_ctx} tokens" if limits else "")
+    if name == "temperature":
+        return args.real(name, value, 0.0, 5.0, why="0 is greedy decoding")
+    if name == "top_p":
+        return args.real(name, value, 0.0, 1.0, lo_open=True)
+    if name == "seed":
+        return args.integer(name, value, 0, MAX_SEED, "a seed is a non-negative 64-bit integer")
+    if name == "max_tiles":
+        hi = limits.max_tiles if limits else None
+        why = (f"{hi} tiles of {limits.tokens_per_tile} tokens fill the context of {n_ctx}" if limits else "")
+        return args.optional_integer(name, value, 1, hi, why)
+    if name == "num_frames":
+        return args.integer(name, value, 1, MAX_FRAMES)
+    if name == "channels":
+        return args.choice(name, value, ("RGB", "BGR"))
+    raise InputError(f"unknown option {name!r}; known: {', '.join(OPTIONS)}")
+
+
+OPTIONS = ("max_new_tokens", "temperature", "top_p", "seed", "max_tiles", "num_frames", "channels")
 
 
 @dataclass
@@ -55,24 +81,15 @@ class Request:
         if len(given) > 1:
             raise InputError(f"give one kind of visual input per question, got {' and '.join(given)}")
         max_frames = min(MAX_FRAMES, limits.max_tiles)
-        num_frames = args.integer("num_frames", self.num_frames, 1, MAX_FRAMES)
+        num_frames = check_option("num_frames", self.num_frames)
         video = check_video(self.video, max_frames)
         if isinstance(video, str) and num_frames > max_frames:
             raise ContextError(f"num_frames={num_frames} frames of one tile ({limits.tokens_per_tile} tokens) each do "
                                f"not fit the context of {limits.n_ctx}; at most {max_frames} do")
+        options = {k: check_option(k, getattr(self, k), limits) for k in OPTIONS if k != "num_frames"}
         return replace(
             self, question=question, images=check_images(self.images), cameras=check_cameras(self.cameras),
-            video=video, history=check_history(self.history),
-            max_new_tokens=args.integer("max_new_tokens", self.max_new_tokens, 1, limits.n_ctx,
-                                        f"the context holds {limits.n_ctx} tokens"),
-            temperature=args.real("temperature", self.temperature, 0.0, 5.0, why="0 is greedy decoding"),
-            top_p=args.real("top_p", self.top_p, 0.0, 1.0, lo_open=True),
-            seed=args.integer("seed", self.seed, 0, MAX_SEED, "a seed is a non-negative 64-bit integer"),
-            max_tiles=args.optional_integer("max_tiles", self.max_tiles, 1, limits.max_tiles,
-                                            f"{limits.max_tiles} tiles of {limits.tokens_per_tile} tokens fill "
-                                            f"the context of {limits.n_ctx}"),
-            num_frames=num_frames,
-            channels=args.choice("channels", self.channels, ("RGB", "BGR")),
+            video=video, history=check_history(self.history), num_frames=num_frames, **options,
             system=None if self.system is None else args.text("system", self.system, allow_empty=True))
 
 
@@ -96,7 +113,7 @@ def check_question(name: str, q):
             parts.append(Region(tuple(args.integer(f"{where}.box[{k}]", v, 0, 1000) for k, v in enumerate(box))))
         else:
             raise InputError(f"{where} must be str, Ref or Region, got {type(p).__name__}")
-    if not "".join(p if isinstance(p, str) else "x" for p in question_parts(parts)).strip():
+    if not "".join(p if isinstance(p, str) else "x" for p in parts).strip():
         raise InputError(f"{name} is empty; pass some text")
     return parts
 

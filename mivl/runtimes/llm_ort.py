@@ -55,13 +55,6 @@ class OrtLLM:
             raise MivlError("the LLM has been closed")
 
     # ---- text -------------------------------------------------------------------------------
-    def tokenize(self, text: str, add_bos: bool, parse_special: bool = True) -> list[int]:
-        self._check_open()
-        if parse_special:
-            return self.tok.encode(text, add_bos=add_bos)
-        bos = [self.tok.bos_id] if add_bos and self.tok.bos_id is not None else []
-        return bos + self.tok._encode_text(text, first=True)
-
     # ---- the chunker's protocol (mivl.edge.chunks.Tokenizer) ----------------------------------------
     def encode_plain(self, text: str, first: bool) -> list[int]:
         return self.tok.encode_plain(text, first)
