@@ -36,7 +36,18 @@ fi
 if [[ -n "${MIVL_LLAMA_CMAKE_ARGS:-}" ]]; then LLAMA_CMAKE="$MIVL_LLAMA_CMAKE_ARGS"; fi
 KEY="$(echo "$LLAMA_VERSION $LLAMA_CMAKE $(uname -m)" | sha256sum | cut -c1-12)"
 WHEELS="${XDG_CACHE_HOME:-$HOME/.cache}/mivl/wheels/llama-$KEY"
+# The commands (mivl, mivl-export) on PATH for every new shell: links in /usr/local/bin where this
+# user may write there, else in ~/.local/bin (on PATH in Debian/Ubuntu login shells); always also in
+# .venv/bin. MIVL_NO_PATH_LINKS=1 leaves PATH alone.
+link_commands() {
+  [[ -n "${MIVL_NO_PATH_LINKS:-}" ]] && return 0
+  local dir=/usr/local/bin
+  if [[ ! -w "$dir" ]]; then dir="$HOME/.local/bin"; mkdir -p "$dir"; fi
+  for c in mivl mivl-export; do ln -sfn "$PWD/$VENV/bin/$c" "$dir/$c"; done
+  case ":$PATH:" in *":$dir:"*) ;; *) echo "note: $dir is not on this shell's PATH; run the commands as $VENV/bin/mivl";; esac
+}
 if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$WANT" && "$(cat "$VENV/.mivl-llama" 2>/dev/null)" == "$KEY" ]]; then
+  link_commands
   exit 0
 fi
 if ! ls "$WHEELS"/llama_cpp_python-*.whl >/dev/null 2>&1; then
@@ -52,4 +63,5 @@ $PIP install --quiet "$WHEELS"/llama_cpp_python-*.whl
 PYTHONWARNINGS=ignore $PIP install --quiet -e ".[edge,export,train,serve,sign,bags,dev]"
 echo "$WANT" > "$STAMP"
 echo "$KEY" > "$VENV/.mivl-llama"
-echo "set-up done: $VENV"
+link_commands
+echo "set-up done: $VENV (commands: mivl, mivl-export)"
