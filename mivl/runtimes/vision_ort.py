@@ -63,18 +63,11 @@ class OrtVision:
         return cupy.concatenate([as_cupy(run_bound(self.session, self.input_name, tiles[i:i + self.max_tiles],
                                                    "cuda"), cupy) for i in chunks])
 
-    @property
-    def batch(self) -> int:
-        """Tiles per run: all of them on a GPU; one at a time on a CPU, where a batch of 13 ran 1.25x
-        slower than 13 single tiles (1B INT8 encoder, 2 threads: 23.0 s vs 18.4 s; BENCHMARKS.md)."""
-        return self.max_tiles if self.on_gpu else 1
-
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
         if pixels.ndim != 4 or pixels.shape[1] != 3:
             raise InputError(f"tiles must be (N, 3, S, S), got {pixels.shape}")
-        step = self.batch
-        parts = [self.session.run(None, {self.input_name: np.ascontiguousarray(pixels[i:i + step])})[0]
-                 for i in range(0, len(pixels), step)]
+        parts = [self.session.run(None, {self.input_name: np.ascontiguousarray(pixels[i:i + self.max_tiles])})[0]
+                 for i in range(0, len(pixels), self.max_tiles)]
         return np.concatenate(parts)
 
     def close(self) -> None:
