@@ -3,7 +3,7 @@
   mivl-export CHECKPOINT -o BUNDLE [--fp32 | --fp16 | --int8 | --int4] [--calib PATH] ...
   mivl-export make-tiny --llm qwen2|internlm2|phi3 -o DIR [--seed N]
   mivl-export build-engine BUNDLE
-  mivl-export train | convert | make-default   (domain adaptation: mivl.export.train)
+  mivl-export train | distill | convert | make-default   (training: mivl.export.train)
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ FORMATS = """formats (precision presets):
 def export_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mivl-export", description="Export a Mini-InternVL checkpoint to a "
                                 "validated edge bundle.", epilog=FORMATS + "\nother commands: make-tiny, "
-                                "build-engine, train, convert, make-default (run 'mivl-export train -h')",
+                                "build-engine, train, distill, convert, make-default (run 'mivl-export train -h')",
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoint", help="checkpoint directory (OpenGVLab or -hf layout) or hub id")
     p.add_argument("-o", "--output", required=True, help="bundle directory to write")
@@ -185,13 +185,14 @@ def _train_command(name):
 
 COMMANDS = {"make-tiny": main_make_tiny, "build-engine": main_build_engine, "sign": main_sign, "keygen": main_keygen,
             "train": _train_command("main_train"), "convert": _train_command("main_convert"),
-            "make-default": _train_command("main_make_default")}
+            "make-default": _train_command("main_make_default"), "distill": _train_command("main_distill")}
 HELP = {"CHECKPOINT -o BUNDLE": "export a checkpoint to a validated bundle (its flags: mivl-export export -h)",
         "make-tiny": "write a tiny random checkpoint of an LLM family (tests, trying things)",
         "build-engine": "build the TensorRT engine of a bundle on this GPU",
         "keygen": "write an elliptic-curve key pair for signing bundles",
         "sign": "sign a bundle (every file, manifest included)",
         "train": "domain adaptation: fine-tune a checkpoint on records (full, partial or LoRA)",
+        "distill": "distil the vision encoder into a smaller one, then align it (runs under torchrun too)",
         "convert": "turn an image folder or COCO annotations into training records",
         "make-default": "regenerate the embedded default model (its recipe, resumable)"}
 

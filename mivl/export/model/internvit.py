@@ -98,11 +98,15 @@ class InternVisionModel(nn.Module):
         self.embeddings = InternVisionEmbeddings(cfg)
         self.encoder = InternVisionEncoder(cfg)
 
-    def forward(self, pixels: torch.Tensor, select_layer: int = -1) -> torch.Tensor:
-        """(N, 3, 448, 448) -> hidden states (N, 1025, C) of `select_layer` (-1: the last)."""
+    def states(self, pixels: torch.Tensor) -> list[torch.Tensor]:
+        """(N, 3, 448, 448) -> [embeddings, after layer 1, ..., after the last layer], each (N, 1025, C)."""
         h = self.embeddings(pixels)
         states = [h]
         for layer in self.encoder.layers:
             h = layer(h)
             states.append(h)
-        return states[select_layer]
+        return states
+
+    def forward(self, pixels: torch.Tensor, select_layer: int = -1) -> torch.Tensor:
+        """(N, 3, 448, 448) -> hidden states (N, 1025, C) of `select_layer` (-1: the last)."""
+        return self.states(pixels)[select_layer]

@@ -1,6 +1,8 @@
-"""`python -m mivl.export.train ...` (and `torchrun ... -m mivl.export.train ...`) = `mivl-export train ...`."""
+"""`python -m mivl.export.train ...` (and `torchrun ... -m mivl.export.train ...`) = `mivl-export train ...`;
+`... -m mivl.export.train distill ...` = `mivl-export distill ...`."""
 import sys
 
 from ..cli import main
 
-sys.exit(main(["train", *sys.argv[1:]]))
+args = sys.argv[1:]
+sys.exit(main(args if args[:1] == ["distill"] else ["train", *args]))

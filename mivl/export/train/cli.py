@@ -1,7 +1,9 @@
-"""mivl-export train | convert | make-default.
+"""mivl-export train | distill | convert | make-default.
 
   mivl-export train CHECKPOINT -o OUT --data domain.jsonl [--general general.jsonl] [--mode lora] ...
   torchrun --nproc_per_node 4 -m mivl.export.train CHECKPOINT -o OUT --data ...   (several processes)
+  mivl-export distill TEACHER -o STUDENT --layers 12 [--align-steps 200] ...       (a smaller vision encoder)
+  torchrun --nproc_per_node 4 -m mivl.export.train distill TEACHER -o STUDENT ...
   mivl-export convert folder ROOT -o records.jsonl | convert coco annotations.json -o records.jsonl
   mivl-export make-default -o DIR      (regenerates the embedded default model)
 
@@ -97,6 +99,67 @@ def main_train(argv) -> int:
     if r.losses:
         print(f"trained {r.steps} step(s) in {r.seconds:.0f} s, loss {r.losses[0]:.4f} -> {r.losses[-1]:.4f}; "
               f"checkpoint {r.output}\nnext: mivl-export {r.output} -o BUNDLE --int8")
+    return 0
+
+
+def distill_parser() -> argparse.ArgumentParser:
+    from .distill import ALIGN_MODES, DistillConfig
+
+    d = DistillConfig("", "")
+    p = argparse.ArgumentParser(prog="mivl-export distill", description="Distil the vision encoder into a "
+                                "smaller InternViT (negative cosine on the last K layers' hidden states), then "
+                                "align the projector (optionally the LLM); writes the original checkpoint layout.")
+    p.add_argument("teacher", help="teacher checkpoint directory")
+    p.add_argument("-o", "--output", required=True, help="student checkpoint folder to write")
+    p.add_argument("--layers", type=int, help="student depth (default: half the teacher's)")
+    p.add_argument("--width", type=int, help="student width (default: the teacher's; a multiple of the head size)")
+    p.add_argument("--last-k", type=int, default=d.last_k, help="distil the student's last K layers (default 4)")
+    p.add_argument("--layer-map", help="teacher layer (from 0) of each student layer, comma-separated "
+                   "(default: every k-th, ending at the last)")
+    p.add_argument("--data", default=d.data, help="tiles to distil on: 'synthetic', an image folder or a "
+                   "records .jsonl (default synthetic)")
+    p.add_argument("--steps", type=int, default=d.steps)
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="global batch in tiles")
+    p.add_argument("--micro-batch", type=int, default=d.micro_batch, help="tiles per forward pass")
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--held-out", type=int, default=d.held_out, help="held-out tiles for the cosine figures")
+    p.add_argument("--align-steps", type=int, default=d.align_steps, help="alignment steps (0: none)")
+    p.add_argument("--align-mode", choices=list(ALIGN_MODES), default=d.align_mode,
+                   help="what alignment trains: the projector, + LoRA on the LLM, + the LLM, everything")
+    p.add_argument("--align-data", default=d.align_data, help="'synthetic' or question/answer records (.jsonl)")
+    p.add_argument("--align-kinds", help="synthetic question kinds, comma-separated (default: the domain kinds)")
+    p.add_argument("--align-max-objects", type=int, default=d.align_max_objects)
+    p.add_argument("--align-lr", type=float, default=d.align_lr)
+    p.add_argument("--align-batch-size", type=int, default=d.align_batch_size)
+    p.add_argument("--save-every", type=int, default=d.save_every)
+    p.add_argument("--work", help="stage checkpoints and resume state (default OUTPUT.work)")
+    p.add_argument("--no-resume", action="store_true")
+    p.add_argument("--dtype", choices=["bf16", "fp32"], default=d.dtype)
+    p.add_argument("--save-dtype", choices=["bf16", "fp32"], default=d.save_dtype)
+    p.add_argument("--device", default=d.device)
+    p.add_argument("--seed", type=int, default=d.seed)
+    return p
+
+
+def main_distill(argv) -> int:
+    from ...edge.errors import InputError
+    from .distill import DistillConfig, distill
+
+    a = distill_parser().parse_args(argv)
+    try:
+        layer_map = tuple(int(x) for x in a.layer_map.split(",")) if a.layer_map else None
+    except ValueError:
+        raise InputError(f"--layer-map takes comma-separated teacher layer numbers, got {a.layer_map!r}") from None
+    kinds = tuple(k.strip() for k in a.align_kinds.split(",")) if a.align_kinds else ()
+    cfg = DistillConfig(a.teacher, a.output, layers=a.layers, width=a.width, last_k=a.last_k, layer_map=layer_map,
+                        data=a.data, steps=a.steps, batch_size=a.batch_size, micro_batch=a.micro_batch, lr=a.lr,
+                        held_out=a.held_out, align_steps=a.align_steps, align_mode=a.align_mode,
+                        align_data=a.align_data, align_kinds=kinds, align_max_objects=a.align_max_objects,
+                        align_lr=a.align_lr, align_batch_size=a.align_batch_size, save_every=a.save_every,
+                        work=a.work, resume=not a.no_resume, dtype=a.dtype, save_dtype=a.save_dtype,
+                        device=a.device, seed=a.seed)
+    r = distill(cfg)
+    print(f"student checkpoint {r.output}\nnext: mivl-export {r.output} -o BUNDLE --int8")
     return 0
 
 

@@ -202,12 +202,13 @@ def original_config(path: Path) -> dict:
     return hf_config_to_original(raw, path) if is_hf_config(raw) else raw
 
 
-def write_checkpoint(model, src: Path, out: Path, dtype: torch.dtype, log: dict) -> None:
-    """The trained model in the original layout: config.json, safetensors, tokenizer files."""
+def write_checkpoint(model, src: Path, out: Path, dtype: torch.dtype, log: dict, config: dict | None = None) -> None:
+    """The trained model in the original layout: config.json (src's, or `config`), safetensors,
+    tokenizer files."""
     out.mkdir(parents=True, exist_ok=True)
     for old in list(out.glob("*.safetensors")) + list(out.glob("model.safetensors.index.json")):
         old.unlink()
-    cfg = original_config(src)
+    cfg = dict(config) if config is not None else original_config(src)
     cfg["torch_dtype"] = "bfloat16" if dtype == torch.bfloat16 else "float32"
     cfg.setdefault("llm_config", {})["torch_dtype"] = cfg["torch_dtype"]
     (out / "config.json").write_text(json.dumps(cfg, indent=2))
