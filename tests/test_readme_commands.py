@@ -10,7 +10,7 @@ import pytest
 
 ROOT = Path(__file__).parent.parent
 PROGRAMS = {"mivl": {"ask", "info", "eval", "serve"},
-            "mivl-export": {"make-tiny", "build-engine", "sign", "keygen", "train", "convert", "make-default",
+            "mivl-export": {"make-tiny", "build-engine", "sign", "keygen", "train", "distill", "convert", "make-default",
                             "export"}}
 
 

@@ -8,29 +8,41 @@ from __future__ import annotations
 
 import time
 
-from .questions import MAX_OBJECTS, MC_KINDS, draw_question, is_correct
+from .questions import MAX_OBJECTS, MC_KINDS, draw_question, judge
 
 EVAL_SEED = 20260
 
 
 def score(ask, n: int = 200, seed: int = EVAL_SEED, kinds=MC_KINDS, keep: bool = False,
           max_objects: int = MAX_OBJECTS) -> dict:
-    per: dict[str, list[int]] = {}
+    """Per kind: n, accuracy (grounding: IoU >= 0.5; where: the point inside the object), and
+    mean_iou for grounding, point_hit for where."""
+    per: dict[str, list[dict]] = {}
     rows = []
     t0 = time.perf_counter()
     for i in range(n):
         q, frames = draw_question(seed, i, kinds, max_objects=max_objects)
         got = ask(q, frames)
-        ok = is_correct(q, got)
-        per.setdefault(q.kind, []).append(int(ok))
+        size = next(iter(frames.values())).shape[1::-1]
+        verdict = judge(q, got, size)
+        per.setdefault(q.kind, []).append(verdict)
         if keep:
-            rows.append({"i": i, "kind": q.kind, "question": q.text, "answer": q.answer, "got": got, "correct": ok})
-    total = [x for v in per.values() for x in v]
+            rows.append({"i": i, "kind": q.kind, "question": q.text, "answer": q.answer, "got": got, **verdict})
+    total = [v["correct"] for vs in per.values() for v in vs]
     out = {"n": len(total), "seed": seed, "max_objects": max_objects, "accuracy": sum(total) / max(1, len(total)),
-           "per_kind": {k: {"n": len(v), "accuracy": sum(v) / len(v)} for k, v in sorted(per.items())},
+           "per_kind": {k: kind_figures(vs) for k, vs in sorted(per.items())},
            "seconds": time.perf_counter() - t0}
     if keep:
         out["answers"] = rows
+    return out
+
+
+def kind_figures(verdicts: list[dict]) -> dict:
+    out = {"n": len(verdicts), "accuracy": sum(v["correct"] for v in verdicts) / len(verdicts)}
+    if "iou" in verdicts[0]:
+        out["mean_iou"] = sum(v["iou"] for v in verdicts) / len(verdicts)
+    if "hit" in verdicts[0]:
+        out["point_hit"] = sum(v["hit"] for v in verdicts) / len(verdicts)
     return out
 
 

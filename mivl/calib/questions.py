@@ -1,12 +1,23 @@
 """Questions with known answers about synthetic driving scenes.
 
-Kinds (internvl-spec.md section 7 formats):
+Kinds (internvl-spec.md sections 2 and 7 formats):
   colour    multiple choice, one camera: "What colour is the car?" + candidate colours -> "blue"
   class     multiple choice, one camera: "What is the red object?" + candidate classes -> "bus"
   camera    multiple choice, six cameras: "Which camera shows the red bus?" + candidate cameras
   grounding one camera: <ref>the red bus</ref> -> <ref>..</ref><box>[[x1, y1, x2, y2]]</box> (0..1000)
   region    one camera: <box>[[..]]</box> -> "red bus<box>[[..]]</box>"
   caption   one camera, general description: "Describe the objects ..." -> "a red bus, a white cone."
+  camera_colour, camera_class
+            the colour / class questions about a named camera, asked on all six:
+            "What colour is the car in CAM_BACK?" + candidates -> "blue"
+  absent    six cameras, about something no camera shows: "Which camera shows the red bus?" +
+            candidate cameras -> "none"
+  absent_one  one camera, about something it does not show: "What colour is the truck?" (no truck)
+            or "What is the red object?" (nothing red) + candidates -> "none"
+  where     six cameras: "Where is the red bus?" -> DriveLM's "<c1,CAM_BACK,x,y>", the box centre in
+            0..1000 of the stitched canvas
+Grounding is scored by IoU (>= 0.5 counts as right) and `where` by whether the point falls inside
+the object's box in that camera (`judge`).
 
 Multiple-choice questions list their candidates in the prompt and are answered by the candidate
 itself, as the paper's classification format does. A question is only asked when its answer is
@@ -19,11 +30,15 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..edge.chunks import Ref, Region
-from ..edge.multiview import CAMERAS
+from ..edge.multiview import CAMERAS, CANVAS_H, CANVAS_W, CELL_H, CELL_W
 from .synthetic import CLASSES, COLOURS, Scene, SceneObject
 
 MC_KINDS = ("colour", "class", "camera")
-KINDS = MC_KINDS + ("grounding", "region", "caption")
+KINDS = MC_KINDS + ("grounding", "region", "caption", "camera_colour", "camera_class", "absent", "absent_one",
+                    "where")
+SIX_CAMERA_KINDS = ("camera", "camera_colour", "camera_class", "absent", "where")   # asked on all six
+NONE = "none"                     # the answer when the question's subject is not there
+IOU_RIGHT = 0.5                   # grounding: a box this close to the truth counts as right
 MIN_OPTIONS, MAX_OPTIONS = 3, 6     # candidates per multiple-choice question (all six at most)
 MC_SUFFIX = "Answer with one of the options."
 GROUNDING_PROMPT = "Please provide the bounding box coordinate of the region this sentence describes: "
@@ -88,15 +103,41 @@ def ask_kind(kind: str, scene: Scene, rng: np.random.Generator, size: tuple[int,
     """One question of `kind` about the scene (about `camera`, else a random one), or None when
     it has no unique subject. Objects in `avoid` are not asked about again."""
     w, h = size
-    if kind == "camera":
+    if kind in ("camera", "where"):
         objs = [o for o in _unique(scene.objects, lambda o: (o.colour, o.cls)) if o not in avoid]
         if not objs:
             return None
         o = objs[rng.integers(len(objs))]
+        if kind == "where":
+            return Question(kind, f"Where is the {o.colour} {o.cls}?", drivelm_point(o, w, h), None, (), o)
         opts = _options(rng, o.camera, CAMERAS)
         return Question(kind, f"Which camera shows the {o.colour} {o.cls}?\n" + options_text(opts),
                         o.camera, None, opts, o)
+    if kind == "absent":
+        there = {(o.colour, o.cls) for o in scene.objects}
+        missing = [(c, k) for c in COLOURS for k in CLASSES if (c, k) not in there]
+        colour, cls = missing[rng.integers(len(missing))]
+        opts = _options(rng, CAMERAS[rng.integers(len(CAMERAS))], CAMERAS)
+        return Question(kind, f"Which camera shows the {colour} {cls}?\n" + options_text(opts), NONE, None, opts)
+    if kind in ("camera_colour", "camera_class"):
+        cam = camera or CAMERAS[rng.integers(len(CAMERAS))]
+        q = ask_kind(kind.split("_")[1], scene, rng, size, cam, avoid)
+        if q is None:
+            return None
+        head, _, rest = q.text.partition("?")
+        return Question(kind, f"{head} in {cam}?{rest}", q.answer, None, q.options, q.subject)
     cam = camera or CAMERAS[rng.integers(len(CAMERAS))]
+    if kind == "absent_one":
+        objs = scene.in_camera(cam)
+        classes = [k for k in CLASSES if k not in {o.cls for o in objs}]
+        colours = [c for c in COLOURS if c not in {o.colour for o in objs}]
+        if rng.random() < 0.5:
+            cls = classes[rng.integers(len(classes))]
+            opts = _options(rng, list(COLOURS)[rng.integers(len(COLOURS))], list(COLOURS))
+            return Question(kind, f"What colour is the {cls}?\n" + options_text(opts), NONE, cam, opts)
+        colour = colours[rng.integers(len(colours))]
+        opts = _options(rng, CLASSES[rng.integers(len(CLASSES))], CLASSES)
+        return Question(kind, f"What is the {colour} object?\n" + options_text(opts), NONE, cam, opts)
     objs = scene.in_camera(cam)
     if kind == "caption":
         return Question(kind, "Describe the objects in this image.", describe(objs), cam)
@@ -123,6 +164,16 @@ def ask_kind(kind: str, scene: Scene, rng: np.random.Generator, size: tuple[int,
     raise ValueError(f"unknown question kind {kind!r}; known: {', '.join(KINDS)}")
 
 
+def drivelm_point(o: SceneObject, width: int, height: int) -> str:
+    """`<c1,CAM_X,x,y>`: the centre of the object's box in 0..1000 of the stitched canvas."""
+    i = CAMERAS.index(o.camera)
+    col, row = i % 3, i // 3
+    cx, cy = (o.box[0] + o.box[2]) / 2 / width, (o.box[1] + o.box[3]) / 2 / height
+    x = round((col * CELL_W + cx * CELL_W) / CANVAS_W * 1000)
+    y = round((row * CELL_H + cy * CELL_H) / CANVAS_H * 1000)
+    return f"<c1,{o.camera},{x},{y}>"
+
+
 def scene_questions(scene: Scene, rng: np.random.Generator, kinds=KINDS) -> list[Question]:
     """At most one question of each kind about the scene."""
     size = next(iter(scene.cameras.values())).shape[1::-1]
@@ -130,12 +181,44 @@ def scene_questions(scene: Scene, rng: np.random.Generator, kinds=KINDS) -> list
     return [q for q in out if q is not None]
 
 
-def is_correct(question: Question, answer: str) -> bool:
-    """Exact match after trimming whitespace and a final full stop (case-insensitive for MC)."""
+def is_correct(question: Question, answer: str, size: tuple[int, int] | None = None) -> bool:
+    """judge(...)["correct"]."""
+    return judge(question, answer, size)["correct"]
+
+
+def iou(a, b) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def judge(question: Question, answer: str, size: tuple[int, int] | None = None) -> dict:
+    """{"correct": bool, "iou": float (grounding), "hit": bool (where)} for a model's answer.
+
+    Multiple choice and text kinds: exact match after trimming whitespace and a final full stop
+    (case-insensitive for multiple choice). Grounding: the first parsed box's IoU with the truth's
+    (0..1000 of the image), right at >= 0.5. Where: the first DriveLM point, mapped back to its
+    camera's pixels (`size`: the camera frames' size), right when it names the object's camera and
+    falls inside its box."""
+    from ..edge.parse import parse_boxes, parse_camera_points
+
     got = answer.strip()
+    if question.kind == "grounding":
+        boxes = parse_boxes(got)
+        truth = parse_boxes(question.answer)[0].box
+        v = iou(boxes[0].box, truth) if boxes else 0.0
+        return {"correct": v >= IOU_RIGHT, "iou": v}
+    if question.kind == "where":
+        o = question.subject
+        pts = parse_camera_points(got, {c: size or (1600, 900) for c in CAMERAS})
+        hit = bool(pts) and pts[0].camera == o.camera and (
+            o.box[0] <= pts[0].pixels[0] <= o.box[2] and o.box[1] <= pts[0].pixels[1] <= o.box[3])
+        return {"correct": hit, "hit": hit}
     if question.options:
-        return got.rstrip(".").strip().lower() == question.answer.lower()
-    return got == question.answer
+        return {"correct": got.rstrip(".").strip().lower() == question.answer.lower()}
+    return {"correct": got == question.answer}
 
 
 SCENE_SIZE = (800, 450)
@@ -173,7 +256,7 @@ def draw_conversation(seed: int, i: int, kinds=KINDS, size: tuple[int, int] = SC
         if q is None:
             continue
         qs = [q]
-        same_view = [k for k in kinds if (k == "camera") == (q.camera is None) and k != "caption"]
+        same_view = [k for k in kinds if (k in SIX_CAMERA_KINDS) == (q.camera is None) and k != "caption"]
         for _ in range(turns - 1):
             if not same_view:
                 break

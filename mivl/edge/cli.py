@@ -158,7 +158,8 @@ def main_eval(argv) -> int:
           f"up to {a.max_objects} object(s) per camera, "
           f"{res['seconds']:.0f} s)")
     for k, v in res["per_kind"].items():
-        print(f"  {k:<10} {v['accuracy']:.3f}  ({v['n']})")
+        extra = "".join(f", {name.replace('_', ' ')} {v[name]:.3f}" for name in ("mean_iou", "point_hit") if name in v)
+        print(f"  {k:<13} {v['accuracy']:.3f}  ({v['n']}{extra})")
     return 0
 
 

@@ -1,0 +1,112 @@
+"""The six-camera question kinds and their scoring (mivl.calib.questions / evaluate): answers agree
+with the scene, grounding is scored by IoU, DriveLM points by landing inside the object, absence
+by "none"."""
+import numpy as np
+import pytest
+
+from mivl.calib.evaluate import score
+from mivl.calib.questions import (KINDS, NONE, SIX_CAMERA_KINDS, Question, ask_kind, box_1000, box_text,
+                                  draw_conversation, draw_question, iou, judge)
+from mivl.calib.synthetic import CLASSES, COLOURS, SceneObject, draw_scene
+from mivl.edge.parse import parse_camera_points
+
+SIZE = (800, 450)
+
+
+def _scenes(n=40):
+    return [draw_scene(seed, *SIZE) for seed in range(n)]
+
+
+def test_new_kinds_answer_what_the_scene_shows():
+    rng = np.random.default_rng(1)
+    seen = set()
+    for scene in _scenes():
+        for kind in ("camera_colour", "camera_class", "absent", "absent_one", "where"):
+            q = ask_kind(kind, scene, rng, SIZE)
+            if q is None:
+                continue
+            seen.add(kind)
+            assert (q.camera is None) == (kind in SIX_CAMERA_KINDS)
+            if kind == "camera_colour":
+                cls, cam = q.text.split("the ")[1].split("?")[0].split(" in ")
+                assert [o.colour for o in scene.in_camera(cam) if o.cls == cls] == [q.answer]
+            elif kind == "camera_class":
+                colour, cam = q.text.split("the ")[1].split("?")[0].split(" object in ")
+                assert [o.cls for o in scene.in_camera(cam) if o.colour == colour] == [q.answer]
+            elif kind == "absent":
+                colour, cls = q.text.split("the ")[1].split("?")[0].split(" ", 1)
+                assert q.answer == NONE and not [o for o in scene.objects if (o.colour, o.cls) == (colour, cls)]
+                assert NONE not in q.options
+            elif kind == "absent_one":
+                objs = scene.in_camera(q.camera)
+                subject = q.text.split("the ")[1].split("?")[0]
+                if q.text.startswith("What colour"):
+                    assert subject in CLASSES and subject not in {o.cls for o in objs}
+                else:
+                    colour = subject.split(" ")[0]
+                    assert colour in COLOURS and colour not in {o.colour for o in objs}
+                assert q.answer == NONE and NONE not in q.options
+            elif kind == "where":
+                p = parse_camera_points(q.answer, {c: SIZE for c in scene.cameras})[0]
+                o = q.subject
+                assert p.camera == o.camera
+                assert o.box[0] <= p.pixels[0] <= o.box[2] and o.box[1] <= p.pixels[1] <= o.box[3]
+                assert judge(q, q.answer, SIZE)["correct"]
+    assert seen == {"camera_colour", "camera_class", "absent", "absent_one", "where"}
+
+
+def test_grounding_is_scored_by_iou():
+    assert iou((0, 0, 10, 10), (0, 0, 10, 10)) == 1.0
+    assert iou((0, 0, 10, 10), (5, 0, 15, 10)) == pytest.approx(1 / 3)
+    assert iou((0, 0, 10, 10), (20, 20, 30, 30)) == 0.0
+    o = SceneObject("bus", "red", "CAM_FRONT", (100, 100, 300, 300))
+    truth = box_1000(o.box, *SIZE)
+    q = Question("grounding", "..", "<ref>the red bus</ref>" + box_text(truth), "CAM_FRONT", (), o)
+    near = [truth[0] + 10, truth[1], truth[2] + 10, truth[3]]
+    far = [truth[0] + 200, truth[1], truth[2] + 200, truth[3]]
+    v = judge(q, "<ref>the red bus</ref>" + box_text(near), SIZE)
+    assert v["correct"] and 0.5 < v["iou"] < 1
+    v = judge(q, box_text(far), SIZE)
+    assert not v["correct"] and v["iou"] < 0.5
+    assert judge(q, "a red bus", SIZE) == {"correct": False, "iou": 0.0}
+
+
+def test_where_is_scored_by_the_point_inside_the_object():
+    o = SceneObject("car", "blue", "CAM_BACK", (400, 200, 600, 300))
+    q = Question("where", "Where is the blue car?", "<c1,CAM_BACK,500,750>", None, (), o)
+    # CAM_BACK is column 1, row 1 of the 2x3 canvas: x = (896 + cx / 800 * 896) / 2688 * 1000
+    inside_x = round((896 + 500 / 800 * 896) / 2688 * 1000)
+    inside_y = round((448 + 250 / 450 * 448) / 896 * 1000)
+    assert judge(q, f"<c1,CAM_BACK,{inside_x},{inside_y}>", SIZE) == {"correct": True, "hit": True}
+    assert not judge(q, f"<c1,CAM_FRONT,{inside_x},{inside_y - 500}>", SIZE)["correct"]   # wrong camera
+    assert not judge(q, f"<c1,CAM_BACK,{inside_x + 100},{inside_y}>", SIZE)["correct"]     # outside the box
+    assert not judge(q, "CAM_BACK", SIZE)["correct"]
+
+
+def test_score_reports_each_kind_with_its_metric():
+    kinds = ("camera", "camera_colour", "absent", "grounding", "where")
+    truth = score(lambda q, frames: q.answer, 60, seed=3, kinds=kinds)
+    assert set(truth["per_kind"]) == set(kinds) and truth["accuracy"] == 1.0
+    assert truth["per_kind"]["grounding"]["mean_iou"] == pytest.approx(1.0)
+    assert truth["per_kind"]["where"]["point_hit"] == 1.0
+    nothing = score(lambda q, frames: "none", 60, seed=3, kinds=kinds)
+    assert nothing["per_kind"]["absent"]["accuracy"] == 1.0
+    assert all(v["accuracy"] == 0 for k, v in nothing["per_kind"].items() if k != "absent")
+
+
+def test_conversations_keep_to_one_view():
+    for i in range(30):
+        qs, frames = draw_conversation(9, i, KINDS, turns=3)
+        six = qs[0].camera is None
+        assert all((q.camera is None) == six for q in qs)
+        assert len(frames) == (6 if six else 1)
+
+
+def test_existing_streams_are_unchanged_by_the_new_kinds():
+    """The held-out colour/class/camera stream the README's figures come from draws the same
+    questions as before the new kinds existed (pinned from the code before them)."""
+    got = [draw_question(20260, i, ("colour", "class", "camera"), max_objects=1)[0] for i in range(3)]
+    assert [(q.kind, q.answer, q.camera) for q in got] == [
+        ("camera", "CAM_BACK", None), ("colour", "yellow", "CAM_BACK"), ("camera", "CAM_BACK_LEFT", None)]
+    assert got[0].text == ("Which camera shows the white truck?\nOptions: CAM_BACK_RIGHT, CAM_BACK_LEFT, "
+                           "CAM_FRONT_RIGHT, CAM_BACK, CAM_FRONT_LEFT.\nAnswer with one of the options.")
