@@ -344,6 +344,8 @@ def distill(cfg: DistillConfig, align_dataset=None) -> DistillResult:
         raise InputError(f"batch sizes must be multiples of the number of processes ({world.size})")
     torch.manual_seed(cfg.seed)
     out = Path(cfg.output)
+    if out.resolve() == Path(cfg.teacher).resolve():
+        raise InputError("the student's output folder is the teacher's; choose another -o")
     work = Path(cfg.work) if cfg.work else out.with_name(out.name + ".work")
     stage_dir = work / "distilled"
     teacher_ck = load_checkpoint(cfg.teacher, torch.float32)
@@ -356,7 +358,7 @@ def distill(cfg: DistillConfig, align_dataset=None) -> DistillResult:
                                 else default_layer_map(t_layers, layers), t_layers, layers)
     summaries: list[StageSummary] = []
     log_path = work / LOG_FILE
-    done = json.loads(log_path.read_text()) if log_path.is_file() else {}
+    done = json.loads(log_path.read_text()) if log_path.is_file() and cfg.resume else {}   # finished stages
     result = DistillResult(out)
 
     if "distill" not in done:
