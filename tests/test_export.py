@@ -75,6 +75,31 @@ def test_int8_calibration_reproducible(tiny_dir, tmp_path):
     assert a.manifest["files"]["vision.int8.onnx"] == b.manifest["files"]["vision.int8.onnx"]
 
 
+def test_priority_ordered_calibration_gives_ort_default_ranges(bundle_dir, tmp_path):
+    """The calibration graph run in priority-based order (bounded memory) computes the same
+    activation ranges as ONNX Runtime's calibrator in its own session."""
+    from onnxruntime.quantization.calibrate import CalibrationMethod, create_calibrator, load_tensors_data
+
+    from mivl.export.quantize import OP_TYPES, TileReader, calibrate
+
+    b = open_bundle(bundle_dir("qwen2", "fp32"))
+    model = b.file(b.vision["file"])
+    tiles = np.random.default_rng(0).standard_normal((3, 3, 448, 448)).astype(np.float32)
+    opts = {"moving_average": True}
+    calibrate(model, TileReader(tiles, "pixel_values", batch=1), CalibrationMethod.MinMax, tmp_path / "ours.json",
+              tmp_path, opts)
+    ours = load_tensors_data(tmp_path / "ours.json")
+    (tmp_path / "ort").mkdir()
+    cal = create_calibrator(model, list(OP_TYPES), augmented_model_path=str(tmp_path / "ort" / "aug.onnx"),
+                            calibrate_method=CalibrationMethod.MinMax, extra_options=opts)
+    cal.collect_data(TileReader(tiles, "pixel_values", batch=1))
+    theirs = cal.compute_data()
+    assert set(ours.data) == set(theirs.data) and len(ours.data) > 10
+    for name, r in theirs.data.items():
+        np.testing.assert_allclose(np.asarray(ours.data[name].range_value, np.float64),
+                                   np.asarray(r.range_value, np.float64), rtol=1e-6, err_msg=name)
+
+
 def test_refuses_to_overwrite(bundle_dir):
     with pytest.raises(InputError, match="already exists"):
         api.export("unused", bundle_dir("qwen2", "fp32"))

@@ -4,6 +4,8 @@
 """
 from __future__ import annotations
 
+import ctypes
+import gc
 import platform
 import sys
 import time
@@ -117,6 +119,7 @@ def export(checkpoint: str | Path, output: str | Path, precision: str = "fp16", 
                                             calib_size, calib_method, seed, keep_float, force, quiet,
                                             report, split_vision)
         cases = reference_cases(ref, val_images[:2], steps=16, n_ctx=n_ctx)
+        release_freed_memory()
         llm_file, report["llm"] = _export_llm(ref, tmp, llm_format, quant, n_ctx, cases, quiet)
         require(report["llm"], f"{llm_format} LLM {quant}", force)
         report["passed"] = all(report[k]["passed"] for k in ("vision", "llm"))
@@ -200,6 +203,7 @@ def _export_vision(ref, tmp, precision, val_tiles, reference, calib, calib_size,
     elif precision == "int8":
         _say(quiet, f"calibrating INT8 ({calib_method}, {calib_size} images)")
         tiles = calibration_tiles(ref, calib, calib_size, seed, quiet)
+        release_freed_memory()         # the ONNX export's and the fp32 check's buffers, before the quantiser starts
         out = tmp / files["int8"]
         info = quantize_vision_isolated(fp32, out, tiles, calib_method, keep_float,
                                progress=_progress(quiet, "calibrating"))
@@ -209,6 +213,18 @@ def _export_vision(ref, tmp, precision, val_tiles, reference, calib, calib_size,
     report["vision"] = {**figures[precision], "checks": figures}
     require(report["vision"], f"vision {precision}", force)
     return out, (split_spec(ref.model, out.name, proj.name, eps) if split else None)
+
+
+def release_freed_memory() -> None:
+    """Hand memory freed by earlier steps back to the system before a step that needs a lot (the
+    INT8 quantiser's process, the GGUF writer): glibc keeps freed heap pages otherwise; the 1B's
+    ONNX export alone left 0.8 GB of them in the exporter (4.66 -> 3.90 GB)."""
+    gc.collect()
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):     # not glibc (musl): nothing to do
+            pass
 
 
 def build_manifest(ref: Reference, checkpoint, preset, vision_precision, vision_file, llm_file, quant,
