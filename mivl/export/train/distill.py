@@ -53,7 +53,7 @@ from ..model.config import parse_config
 from ..model.internvl import InternVLChat
 from ..reference import preprocess_config
 from . import distributed as D
-from .trainer import (STATE_DIR, TrainConfig, latest_state, load_state, lr_lambda, original_config, save_state,
+from .trainer import (STATE_DIR, TrainConfig, latest_state, load_state, make_optimizer, original_config, save_state,
                       step_indices, sync_context, train, write_checkpoint)
 
 ALIGN_MODES = {"projector": dict(mode="partial", freeze=("vit", "llm")),
@@ -286,9 +286,7 @@ def _distill_stage(cfg: DistillConfig, teacher_ck, student, layer_map, stage_dir
     loss_mod = DistillLoss(student.vision_model.train(), teacher_vit, distill_pairs(layer_map, cfg.last_k), dtype)
     net = D.wrap(loss_mod.to(world.device), world, "ddp")
     trainable = [p for p in net.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW([{"params": [p for p in trainable if p.ndim >= 2], "weight_decay": cfg.weight_decay},
-                             {"params": [p for p in trainable if p.ndim < 2], "weight_decay": 0.0}], lr=cfg.lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg))    # warmup_ratio, steps, min_lr_ratio
+    opt, sched = make_optimizer(net, cfg)      # the trainer's AdamW groups and warmup + cosine schedule
     cos_before = held_out_cosine(loss_mod, held, cfg.micro_batch) if world.main else None
     start, losses = 0, []
     state = latest_state(stage_dir) if cfg.resume else None
