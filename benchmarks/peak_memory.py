@@ -5,7 +5,8 @@ every process it starts, summed at each sample), and its wall time.
 
 ru_maxrss only gives one process's peak; an export starts helper processes (calibration,
 validation), so the tree is polled instead (psutil), every 0.2 s by default: a peak shorter than
-the interval can be missed, so the figure is a lower bound to within one interval's growth.
+the interval can be missed, so the figure is a lower bound to within one interval's growth. The
+processes at the peak, with their share, are reported too.
 """
 from __future__ import annotations
 
@@ -18,14 +19,15 @@ import time
 import psutil
 
 
-def tree_rss(proc: psutil.Process) -> int:
-    total = 0
+def tree_rss(proc: psutil.Process) -> tuple[int, list[tuple[int, str]]]:
+    """(summed RSS, [(RSS, command line) of each process]) of proc and its descendants."""
+    parts = []
     for p in [proc, *proc.children(recursive=True)]:
         try:
-            total += p.memory_info().rss
+            parts.append((p.memory_info().rss, " ".join(p.cmdline())[:160]))
         except psutil.Error:
             pass
-    return total
+    return sum(r for r, _ in parts), parts
 
 
 def main(argv=None) -> int:
@@ -40,15 +42,18 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     child = subprocess.Popen(cmd)
     root = psutil.Process(child.pid)
-    peak = 0
+    peak, at_peak, when = 0, [], 0.0
     while child.poll() is None:
         try:
-            peak = max(peak, tree_rss(root))
+            total, parts = tree_rss(root)
         except psutil.Error:
-            pass
+            total, parts = 0, []
+        if total > peak:
+            peak, at_peak, when = total, parts, time.perf_counter() - t0
         time.sleep(a.every)
     out = {"command": cmd, "rc": child.returncode, "seconds": round(time.perf_counter() - t0, 1),
-           "peak_tree_gib": round(peak / 2 ** 30, 2)}
+           "peak_tree_gib": round(peak / 2 ** 30, 2), "peak_at_s": round(when, 1),
+           "at_peak": [{"gib": round(r / 2 ** 30, 2), "process": c} for r, c in at_peak]}
     print("PEAK " + json.dumps(out), file=sys.stderr)
     if a.json:
         with open(a.json, "w") as f:

@@ -118,10 +118,6 @@ def export(checkpoint: str | Path, output: str | Path, precision: str = "fp16", 
         cases = reference_cases(ref, val_images[:2], steps=16, n_ctx=n_ctx)
         llm_file, report["llm"] = _export_llm(ref, tmp, llm_format, quant, n_ctx, cases, quiet)
         require(report["llm"], f"{llm_format} LLM {quant}", force)
-        # The vision stage needs the ViT and projector alone: the LLM's weights (2 GB in fp32 for
-        # the 1B) leave the exporter before the INT8 quantiser's process starts.
-        del ref.model.language_model, cases
-        release_freed_memory()
         vision_file, split = _export_vision(ref, tmp, vision_precision, val_tiles, reference, calib,
                                             calib_size, calib_method, seed, keep_float, force, quiet,
                                             report, split_vision)
@@ -167,13 +163,23 @@ def _export_llm(ref, tmp: Path, llm_format: str, quant: str, n_ctx: int, cases: 
 
         _say(quiet, f"writing LLM as an ONNX decoder ({quant})")
         path, tok_dir = write_onnx_llm(ref, tmp, quant, n_ctx)
+        drop_llm(ref)
         _say(quiet, "validating the ONNX LLM in ONNX Runtime against PyTorch")
         return path, check_onnx_llm(path, tok_dir, quant, cases, sorted(ref.stop_ids))
     _say(quiet, f"writing LLM as GGUF {quant}")
     path = tmp / f"llm.{quant}.gguf"
     write_llm(ref, path, quant, n_ctx, tmp)
+    drop_llm(ref)
     _say(quiet, "validating the LLM in llama.cpp against PyTorch")
     return path, check_llm(path, quant, cases)
+
+
+def drop_llm(ref: Reference) -> None:
+    """Once the LLM is written (its reference cases computed before), the exporter needs its
+    weights no more: they leave before the validation's process and the vision stage start (2 GB
+    in fp32 for the 1B), so neither runs beside them."""
+    del ref.model.language_model
+    release_freed_memory()
 
 
 def _export_vision(ref, tmp, precision, val_tiles, reference, calib, calib_size, calib_method, seed,
