@@ -168,6 +168,16 @@ def test_bad_distillation_options_are_refused(teacher, tmp_path, kw, msg):
         distill(_cfg(teacher, tmp_path / "x", **kw))
 
 
+def test_options_as_keyword_arguments(teacher, tmp_path):
+    r = distill(teacher=str(teacher), output=str(tmp_path / "s"), layers=1, steps=2, batch_size=2, held_out=1,
+                quiet=True)
+    assert len(r.losses) == 2 and load_checkpoint(tmp_path / "s").config.vision.num_hidden_layers == 1
+    with pytest.raises(InputError, match="unexpected keyword"):
+        distill(teacher=str(teacher), output=str(tmp_path / "t"), layer=3)
+    with pytest.raises(InputError, match="not both"):
+        distill(_cfg(teacher, tmp_path / "u"), steps=3)
+
+
 def test_distils_on_an_image_folder(teacher, tmp_path):
     import cv2
     for i in range(3):

@@ -334,8 +334,18 @@ def _align_dataset(cfg: DistillConfig):
     return read_records(cfg.align_data)
 
 
-def distill(cfg: DistillConfig, align_dataset=None) -> DistillResult:
-    """Distil cfg.teacher's vision encoder into a smaller student and align it (module docstring)."""
+def distill(cfg: DistillConfig | None = None, align_dataset=None, **options) -> DistillResult:
+    """Distil the teacher's vision encoder into a smaller student and align it (module docstring).
+
+    Give a DistillConfig, or its fields as keyword arguments (the CLI's options):
+    `distill(teacher="ckpt", output="student", layers=12, align_steps=200)`."""
+    if cfg is None:
+        try:
+            cfg = DistillConfig(**options)
+        except TypeError as e:
+            raise InputError(f"distill options: {e}") from None
+    elif options:
+        raise InputError("give a DistillConfig or keyword options, not both")
     cfg.check()
     world = D.init_world(cfg.device)
     if cfg.batch_size % world.size or cfg.align_batch_size % world.size:
