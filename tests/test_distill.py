@@ -15,6 +15,7 @@ from mivl.export.checkpoint import load_checkpoint
 from mivl.export.train import distill as dist
 from mivl.export.train.distill import (DistillConfig, DistillLoss, default_layer_map, distill, distill_pairs,
                                        make_student)
+from test_train import _losses  # the LOSSES line of a one- or two-process run
 
 VISION4 = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
                image_size=448, patch_size=14, layer_norm_eps=1e-6, qkv_bias=True, qk_normalization=False,
@@ -195,12 +196,6 @@ r = distill(DistillConfig(sys.argv[1], sys.argv[2], layers=2, steps=3, batch_siz
 if int(os.environ.get("RANK", "0")) == 0:
     print("LOSSES", json.dumps(r.losses))
 """
-
-
-def _losses(cmd, env):
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
-    assert out.returncode == 0, out.stderr[-3000:]
-    return json.loads([l for l in out.stdout.splitlines() if l.startswith("LOSSES")][0].split(" ", 1)[1])
 
 
 def test_two_processes_match_one(teacher, tmp_path):

@@ -54,7 +54,7 @@ from ..model.internvl import InternVLChat
 from ..reference import preprocess_config
 from . import distributed as D
 from .trainer import (STATE_DIR, TrainConfig, latest_state, load_state, make_optimizer, original_config, save_state,
-                      step_indices, sync_context, train, write_checkpoint)
+                      optimizer_step, step_indices, train, write_checkpoint)
 
 ALIGN_MODES = {"projector": dict(mode="partial", freeze=("vit", "llm")),
                "lora": dict(mode="lora", lora_parts=("llm",)),
@@ -296,19 +296,12 @@ def _distill_stage(cfg: DistillConfig, teacher_ck, student, layer_map, stage_dir
     bar = _bar(cfg, world, "distill", start)
     for step in range(start, cfg.steps):
         idx = step_indices(step, cfg, world)
-        total = 0.0
         chunks = [idx[k:k + cfg.micro_batch] for k in range(0, len(idx), cfg.micro_batch)]
-        for n, chunk in enumerate(chunks):
-            px = torch.from_numpy(np.concatenate([train_tiles[i % len(train_tiles)] for i in chunk])).to(world.device)
-            with sync_context(net, n == len(chunks) - 1):
-                loss = net(px)
-                (loss * (world.size / cfg.batch_size)).backward()
-            total += float(loss.detach())
-        if cfg.max_grad_norm > 0:
-            torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
+
+        def run(chunk):
+            tiles = np.concatenate([train_tiles[i % len(train_tiles)] for i in chunk])
+            return net(torch.from_numpy(tiles).to(world.device))
+        total = optimizer_step(net, chunks, run, cfg.batch_size, world, trainable, opt, sched, cfg.max_grad_norm)
         losses.append(D.all_sum(total, world) / cfg.batch_size)
         if bar is not None:
             bar.update(1)

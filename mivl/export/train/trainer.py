@@ -238,6 +238,26 @@ def sync_context(net, last: bool):
     return contextlib.nullcontext()
 
 
+def optimizer_step(net, micro_batches, run, denominator: float, world, trainable, opt, sched,
+                   max_grad_norm: float) -> float:
+    """One step of the global-batch rule: each of this rank's micro-batches' summed loss (`run`)
+    is divided by the global denominator (DDP averages over ranks, hence the world size; gradients
+    are reduced in the last micro-batch only), then clip, step, schedule. Returns this rank's summed
+    loss; the step's loss is its all_sum over ranks divided by the denominator."""
+    total = 0.0
+    for k, mb in enumerate(micro_batches):
+        with sync_context(net, k == len(micro_batches) - 1):
+            loss = run(mb)
+            (loss * (world.size / denominator)).backward()
+        total += float(loss.detach())
+    if max_grad_norm > 0:
+        torch.nn.utils.clip_grad_norm_(trainable, max_grad_norm)
+    opt.step()
+    sched.step()
+    opt.zero_grad(set_to_none=True)
+    return total
+
+
 def train(cfg: TrainConfig, dataset) -> TrainResult:
     """Fine-tune cfg.checkpoint on `dataset` (an indexable sequence of records)."""
     cfg.check()
@@ -273,17 +293,8 @@ def train(cfg: TrainConfig, dataset) -> TrainResult:
         n_tokens = D.all_sum(sum(s.n_targets for s in samples), world)
         if n_tokens == 0:
             raise InputError(f"step {step}: no assistant tokens in the batch (empty answers?)")
-        total = 0.0
-        for k, s in enumerate(samples):
-            with sync_context(net, k == len(samples) - 1):
-                loss = net(*to_device(s, world.device))
-                (loss * (world.size / n_tokens)).backward()
-            total += float(loss.detach())
-        if cfg.max_grad_norm > 0:
-            torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
+        total = optimizer_step(net, samples, lambda s: net(*to_device(s, world.device)), n_tokens, world,
+                               trainable, opt, sched, cfg.max_grad_norm)
         losses.append(D.all_sum(total, world) / n_tokens)
         if (step + 1) % cfg.log_every == 0 or step == start:
             _log(cfg, world, f"step {step + 1}/{cfg.steps} loss {losses[-1]:.4f} "
