@@ -1,27 +1,57 @@
 """Dense vision pretraining: per-token labels of synthetic scenes, and the warm-up that uses them."""
 import numpy as np
 
-from mivl.calib.labels import CLASS_IDS, COLOUR_IDS, camera_labels, canvas_labels
+from mivl.calib.labels import CLASS_IDS, COLOUR_IDS, IGNORE, canvas_boxes, digits_of, tile_targets, token_labels
 from mivl.calib.synthetic import SceneObject
 
 
 def test_token_labels_cover_the_box_and_small_objects_get_their_centre():
     bus = SceneObject("bus", "red", "CAM_FRONT", (0, 0, 400, 225))       # top-left quarter of 800x450
-    colours, classes = camera_labels([bus], 800, 450)
+    colours, classes = token_labels([bus], 800, 450)
     assert (colours[:8, :8] == COLOUR_IDS["red"]).all() and (colours[8:, :].sum() == 0) and colours[:, 8:].sum() == 0
     assert (classes[:8, :8] == CLASS_IDS["bus"]).all()
     cone = SceneObject("cone", "white", "CAM_FRONT", (760, 420, 770, 430))  # far smaller than a token
-    colours, classes = camera_labels([cone], 800, 450)
+    colours, classes = token_labels([cone], 800, 450)
     assert colours.sum() == COLOUR_IDS["white"] and colours[15, 15] == COLOUR_IDS["white"]
 
 
-def test_canvas_labels_place_each_camera_in_its_cell():
+def six_camera_targets(objs):
+    from mivl.edge.preprocess import PreprocessConfig, grid_for_size
+
+    grid = grid_for_size(2688, 896, PreprocessConfig(max_tiles=12, use_thumbnail=True))
+    assert (grid.cols, grid.rows, grid.thumbnail) == (6, 2, True)
+    return tile_targets(objs, canvas_boxes(objs, 800, 450), 2688, 896, grid, six=True)
+
+
+def test_six_camera_targets_place_each_camera_in_its_tiles_and_the_thumbnail():
     car = SceneObject("car", "blue", "CAM_BACK_RIGHT", (0, 0, 800, 450))   # fills its camera
-    colours, _ = canvas_labels([car], 800, 450)
-    # CAM_BACK_RIGHT is the bottom-right cell: canvas x 1792..2688 of 2688, y 448..896 of 896
-    expect = np.zeros((16, 16), bool)
-    expect[8:, 11:] = True                        # cells whose area is mostly inside the camera
-    assert (colours[8:, 11:] == COLOUR_IDS["blue"]).all() and (colours[:8] == 0).all() and (colours[:, :10] == 0).all()
+    t = six_camera_targets([car])
+    assert t.colours.shape == (13, 256) and t.digits.shape == (13, 256, 18)
+    # CAM_BACK_RIGHT is the bottom-right cell: grid tiles 10 and 11 (row 1, columns 4 and 5)
+    assert all((t.colours[k] == COLOUR_IDS["blue"]).all() for k in (10, 11))
+    assert all((t.colours[k] == 0).all() for k in range(10))
+    thumb = t.colours[12].reshape(16, 16)            # the thumbnail: the canvas squeezed to 448x448
+    assert (thumb[8:, 11:] == COLOUR_IDS["blue"]).all() and (thumb[:8] == 0).all() and (thumb[:, :10] == 0).all()
+    cams = t.cameras[12].reshape(16, 16)             # camera under each thumbnail token, 1-based
+    assert cams[0, 0] == 1 and cams[0, 15] == 3 and cams[15, 0] == 4 and cams[15, 15] == 6 and cams[0, 7] == 2
+    assert (t.cameras[:12] == 0).all()               # grid tiles cannot know their camera
+    on = t.digits[12][t.colours[12] > 0]
+    # the object's box and centre in 0..1000 of the canvas: x 667..1000 (999 at most), y 500..1000
+    assert (on[:, :3] == [6, 6, 7]).all() and (on[:, 3:6] == [5, 0, 0]).all() and (on[:, 6:9] == [9, 9, 9]).all()
+    assert (on[:, 12:15] == [8, 3, 3]).all() and (on[:, 15:18] == [7, 5, 0]).all()
+    assert (t.digits[:12] == IGNORE).all() and (t.digits[12][t.colours[12] == 0] == IGNORE).all()
+
+
+def test_where_answers_and_centre_targets_agree():
+    """The digits a thumbnail token learns are the numbers of the `where` answer about its object."""
+    from mivl.calib.questions import drivelm_point
+
+    cone = SceneObject("cone", "white", "CAM_FRONT", (401, 300, 431, 345))
+    t = six_camera_targets([cone])
+    on = t.digits[12][t.colours[12] > 0]
+    x, y = (int("".join(map(str, on[0, k:k + 3]))) for k in (12, 15))
+    assert drivelm_point(cone, 800, 450) == f"<c1,CAM_FRONT,{x},{y}>"
+    assert digits_of(1000) == [9, 9, 9] and digits_of(7) == [0, 0, 7]
 
 
 def test_dense_warmup_learns_and_is_reproducible(tiny_dir):
@@ -34,8 +64,9 @@ def test_dense_warmup_learns_and_is_reproducible(tiny_dir):
     ck = load_checkpoint(tiny_dir("qwen2"))
     pre = preprocess_config(ck)
     a, b = dense_sample(3, 7, pre, 1, 0.5), dense_sample(3, 7, pre, 1, 0.5)
-    assert a.pixels.shape == (1, 3, 448, 448) and np.array_equal(a.pixels, b.pixels)
-    assert np.array_equal(a.colours, b.colours) and a.colours.shape == (256,)
+    assert np.array_equal(a.pixels, b.pixels) and np.array_equal(a.digits, b.digits)
+    k = a.pixels.shape[0]     # one grid tile and the thumbnail
+    assert a.pixels.shape == (k, 3, 448, 448) and a.colours.shape == (k, 256) and a.digits.shape == (k, 256, 18)
     before = {k: v.clone() for k, v in ck.model.language_model.state_dict().items()}
     losses, _ = pretrain_vision(ck.model, pre, steps=12, batch_size=2, lr=3e-3, quiet=True)
     assert np.mean(losses[-3:]) < np.mean(losses[:3])
@@ -48,35 +79,23 @@ def test_default_recipe_runs_its_stages_and_skips_finished_ones(tmp_path):
 
     from mivl.export.default_model import Stage, publish, train_default
 
-    stages = (Stage("dense", 2, 2e-3, batch_size=2), Stage("colour", 2, 1e-3, ("colour",), batch_size=2))
+    stages = (Stage("dense", 2, 2e-3, batch_size=2),
+              Stage("qa", 2, 1e-3, ("colour", "camera"), batch_size=2, turns=2, views=2))
     last = train_default(tmp_path / "out", work=tmp_path / "work", stages=stages, quiet=True)
-    assert last == tmp_path / "work" / "colour" and (last / "config.json").is_file()
+    assert last == tmp_path / "work" / "qa" and (last / "config.json").is_file()
+    init = json.loads((tmp_path / "work" / "init" / "config.json").read_text())
+    assert init["max_dynamic_patch"] == 12 and init["use_thumbnail"] is True     # six cameras: 13 tiles
     dense_log = json.loads((tmp_path / "work" / "dense" / "train_log.json").read_text())
     assert dense_log["stage"] == "dense" and len(dense_log["losses"]) == 2
     stamp = (last / "model.safetensors").stat().st_mtime_ns
     train_default(tmp_path / "out", work=tmp_path / "work", stages=stages, quiet=True)
     assert (last / "model.safetensors").stat().st_mtime_ns == stamp      # finished: not run again
-    out = publish(last, tmp_path / "published")
+    out = publish(last, tmp_path / "published", stages)
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["torch_dtype"] == "bfloat16"
+    logs = json.loads((out / "train_log.json").read_text())["logs"]
+    assert logs["dense"]["steps"] == 2 and logs["qa"]["steps"] == 2 and logs["qa"]["seconds_last_run"] > 0
     assert any((out / f).is_file() for f in ("tokenizer.json", "vocab.json"))
-
-
-def test_bf16_stage_starts_from_the_published_rounding(tmp_path):
-    """A stage with from_bf16 trains from the previous stage's weights rounded to bf16, as the
-    published model holds them (the later default-model stages started from the published one)."""
-    import torch
-
-    from mivl.export.checkpoint import load_checkpoint
-    from mivl.export.default_model import Stage, train_default
-
-    stages = (Stage("dense", 1, 2e-3, batch_size=2),
-              Stage("more", 1, 1e-3, ("colour",), freeze=(), batch_size=2, turns=2, from_bf16=True))
-    train_default(tmp_path / "out", work=tmp_path / "work", stages=stages, quiet=True)
-    start = load_checkpoint(tmp_path / "work" / "more-start").model.state_dict()
-    dense = load_checkpoint(tmp_path / "work" / "dense").model.state_dict()
-    assert all(torch.equal(start[k], dense[k].bfloat16().float()) for k in dense)
-    assert (tmp_path / "work" / "more" / "config.json").is_file()
 
 
 def test_embedded_default_model_answers_held_out_questions():

@@ -320,6 +320,73 @@ def test_bad_training_config_is_refused(tiny_dir, tmp_path):
             train(TrainConfig(ck, str(tmp_path / "x"), **kw), _records(2))
 
 
+def test_feature_cache_trains_exactly_as_without_and_computes_each_view_once(tiny_dir, tmp_path):
+    """A frozen vision side with the feature cache: the same losses and weights as recomputing the
+    features every step, and each distinct view encoded once (SyntheticViews repeats its views)."""
+    from mivl.export.train import trainer as T
+    from mivl.export.train.synthetic import SyntheticViews
+
+    data = SyntheticViews(("colour", "class", "camera", "where"), seed=4, views=3, turns=2, six_share=0.5)
+    data = [dict(data[i], max_tiles=2) for i in range(8)]
+    kw = dict(mode="partial", freeze=("vit", "projector"), steps=4, batch_size=2, lr=3e-3, dtype="fp32", quiet=True)
+    calls = []
+    real = T.FeatureCache.get
+
+    def counted(self, pixels, compute):
+        calls.append(self.misses)
+        return real(self, pixels, compute)
+    plain = train(TrainConfig(str(tiny_dir("qwen2")), str(tmp_path / "a"), **kw), data)
+    T.FeatureCache.get = counted
+    try:
+        cached = train(TrainConfig(str(tiny_dir("qwen2")), str(tmp_path / "b"), feature_cache_gb=1, **kw), data)
+    finally:
+        T.FeatureCache.get = real
+    assert cached.losses == plain.losses
+    a, b = load_checkpoint(tmp_path / "a").model, load_checkpoint(tmp_path / "b").model
+    for (n, p), q in zip(a.named_parameters(), b.parameters()):
+        torch.testing.assert_close(p, q, rtol=0, atol=0, msg=n)
+    assert len(calls) == 8 and calls[-1] <= 3          # 8 records, at most 3 distinct views computed
+
+
+def test_feature_cache_is_bounded_and_refused_while_vision_trains(tiny_dir, tmp_path):
+    from mivl.export.train.trainer import FeatureCache
+
+    cache = FeatureCache(max_bytes=2 * 4 * 10)         # two float32 tensors of 10 values
+    f = lambda px: px.float().repeat(10)[:10]  # noqa: E731
+    for v in (1, 2, 1, 3):                              # 3 evicts 2 (1 was used after it)
+        cache.get(torch.tensor([v]), f)
+    assert cache.bytes == 80 and (cache.hits, cache.misses) == (1, 3)
+    cache.get(torch.tensor([1]), f)
+    cache.get(torch.tensor([2]), f)
+    assert (cache.hits, cache.misses) == (2, 4)
+    ck = str(tiny_dir("qwen2"))
+    for kw in ({"feature_cache_gb": 1}, {"mode": "partial", "freeze": ("vit",), "feature_cache_gb": 1},
+               {"feature_cache_gb": -1}):
+        with pytest.raises(InputError, match="feature_cache_gb"):
+            train(TrainConfig(ck, str(tmp_path / "x"), **kw), _records(2))
+
+
+def test_synthetic_views_repeat_their_pixels_with_new_questions():
+    from mivl.calib.questions import SIX_CAMERA_KINDS
+    from mivl.export.train.synthetic import SyntheticViews
+
+    d = SyntheticViews(seed=2, views=5, turns=4, six_share=0.5)
+    def pixels(r):
+        return [r["image"]] if "image" in r else [r["cameras"][k] for k in sorted(r["cameras"])]
+
+    a, b, c = d[1], d[6], d[1]
+    assert a["conversations"] == c["conversations"]      # a pure function of the index
+    assert all(np.array_equal(x, y) for x, y in zip(pixels(a), pixels(c)))
+    assert all(np.array_equal(x, y) for x, y in zip(pixels(a), pixels(b)))   # view 1 again ...
+    assert a["conversations"] != b["conversations"]                           # ... asked anew
+    six = [d[i] for i in range(40) if "cameras" in d[i]]
+    assert 5 < len(six) < 35
+    for r in (d[i] for i in range(10)):
+        assert 1 <= len(r["conversations"]) // 2 <= 4
+    with pytest.raises(ValueError):
+        SyntheticViews(SIX_CAMERA_KINDS, six_share=0.5)
+
+
 TORCHRUN_SCRIPT = """
 import json, os, sys
 from mivl.export.train.trainer import TrainConfig, train

@@ -5,11 +5,13 @@
   python examples/jetson_demo/demo.py BUNDLE --cam CAM_FRONT=front.mp4 ... --find "red car" --rate 2
 
 Each tick reads one frame from every camera and runs the probes:
-  --find PHRASE   which camera shows it (six-camera multiple choice), then its box in that camera
+  --find PHRASE   where it is on the six cameras (a DriveLM point: camera and pixel, drawn as a
+                  circle), then its box in that camera (grounding, drawn as a rectangle)
   --ask TEXT      a free question about the six cameras (DriveLM <c..> points are drawn)
   --describe CAM  a description of one camera's objects
 With --synthetic and no probe given, it asks questions whose answers the clip knows (colour and
-class of an object in two cameras, the HUD counting the right ones) and where two objects are.
+class of an object in two cameras) and finds two objects (right when the point falls inside the
+object in the right camera); the HUD counts the right ones.
 It overlays the answers and boxes per camera and a HUD with the latency breakdown (preprocess,
 vision, prefill, decode) and memory. With a display it opens a window (q quits); headless (or
 --headless) it writes OUT/demo.mp4, PNG snapshots every --snapshot-every ticks and OUT/log.jsonl.
@@ -42,19 +44,26 @@ COLOURS = [(0, 255, 255), (255, 0, 255), (0, 255, 0), (255, 128, 0)]
 def run_probe(session, probe: tuple[str, str], frames: dict) -> dict:
     kind, arg = probe
     timings = []
-    if kind == "find":
-        q = f"Which camera shows the {arg}?\n" + options_text(CAMERAS)
-        a = session.ask(q, cameras=frames, channels="BGR", max_new_tokens=16)
+    if kind == "find":              # arg: the phrase, or (phrase, truth object) on the synthetic clip
+        phrase, truth = arg if isinstance(arg, tuple) else (arg, None)
+        a = session.ask(f"Where is the {phrase}?", cameras=frames, channels="BGR", max_new_tokens=32)
         timings.append(a.timings)
-        cam = a.text.strip().rstrip(".")
-        out = {"probe": f"find {arg}", "camera": cam, "answer": a.text, "boxes": []}
+        points = [{"camera": o.camera, "pixels": list(o.pixels)} for o in a.objects
+                  if getattr(o, "kind", "") == "camera_point"]
+        cam = points[0]["camera"] if points else None
+        out = {"probe": f"find {phrase}", "camera": cam, "answer": a.text.strip(), "points": points[:1], "boxes": []}
         if cam in frames:
-            g = session.ask(grounding_question(f"the {arg}"), images=[frames[cam]], channels="BGR",
+            g = session.ask(grounding_question(f"the {phrase}"), images=[frames[cam]], channels="BGR",
                             max_new_tokens=40)
             timings.append(g.timings)
-            out["answer"] += " | " + g.text
-            out["boxes"] = [{"camera": cam, "label": arg, "pixels": list(o.pixels)}
-                            for o in g.objects if getattr(o, "pixels", None)]
+            out["boxes"] = [{"camera": cam, "label": phrase, "pixels": list(o.pixels)}
+                            for o in g.objects if getattr(o, "pixels", None)][:1]
+        if truth is not None:
+            x, y = points[0]["pixels"] if points else (-1, -1)
+            x1, y1, x2, y2 = truth.box
+            out["truth"] = {"camera": truth.camera, "box": list(truth.box)}
+            out["correct"] = cam == truth.camera and x1 <= x <= x2 and y1 <= y <= y2
+            out["answer"] += " (right)" if out["correct"] else f" (truth: {truth.camera} {list(truth.box)})"
     elif kind == "mc":             # a multiple-choice question about one camera, truth known
         cam, question, truth = arg
         a = session.ask(question, images=[frames[cam]], channels="BGR", max_new_tokens=8)
@@ -136,8 +145,7 @@ def hud(results: list[dict], tick: int, wall_s: float) -> np.ndarray:
     if known:
         rows.append(f"questions with known answers: {sum(known)}/{len(known)} right")
     rows += [f"{r['probe']}: {r['answer'][:110]}" for r in results if r.get("camera") is None or r["probe"] == "ask"]
-    rows += [f"{r['probe']} -> {r.get('camera')}" + ("" if r.get("camera") in CAMERAS else " (not a camera name)")
-             for r in results if r["probe"].startswith("find")]
+    rows += [f"{r['probe']}: {r['answer'][:100]}" for r in results if r["probe"].startswith("find")]
     for k, text in enumerate(rows[:8]):
         cv2.putText(panel, text, (10, 22 + 20 * k), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (230, 230, 230), 1)
     return panel
@@ -195,9 +203,9 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def synthetic_probes(rig: SyntheticRig) -> list[tuple[str, object]]:
-    """Questions with known answers about the clip: colour and class of an object in each of two
-    cameras (what the embedded default model is trained for), then where two objects are."""
+def synthetic_probes(rig: SyntheticRig, tick: int) -> list[tuple[str, object]]:
+    """Questions with known answers about the clip at `tick`: colour and class of an object in each
+    of two cameras, then where two objects are (each with its box at that tick)."""
     from mivl.calib.synthetic import CLASSES, COLOURS
 
     objs = rig.clip.scene.objects
@@ -206,8 +214,9 @@ def synthetic_probes(rig: SyntheticRig) -> list[tuple[str, object]]:
         probes.append(("mc", (o.camera, f"What colour is the {o.cls}?\n" + options_text(list(COLOURS)), o.colour)))
         probes.append(("mc", (o.camera, f"What is the {o.colour} object?\n" + options_text(CLASSES), o.cls)))
     keys = [(o.colour, o.cls) for o in objs]
-    unique = [f"{c} {k}" for c, k in keys if keys.count((c, k)) == 1]
-    return probes + [("find", p) for p in unique[:2]]
+    now = rig.clip.objects(tick)
+    unique = [(f"{o.colour} {o.cls}", now[k]) for k, o in enumerate(objs) if keys.count((o.colour, o.cls)) == 1]
+    return probes + [("find", u) for u in unique[:2]]
 
 
 def main(argv=None) -> int:
@@ -226,8 +235,9 @@ def main(argv=None) -> int:
             raise SystemExit(f"--cam must name each of {', '.join(CAMERAS)} once")
         rig = open_rig(specs)
     probes = [("find", f) for f in a.find] + [("ask", q) for q in a.ask] + [("describe", c) for c in a.describe]
-    if not probes:
-        probes = synthetic_probes(rig) if a.synthetic else [("ask", "Describe the driving scene.")]
+    known = not probes and a.synthetic          # the clip's own questions, answers known each tick
+    if not probes and not a.synthetic:
+        probes = [("ask", "Describe the driving scene.")]
     display = not a.headless and bool(os.environ.get("DISPLAY"))
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -235,14 +245,16 @@ def main(argv=None) -> int:
     bundle = Path(a.bundle) if a.bundle else default_bundle()
     tick = 0
     with Session(bundle, threads=a.threads, feature_cache_mb=a.feature_cache_mb) as session:
-        print(f"bundle {bundle}; probes: {probes}; backends {session.backends}", flush=True)
+        print(f"bundle {bundle}; probes: {'the clip questions' if known else probes}; "
+              f"backends {session.backends}", flush=True)
         try:
             while not a.frames or tick < a.frames:
                 t0 = time.perf_counter()
                 frames = rig.read()
                 if frames is None:
                     break
-                results = [run_probe(session, p, frames) for p in probes]
+                ask = synthetic_probes(rig, rig.t - 1) if known else probes
+                results = [run_probe(session, p, frames) for p in ask]
                 wall = time.perf_counter() - t0
                 view = compose(frames, results, tick, wall)
                 log.write(json.dumps({"tick": tick, "wall_s": wall, "rss_mib": rss_mib(), "results": results}) + "\n")

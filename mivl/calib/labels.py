@@ -9,6 +9,8 @@ one token); 0 means background. Colours and classes are numbered 1.. in the orde
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from ..edge.multiview import CAMERAS, CELL_H, CELL_W
@@ -19,31 +21,42 @@ COLOUR_IDS = {c: i + 1 for i, c in enumerate(COLOURS)}
 CLASS_IDS = {c: i + 1 for i, c in enumerate(CLASSES)}
 
 
+def token_owner(boxes, canvas: tuple[float, float], grid: int = GRID, min_cover: float = 0.25) -> np.ndarray:
+    """(grid, grid) int64: the index of the box each token of a canvas-sized tile sees, -1 for
+    background. A token takes the box that covers at least `min_cover` of it, or whose centre it
+    holds (small objects still get one token); where boxes overlap, the one covering more."""
+    cw, ch = canvas
+    owner = np.full((grid, grid), -1, np.int64)
+    cover = np.zeros((grid, grid))
+    xs, ys = np.arange(grid + 1) * cw / grid, np.arange(grid + 1) * ch / grid
+    for k, (x1, y1, x2, y2) in enumerate(boxes):
+        ox = np.clip(np.minimum(xs[1:], x2) - np.maximum(xs[:-1], x1), 0, None) / (cw / grid)
+        oy = np.clip(np.minimum(ys[1:], y2) - np.maximum(ys[:-1], y1), 0, None) / (ch / grid)
+        frac = oy[:, None] * ox[None, :]
+        hit = frac >= min_cover
+        cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+        if 0 <= cx < cw and 0 <= cy < ch:
+            hit[min(grid - 1, int(cy / ch * grid)), min(grid - 1, int(cx / cw * grid))] = True
+        hit &= frac > cover
+        owner[hit], cover[hit] = k, frac[hit]
+    return owner
+
+
+def _mapped(box, offset, scale):
+    x1, y1, x2, y2 = box
+    return (x1 * scale[0] + offset[0], y1 * scale[1] + offset[1], x2 * scale[0] + offset[0], y2 * scale[1] + offset[1])
+
+
 def token_labels(objects: list[SceneObject], width: float, height: float, offset=(0.0, 0.0),
                  scale=(1.0, 1.0), grid: int = GRID, min_cover: float = 0.25,
                  canvas: tuple[float, float] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(colour ids, class ids), each (grid, grid) int64, of the objects drawn on an image of
     width x height shown as one tile. Object boxes are mapped by `scale` then `offset` (a camera
     frame pasted into a canvas); `canvas` is the size of that image when it differs."""
-    cw, ch = canvas or (width, height)
-    colours = np.zeros((grid, grid), np.int64)
-    classes = np.zeros((grid, grid), np.int64)
-    cover = np.zeros((grid, grid))
-    xs, ys = np.arange(grid + 1) * cw / grid, np.arange(grid + 1) * ch / grid
-    for o in objects:
-        x1, y1, x2, y2 = o.box
-        x1, x2 = x1 * scale[0] + offset[0], x2 * scale[0] + offset[0]
-        y1, y2 = y1 * scale[1] + offset[1], y2 * scale[1] + offset[1]
-        ox = np.clip(np.minimum(xs[1:], x2) - np.maximum(xs[:-1], x1), 0, None) / (cw / grid)
-        oy = np.clip(np.minimum(ys[1:], y2) - np.maximum(ys[:-1], y1), 0, None) / (ch / grid)
-        frac = oy[:, None] * ox[None, :]
-        r = min(grid - 1, int((y1 + y2) / 2 / ch * grid))
-        c = min(grid - 1, int((x1 + x2) / 2 / cw * grid))
-        hit = frac >= min_cover
-        hit[r, c] = True
-        hit &= frac > cover
-        colours[hit], classes[hit], cover[hit] = COLOUR_IDS[o.colour], CLASS_IDS[o.cls], frac[hit]
-    return colours, classes
+    owner = token_owner([_mapped(o.box, offset, scale) for o in objects], canvas or (width, height), grid, min_cover)
+    colour_of = np.array([0] + [COLOUR_IDS[o.colour] for o in objects], np.int64)
+    class_of = np.array([0] + [CLASS_IDS[o.cls] for o in objects], np.int64)
+    return colour_of[owner + 1], class_of[owner + 1]
 
 
 def camera_labels(objects: list[SceneObject], width: int, height: int, grid: int = GRID):
@@ -67,3 +80,72 @@ def canvas_labels(objects: list[SceneObject], width: int, height: int, grid: int
         colours = np.where(a > 0, a, colours)
         classes = np.where(b > 0, b, classes)
     return colours, classes
+
+
+# Targets of every tile of an image as the model is fed it (dynamic tiling + thumbnail) -----------
+NUMBERS = ("x1", "y1", "x2", "y2", "cx", "cy")   # an object's box and centre, 0..1000 of the image
+DIGITS = 3                                       # hundreds, tens, units of each number
+IGNORE = -100
+
+
+@dataclass
+class TileTargets:
+    """Per-token targets of an image's tiles, each (n_tiles, GRID * GRID[, ...]) int64."""
+    colours: np.ndarray          # 0 background, else COLOUR_IDS
+    classes: np.ndarray          # 0 background, else CLASS_IDS
+    cameras: np.ndarray          # on the six-camera canvas's thumbnail: 1 + the camera under the
+                                 # token; 0 on every other tile (a tile that is not that thumbnail)
+    digits: np.ndarray           # (n_tiles, 256, 6 * 3): digits of NUMBERS of the object under a
+                                 # thumbnail token; IGNORE elsewhere (grid tiles, background)
+
+
+def numbers_1000(box, width: float, height: float) -> list[int]:
+    """NUMBERS of a pixel box in 0..1000 of a width x height image: `box_1000` and the centre as
+    DriveLM's points give it."""
+    x1, y1, x2, y2 = box
+    return [round(x1 / width * 1000), round(y1 / height * 1000), round(x2 / width * 1000),
+            round(y2 / height * 1000), round((x1 + x2) / 2 / width * 1000), round((y1 + y2) / 2 / height * 1000)]
+
+
+def digits_of(value: int) -> list[int]:
+    v = int(min(999, max(0, value)))
+    return [v // 100, v // 10 % 10, v % 10]
+
+
+def canvas_boxes(objects: list[SceneObject], width: int, height: int) -> list[tuple]:
+    """Each object's box on the six-camera canvas (frames of width x height in their cells)."""
+    out = []
+    for o in objects:
+        r, c = divmod(CAMERAS.index(o.camera), 3)
+        out.append(_mapped(o.box, (c * CELL_W, r * CELL_H), (CELL_W / width, CELL_H / height)))
+    return out
+
+
+def tile_targets(objects: list[SceneObject], boxes, width: float, height: float, grid, six: bool,
+                 tile: int = 448) -> TileTargets:
+    """Targets of the tiles of a width x height image holding `objects` at pixel `boxes` (the
+    canvas boxes for six cameras), tiled by `grid` (a TileGrid: cols x rows, thumbnail last)."""
+    n = grid.n_grid + int(grid.thumbnail)
+    colour_of = np.array([0] + [COLOUR_IDS[o.colour] for o in objects], np.int64)
+    class_of = np.array([0] + [CLASS_IDS[o.cls] for o in objects], np.int64)
+    digits_of_obj = np.array([[IGNORE] * len(NUMBERS) * DIGITS]
+                             + [sum((digits_of(v) for v in numbers_1000(b, width, height)), []) for b in boxes],
+                             np.int64)
+    colours = np.zeros((n, GRID * GRID), np.int64)
+    classes, cameras = np.zeros_like(colours), np.zeros_like(colours)
+    digits = np.full((n, GRID * GRID, len(NUMBERS) * DIGITS), IGNORE, np.int64)
+    sx, sy = grid.cols * tile / width, grid.rows * tile / height
+    for t in range(grid.n_grid):
+        r, c = divmod(t, grid.cols)
+        owner = token_owner([_mapped(b, (-c * tile, -r * tile), (sx, sy)) for b in boxes], (tile, tile))
+        colours[t], classes[t] = colour_of[owner + 1].reshape(-1), class_of[owner + 1].reshape(-1)
+    if grid.thumbnail:
+        owner = token_owner([_mapped(b, (0, 0), (tile / width, tile / height)) for b in boxes], (tile, tile))
+        colours[-1], classes[-1] = colour_of[owner + 1].reshape(-1), class_of[owner + 1].reshape(-1)
+        digits[-1] = digits_of_obj[owner + 1].reshape(-1, digits.shape[-1])
+        if six:
+            centre = (np.arange(GRID) + 0.5) / GRID
+            col = np.minimum(2, (centre * 3).astype(int))
+            row = np.minimum(1, (centre * 2).astype(int))
+            cameras[-1] = (1 + row[:, None] * 3 + col[None, :]).reshape(-1)
+    return TileTargets(colours, classes, cameras, digits)

@@ -181,6 +181,22 @@ def scene_questions(scene: Scene, rng: np.random.Generator, kinds=KINDS) -> list
     return [q for q in out if q is not None]
 
 
+def ask_view(scene: Scene, rng: np.random.Generator, kinds, size: tuple[int, int], camera: str | None,
+             turns: int) -> list[Question]:
+    """Up to `turns` questions about one view of the scene (`camera`, or all six when None), of the
+    kinds of `kinds` that fit that view, never the same kind about the same object twice."""
+    fit = [k for k in kinds if (k in SIX_CAMERA_KINDS) == (camera is None)]
+    out: list[Question] = []
+    for _ in range(turns * 3):
+        if len(out) == turns or not fit:
+            break
+        k = fit[rng.integers(len(fit))]
+        q = ask_kind(k, scene, rng, size, camera, avoid=[x.subject for x in out if x.kind == k])
+        if q is not None and q not in out:
+            out.append(q)
+    return out
+
+
 def is_correct(question: Question, answer: str, size: tuple[int, int] | None = None) -> bool:
     """judge(...)["correct"]."""
     return judge(question, answer, size)["correct"]

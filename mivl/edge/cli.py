@@ -91,6 +91,8 @@ def main_info(argv) -> int:
     from ..runtimes.backends import llama_has_gpu
     from ..runtimes.ort import available_providers
     from .bundle import open_bundle
+    from .multiview import CANVAS_H, CANVAS_W
+    from .preprocess import grid_for_size
 
     p = argparse.ArgumentParser(prog="mivl info", description="Describe a bundle and this machine's backends.")
     p.add_argument("bundle")
@@ -121,6 +123,12 @@ def main_info(argv) -> int:
           + (f", cosine min {r['vision']['min_cosine']:.5f}" if 'vision' in r else ""))
     print(f"  llm      {m['llm']['file']} {m['llm']['quant']}, n_embd {m['llm']['n_embd']}, ctx {m['llm']['n_ctx']}"
           + (f", top-1 {r['llm']['top1_agreement']:.3f}" if 'llm' in r else ""))
+    pp = m["preprocessing"]
+    six = grid_for_size(CANVAS_W, CANVAS_H, b.preprocessing)
+    print(f"  tiling   {pp['image_size']}px tiles, " + (f"dynamic {pp['min_tiles']}..{pp['max_tiles']} (max_dynamic_patch "
+          f"{pp['max_tiles']})" if pp["dynamic"] else "one tile") + f", thumbnail {'yes' if pp['use_thumbnail'] else 'no'}; "
+          f"six cameras: {six.cols}x{six.rows}{' + thumbnail' if six.thumbnail else ''} = "
+          f"{six.n_grid + int(six.thumbnail)} tiles")
     print(f"  prompt   template {m['prompt']['template']}, {m['prompt']['tokens_per_tile']} tokens per tile")
     print(f"  validation {'passed' if r.get('passed') else 'FAILED or absent'}")
     print(f"  here     onnxruntime {', '.join(info['backends_here']['onnxruntime']) or 'missing'}; "

@@ -1,49 +1,54 @@
 """The recipe of the embedded default model: a tiny InternVL trained from scratch by the SDK's own
 trainer on synthetic six-camera driving scenes, so that the demo gets real answers.
 
-    mivl-export make-default      # trains into mivl/assets/default_model (2 CPU cores: ~75 min)
+    mivl-export make-default      # trains into mivl/assets/default_model (resumable)
 
 Architecture: InternViT at the real 448px / patch-14 geometry (1025 tokens per tile) but 64 wide
 and 3 layers deep, pixel unshuffle v2 + MLP projector, a 4-layer 128-wide Qwen2 LLM with the
-Hermes-2 template and a byte-level BPE tokenizer; one tile per image (a camera frame or the
-stitched six-camera canvas), scenes with at most one object per camera.
+Hermes-2 template and a byte-level BPE tokenizer. Images are fed as InternVL feeds them: dynamic
+tiling up to 12 tiles plus the thumbnail, so the six-camera canvas (2688x896) is 6x2 + 1 = 13 tiles
+and a 800x450 camera frame 2x1 + 1 = 3 tiles. Scenes hold up to three objects per camera.
 
 Stages (each starts from the previous one's checkpoint):
-  1. dense   the vision encoder and projector learn, per vision token, the colour and class of
-             the object under it (`mivl.export.train.dense`; labels from the scene generator):
-             a dense signal that one answer token per question cannot give from scratch;
-  2. colour  the LLM (vision frozen) learns to read those tokens on colour questions;
-  3. mc      all multiple-choice kinds: colour, class (one camera) and camera (six cameras);
-  4. single  colour and class questions about one camera, the vision encoder training again
-             (two runs: single, then single2 at a lower learning rate);
-  5. class   class questions twice as often as colour ones, two questions per image, everything
-             training (class1..class3 at falling learning rates; class1 starts from single2's
-             weights rounded to bf16, which is how the model was published before these stages).
-Trained on questions in one-turn conversations, drawn from a stream apart from the held-out one.
+  1. dense  the vision encoder and projector learn, per vision token, what the scene generator
+            knows is under it (`mivl.export.train.dense`, `mivl.calib.labels.tile_targets`): the
+            colour and class of the object on every tile; on the thumbnail also the camera
+            under the token and the digits of the object's box and centre in 0..1000 of the
+            image. A grid tile cannot know where it lies (InternVL gives tiles no position), the
+            thumbnail can: its tokens carry what "which camera" and "where" need;
+  2. qa     the LLM learns to answer every documented question kind from those tokens (vision
+            frozen: each view's image features are computed once and cached), several
+            questions per conversation about a fixed pool of views (`SyntheticViews`).
+Trained on views drawn from streams apart from the held-out one (`mivl.calib.evaluate.EVAL_SEED`).
 What it reaches is in BENCHMARKS.md ("Embedded default model").
 """
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from ..calib.evaluate import EVAL_SEED, asker, score
-from ..calib.questions import MC_KINDS
 from .tiny import TINY_VISION, make_tiny
-from .train.synthetic import SyntheticTasks
+from .train.synthetic import SyntheticViews
 from .train.trainer import TrainConfig, train
 
 ASSET = Path(__file__).resolve().parents[1] / "assets" / "default_model"
 VISION = dict(TINY_VISION, hidden_size=64, intermediate_size=256, num_hidden_layers=3, num_attention_heads=4)
 LLM = dict(hidden_size=128, intermediate_size=384, num_hidden_layers=4, num_attention_heads=4,
            num_key_value_heads=2)
-MAX_TILES = 1
-MAX_OBJECTS = 1             # objects per camera in its training and evaluation scenes
+MAX_TILES = 12              # InternVL's budget: six cameras -> 6x2 + thumbnail, a 800x450 frame -> 2x1 + thumbnail
+MAX_OBJECTS = 3             # objects per camera in its training and evaluation scenes
 TRAIN_SEED = 0
 QA_STREAM = 5000            # question stream of the QA stages (held-out: calib.evaluate.EVAL_SEED)
+
+
+SINGLE_KINDS = ("colour", "class", "absent_one", "grounding")
+SIX_KINDS = ("camera", "camera_colour", "camera_class", "absent", "where")
+KINDS = SIX_KINDS + SINGLE_KINDS       # what the default model answers (mivl eval --kinds)
 
 
 @dataclass(frozen=True)
@@ -52,23 +57,15 @@ class Stage:
     steps: int
     lr: float
     kinds: tuple[str, ...] = ()      # question kinds (QA stages); empty: dense pretraining
-    freeze: tuple[str, ...] = ("vit",)
-    batch_size: int = 8
-    turns: int = 1                   # questions per image (QA stages)
-    from_bf16: bool = False          # start from the previous stage's weights rounded to bf16 (as published)
+    freeze: tuple[str, ...] = ("vit", "projector")
+    batch_size: int = 4              # views (dense) or conversations (QA) per step
+    turns: int = 6                   # questions per conversation (QA stages)
+    views: int = 800                 # the QA stage's pool of views, each asked many times
+    six_share: float = 0.6           # share of six-camera views (the rest: one camera)
 
 
-CLASS_HEAVY = ("class", "class", "colour")
 STAGES = (Stage("dense", 400, 2e-3),
-          Stage("colour", 200, 1e-3, ("colour",)),
-          Stage("mc", 400, 1e-3, MC_KINDS),
-          Stage("single", 300, 5e-4, ("colour", "class"), freeze=()),
-          Stage("single2", 400, 3e-4, ("colour", "class"), freeze=()),
-          # From the model published after single2 (bf16): class questions twice as often as colour
-          # ones, two questions per image (one image encoding teaches both).
-          Stage("class1", 400, 4e-4, CLASS_HEAVY, freeze=(), turns=2, from_bf16=True),
-          Stage("class2", 400, 2.5e-4, CLASS_HEAVY, freeze=(), turns=2),
-          Stage("class3", 600, 2e-4, CLASS_HEAVY, freeze=(), turns=2))
+          Stage("qa", 600, 1e-3, KINDS))
 
 
 @torch.no_grad()
@@ -91,7 +88,7 @@ def make_initial(out: Path, seed: int = 0) -> Path:
     path = make_tiny("qwen2", out, seed, overwrite=True, vision=VISION, llm_dims=LLM, max_tiles=MAX_TILES,
                      init=init_for_training)
     cfg = json.loads((path / "config.json").read_text())
-    cfg["use_thumbnail"] = False
+    cfg["use_thumbnail"] = True
     (path / "config.json").write_text(json.dumps(cfg, indent=2))
     return path
 
@@ -103,18 +100,22 @@ def run_dense(src: Path, out: Path, stage: Stage, seed: int, quiet: bool) -> Pat
     from .train.trainer import write_checkpoint
 
     ck = load_checkpoint(src)
+    t0 = time.perf_counter()
     losses, _ = pretrain_vision(ck.model, preprocess_config(ck), stage.steps, stage.batch_size, stage.lr, seed,
-                                max_objects=MAX_OBJECTS, quiet=quiet)
-    write_checkpoint(ck.model, src, out, torch.float32, {"stage": stage.name, "losses": losses})
+                                max_objects=MAX_OBJECTS, six_share=stage.six_share, quiet=quiet)
+    write_checkpoint(ck.model, src, out, torch.float32, {"stage": stage.name, "losses": losses,
+                                                         "seconds_this_run": time.perf_counter() - t0})
     return out
 
 
 def run_qa(src: Path, out: Path, stage: Stage, seed: int, quiet: bool) -> Path:
-    data = SyntheticTasks(stage.kinds, QA_STREAM + seed, turns=stage.turns, max_objects=MAX_OBJECTS)
+    data = SyntheticViews(stage.kinds, QA_STREAM + seed, views=stage.views, turns=stage.turns,
+                          six_share=stage.six_share, max_objects=MAX_OBJECTS)
+    frozen_vision = {"vit", "projector"} <= set(stage.freeze)
     cfg = TrainConfig(str(src), str(out), mode="partial" if stage.freeze else "full", freeze=stage.freeze,
                       steps=stage.steps, batch_size=stage.batch_size, lr=stage.lr, warmup_ratio=0.05,
-                      min_lr_ratio=0.1, weight_decay=0.0, dtype="fp32", save_every=50, seed=seed,
-                      save_dtype="fp32", quiet=quiet, log_every=20)
+                      min_lr_ratio=0.1, weight_decay=0.0, dtype="bf16", save_every=25, seed=seed,
+                      save_dtype="fp32", quiet=quiet, log_every=5, feature_cache_gb=4.0 if frozen_vision else 0.0)
     train(cfg, data)
     return out
 
@@ -126,11 +127,6 @@ def train_default(out: str | Path, seed: int = TRAIN_SEED, work: str | Path | No
     path = make_initial(work / "init", seed) if not (work / "init" / "config.json").is_file() else work / "init"
     for stage in stages:
         dst = work / stage.name
-        if stage.from_bf16:
-            start = work / f"{stage.name}-start"
-            if not (start / "config.json").is_file():
-                publish(path, start)
-            path = start
         if not (dst / "config.json").is_file() or (dst / "train_state").exists():
             run = run_qa if stage.kinds else run_dense
             run(path, dst, stage, seed, quiet)
@@ -138,21 +134,30 @@ def train_default(out: str | Path, seed: int = TRAIN_SEED, work: str | Path | No
     return path
 
 
-def publish(trained: Path, out: Path) -> Path:
-    """The trained checkpoint as the embedded default: bf16 weights, config, tokenizer."""
+def stage_log(path: Path) -> dict:
+    """A finished stage's losses (first and last 20 steps' means) and wall time of its last run."""
+    f = path / "train_log.json"
+    log = json.loads(f.read_text()) if f.is_file() else {}
+    losses = log.get("losses") or [float("nan")]
+    return {"steps": len(log.get("losses") or []), "loss_start": sum(losses[:20]) / len(losses[:20]),
+            "loss_end": sum(losses[-20:]) / len(losses[-20:]), "seconds_last_run": log.get("seconds_this_run")}
+
+
+def publish(trained: Path, out: Path, stages=STAGES) -> Path:
+    """The trained checkpoint as the embedded default: bf16 weights, config, tokenizer, and the
+    recipe with each stage's logged losses and wall time (the stages' folders beside `trained`)."""
     from .checkpoint import load_checkpoint
     from .train.trainer import write_checkpoint
 
     ck = load_checkpoint(trained)
-    log = json.loads((trained / "train_log.json").read_text()) if (trained / "train_log.json").is_file() else {}
     write_checkpoint(ck.model, trained, out, torch.bfloat16,
-                     {"recipe": "mivl.export.default_model", "stages": [s.__dict__ for s in STAGES],
-                      "last_stage_seconds": log.get("seconds_this_run")})
+                     {"recipe": "mivl.export.default_model", "stages": [s.__dict__ for s in stages],
+                      "logs": {s.name: stage_log(trained.parent / s.name) for s in stages}})
     return out
 
 
-def evaluate_reference(checkpoint, n: int = 100, seed: int = EVAL_SEED, kinds=MC_KINDS) -> dict:
-    """Accuracy of the PyTorch reference on n held-out multiple-choice questions."""
+def evaluate_reference(checkpoint, n: int = 100, seed: int = EVAL_SEED, kinds=KINDS) -> dict:
+    """Figures of the PyTorch reference on n held-out questions of `kinds` (`mivl.calib.evaluate`)."""
     from .reference import Reference
 
-    return score(asker(Reference(checkpoint)), n, seed, kinds, max_objects=MAX_OBJECTS)
+    return score(asker(Reference(checkpoint), max_new_tokens=40), n, seed, kinds, max_objects=MAX_OBJECTS)

@@ -31,12 +31,16 @@ class InternVLChat(nn.Module):
         self.mlp1 = Projector(cfg.vision.hidden_size, cfg.llm.hidden_size, cfg.downsample_ratio)
         self.language_model = CausalLM(cfg.llm)
 
-    @torch.no_grad()
-    def extract_feature(self, pixels: torch.Tensor) -> torch.Tensor:
-        """(N, 3, 448, 448) normalised tiles -> (N, 256, d_llm) image embeddings."""
+    def image_features(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(N, 3, 448, 448) normalised tiles -> (N, 256, d_llm) image embeddings (with gradients)."""
         hidden = self.vision_model(pixels, self.config.select_layer)
         tokens = vit_to_tokens(hidden, self.config.downsample_ratio, self.config.ps_version)
         return self.mlp1(tokens)
+
+    @torch.no_grad()
+    def extract_feature(self, pixels: torch.Tensor) -> torch.Tensor:
+        """image_features without gradients (inference)."""
+        return self.image_features(pixels)
 
     def embed(self, ids: torch.Tensor, image_embeds: torch.Tensor | None, img_context_id: int
               ) -> torch.Tensor:

@@ -17,38 +17,51 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...calib.labels import camera_labels, canvas_labels
+from ...calib.labels import DIGITS, IGNORE, NUMBERS, canvas_boxes, tile_targets
 from ...calib.questions import SCENE_SIZE, jpeg_roundtrip
 from ...calib.synthetic import CLASSES, COLOURS, draw_scene
 from ...edge.multiview import CAMERAS, stitch_cameras
-from ...edge.preprocess import preprocess_images
-from ..model.projector import vit_to_tokens
+from ...edge.preprocess import grid_for_size, preprocess_images
 
 
 @dataclass
 class DenseSample:
-    pixels: np.ndarray      # (1, 3, 448, 448)
-    colours: np.ndarray     # (256,) int64
-    classes: np.ndarray     # (256,)
+    pixels: np.ndarray      # (k, 3, 448, 448): some tiles of one image
+    colours: np.ndarray     # (k, 256) int64
+    classes: np.ndarray     # (k, 256)
+    cameras: np.ndarray     # (k, 256)
+    digits: np.ndarray      # (k, 256, 18)
 
 
-def dense_sample(seed: int, i: int, pre, max_objects: int, canvas_share: float,
-                 size: tuple[int, int] = SCENE_SIZE) -> DenseSample:
-    """Sample i of stream `seed`: one camera frame, or the six-camera canvas, with token labels."""
+def scene_view(seed: int, i: int, max_objects: int, six_share: float, size: tuple[int, int] = SCENE_SIZE):
+    """View i of stream `seed`: (image, objects, their boxes in the image, six cameras?) of a
+    synthetic scene: the stitched six-camera canvas, or one camera frame (JPEG round-tripped)."""
     rng = np.random.default_rng([seed, i, 7])
     scene = draw_scene(int(rng.integers(2 ** 62)), *size, max_objects=max_objects)
     quality = int(rng.integers(75, 96))
-    if rng.random() < canvas_share:
+    if rng.random() < six_share:
         frames = {k: jpeg_roundtrip(scene.cameras[k], quality) for k in CAMERAS}
-        image = stitch_cameras(frames)
-        colours, classes = canvas_labels(scene.objects, *size)
-    else:
-        with_objects = sorted({o.camera for o in scene.objects}) or list(CAMERAS)
-        cam = with_objects[int(rng.integers(len(with_objects)))]
-        image = jpeg_roundtrip(scene.cameras[cam], quality)
-        colours, classes = camera_labels(scene.in_camera(cam), *size)
-    tiles = preprocess_images([image], pre, max_tiles=1)
-    return DenseSample(tiles.pixels, colours.reshape(-1), classes.reshape(-1))
+        return stitch_cameras(frames), scene.objects, canvas_boxes(scene.objects, *size), True
+    with_objects = sorted({o.camera for o in scene.objects}) or list(CAMERAS)
+    cam = with_objects[int(rng.integers(len(with_objects)))]
+    objs = scene.in_camera(cam)
+    return jpeg_roundtrip(scene.cameras[cam], quality), objs, [o.box for o in objs], False
+
+
+def dense_sample(seed: int, i: int, pre, max_objects: int, six_share: float, grid_tiles: int = 1,
+                 size: tuple[int, int] = SCENE_SIZE) -> DenseSample:
+    """Sample i of stream `seed`: the thumbnail (when the config has one) and `grid_tiles` random
+    grid tiles of a view (`scene_view`), tiled as the model is fed it, with their token targets."""
+    image, objects, boxes, six = scene_view(seed, i, max_objects, six_share, size)
+    h, w = image.shape[:2]
+    grid = grid_for_size(w, h, pre)
+    tiles = preprocess_images([image], pre)
+    t = tile_targets(objects, boxes, w, h, grid, six, pre.image_size)
+    rng = np.random.default_rng([seed, i, 8])
+    pick = sorted(rng.choice(grid.n_grid, min(grid_tiles, grid.n_grid), replace=False).tolist())
+    if grid.thumbnail:
+        pick.append(grid.n_grid)
+    return DenseSample(tiles.pixels[pick], t.colours[pick], t.classes[pick], t.cameras[pick], t.digits[pick])
 
 
 class DenseHeads(nn.Module):
@@ -56,42 +69,63 @@ class DenseHeads(nn.Module):
         super().__init__()
         self.colour = nn.Linear(dim, len(COLOURS) + 1)
         self.cls = nn.Linear(dim, len(CLASSES) + 1)
+        self.camera = nn.Linear(dim, len(CAMERAS) + 1)
+        self.digits = nn.Linear(dim, len(NUMBERS) * DIGITS * 10)
 
 
-def token_features(model, pixels: torch.Tensor) -> torch.Tensor:
-    cfg = model.config
-    hidden = model.vision_model(pixels, cfg.select_layer)
-    return model.mlp1(vit_to_tokens(hidden, cfg.downsample_ratio, cfg.ps_version))
-
-
-def dense_loss(heads: DenseHeads, feats, colours, classes, object_weight: float):
-    """Cross-entropy per token, object tokens weighted (they are a few percent of the tokens)."""
+def dense_loss(heads: DenseHeads, feats, colours, classes, object_weight: float, cameras=None, digits=None):
+    """Cross-entropy per token, object tokens weighted (they are a few percent of the tokens); plus,
+    when given, the camera under each token and the digits of its object's box and centre."""
     feats, colours, classes = feats.reshape(-1, feats.shape[-1]), colours.reshape(-1), classes.reshape(-1)
     w = torch.where(colours > 0, object_weight, 1.0)
     lc = F.cross_entropy(heads.colour(feats), colours, reduction="none")
     lk = F.cross_entropy(heads.cls(feats), classes, reduction="none")
-    return ((lc + lk) * w).sum() / w.sum()
+    loss = ((lc + lk) * w).sum() / w.sum()
+    if cameras is not None:
+        loss = loss + F.cross_entropy(heads.camera(feats), cameras.reshape(-1))
+    if digits is not None:
+        d = digits.reshape(-1)
+        if (d != IGNORE).any():
+            loss = loss + F.cross_entropy(heads.digits(feats).reshape(-1, 10), d, ignore_index=IGNORE)
+    return loss
 
 
 @torch.no_grad()
 def dense_accuracy(model, heads, samples) -> dict:
-    """Accuracy of the heads on object tokens (colour, class) and on background tokens."""
-    hit_c = hit_k = n_obj = hit_bg = n_bg = 0
+    """Accuracy of the heads: colour and class on object tokens, background, the camera on
+    six-camera thumbnail tokens, and each digit place of the object numbers on thumbnail tokens."""
+    hit_c = hit_k = n_obj = hit_bg = n_bg = hit_cam = n_cam = 0
+    hit_d, n_d = np.zeros(DIGITS), 0
     for s in samples:
-        f = token_features(model, torch.from_numpy(s.pixels)).reshape(-1, heads.colour.in_features)
+        f = model.image_features(torch.from_numpy(s.pixels)).reshape(-1, heads.colour.in_features)
         pc, pk = heads.colour(f).argmax(-1).numpy(), heads.cls(f).argmax(-1).numpy()
-        obj = s.colours > 0
-        hit_c += int((pc[obj] == s.colours[obj]).sum())
-        hit_k += int((pk[obj] == s.classes[obj]).sum())
+        colours, classes = s.colours.reshape(-1), s.classes.reshape(-1)
+        obj = colours > 0
+        hit_c += int((pc[obj] == colours[obj]).sum())
+        hit_k += int((pk[obj] == classes[obj]).sum())
         n_obj += int(obj.sum())
         hit_bg += int(((pc == 0) & (pk == 0))[~obj].sum())
         n_bg += int((~obj).sum())
-    return {"colour": hit_c / max(1, n_obj), "class": hit_k / max(1, n_obj), "background": hit_bg / max(1, n_bg)}
+        cams = s.cameras.reshape(-1)
+        six = cams > 0
+        hit_cam += int((heads.camera(f).argmax(-1).numpy()[six] == cams[six]).sum())
+        n_cam += int(six.sum())
+        d = s.digits.reshape(-1, len(NUMBERS), DIGITS)
+        pd = heads.digits(f).reshape(-1, len(NUMBERS), DIGITS, 10).argmax(-1).numpy()
+        ok = d[:, 0, 0] != IGNORE
+        hit_d += (pd[ok] == d[ok]).sum(axis=(0, 1))
+        n_d += int(ok.sum()) * len(NUMBERS)
+    out = {"colour": hit_c / max(1, n_obj), "class": hit_k / max(1, n_obj), "background": hit_bg / max(1, n_bg)}
+    if n_cam:
+        out["camera"] = hit_cam / n_cam
+    if n_d:
+        out.update({f"digit{p}": float(hit_d[p]) / n_d for p in range(DIGITS)})
+    return out
 
 
 def pretrain_vision(model, pre, steps: int, batch_size: int = 8, lr: float = 2e-3, seed: int = 0,
-                    max_objects: int = 1, canvas_share: float = 0.3, object_weight: float = 10.0,
-                    log_every: int = 20, quiet: bool = False) -> tuple[list[float], DenseHeads]:
+                    max_objects: int = 1, six_share: float = 0.3, object_weight: float = 10.0,
+                    grid_tiles: int = 1, log_every: int = 20, quiet: bool = False) -> tuple[list[float], DenseHeads]:
     """Train model.vision_model and model.mlp1 in place on dense token labels; returns the losses
     and the temporary heads (for dense_accuracy; they are not part of the checkpoint)."""
     torch.manual_seed(seed)
@@ -104,11 +138,12 @@ def pretrain_vision(model, pre, steps: int, batch_size: int = 8, lr: float = 2e-
     model.train()
     losses, t0 = [], time.perf_counter()
     for step in range(steps):
-        batch = [dense_sample(seed, step * batch_size + k, pre, max_objects, canvas_share) for k in range(batch_size)]
-        pixels = torch.from_numpy(np.concatenate([b.pixels for b in batch]))
-        feats = token_features(model, pixels)
-        loss = dense_loss(heads, feats, torch.from_numpy(np.stack([b.colours for b in batch])),
-                          torch.from_numpy(np.stack([b.classes for b in batch])), object_weight)
+        batch = [dense_sample(seed, step * batch_size + k, pre, max_objects, six_share, grid_tiles)
+                 for k in range(batch_size)]
+        cat = {f: torch.from_numpy(np.concatenate([getattr(b, f) for b in batch]))
+               for f in ("pixels", "colours", "classes", "cameras", "digits")}
+        feats = model.image_features(cat["pixels"])
+        loss = dense_loss(heads, feats, cat["colours"], cat["classes"], object_weight, cat["cameras"], cat["digits"])
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()

@@ -7,7 +7,11 @@ rank and on resume, and never repeats. Held-out evaluation draws from other seed
 """
 from __future__ import annotations
 
-from ...calib.questions import KINDS, MAX_OBJECTS, SCENE_SIZE, draw_conversation
+import numpy as np
+
+from ...calib.questions import KINDS, MAX_OBJECTS, SCENE_SIZE, SIX_CAMERA_KINDS, ask_view, draw_conversation, jpeg_roundtrip
+from ...calib.synthetic import draw_scene
+from ...edge.multiview import CAMERAS
 from . import tasks
 
 GENERAL_KINDS = ("caption",)
@@ -29,3 +33,48 @@ class SyntheticTasks:
             raise IndexError(i)
         qs, cams = draw_conversation(self.seed, i, self.kinds, self.size, self.turns, self.max_objects)
         return tasks.from_questions(qs, cams, rid=f"synthetic/{self.seed}/{i}/{qs[0].kind}")
+
+
+class SyntheticViews:
+    """Conversations about a fixed pool of `views` synthetic views, each asked again and again:
+    record i asks up to `turns` new questions about view i % views (all six cameras with
+    probability `six_share`, else one camera; the kinds of `kinds` that fit the view). The views'
+    pixels repeat exactly, so with a frozen vision side the trainer's feature cache computes each
+    view's image features once (`TrainConfig.feature_cache_gb`). A pure function of its arguments."""
+
+    def __init__(self, kinds=DOMAIN_KINDS, seed: int = 0, views: int = 500, turns: int = 4,
+                 six_share: float = 0.5, size: tuple[int, int] = SCENE_SIZE, max_objects: int = MAX_OBJECTS,
+                 length: int = ENDLESS):
+        if views < 1 or turns < 1 or not 0 <= six_share <= 1:
+            raise ValueError("views and turns must be >= 1 and six_share in 0..1")
+        self.kinds, self.seed, self.views, self.turns, self.six_share = tuple(kinds), seed, views, turns, six_share
+        self.size, self.max_objects, self.length = size, max_objects, length
+        six = [k for k in self.kinds if k in SIX_CAMERA_KINDS]
+        if not six and six_share > 0 or len(six) == len(self.kinds) and six_share < 1:
+            raise ValueError(f"kinds {self.kinds} do not fit six_share={six_share}")
+
+    def __len__(self) -> int:
+        return self.length
+
+    def view(self, v: int):
+        """(scene, camera or None for six, JPEG quality) of view v."""
+        rng = np.random.default_rng([self.seed, v, 11])
+        scene = draw_scene(int(rng.integers(2 ** 62)), *self.size, max_objects=self.max_objects)
+        camera = None if rng.random() < self.six_share else CAMERAS[int(rng.integers(len(CAMERAS)))]
+        return scene, camera, int(rng.integers(75, 96))
+
+    def __getitem__(self, i: int) -> dict:
+        if not 0 <= i < self.length:
+            raise IndexError(i)
+        v = i % self.views
+        scene, camera, quality = self.view(v)
+        rng = np.random.default_rng([self.seed, i, 12])
+        qs = ask_view(scene, rng, self.kinds, self.size, camera, self.turns)
+        if not qs:   # nothing askable about this view with these kinds: the next view
+            return self[(i + 1) % self.length] if self.views > 1 else self._none(v)
+        shown = CAMERAS if camera is None else (camera,)
+        frames = {k: jpeg_roundtrip(scene.cameras[k], quality) for k in shown}
+        return tasks.from_questions(qs, frames, rid=f"views/{self.seed}/{v}/{i}")
+
+    def _none(self, v: int):
+        raise ValueError(f"view {v} has no question of kinds {self.kinds}")

@@ -26,7 +26,6 @@ from ...edge.errors import InputError
 from ...edge.prompt import IMG_CONTEXT, get_template
 from ..checkpoint import load_checkpoint, save_weights
 from ..hf_layout import hf_config_to_original, is_hf_config
-from ..model.projector import vit_to_tokens
 from ..reference import preprocess_config
 from ...edge.tokenizer import TOKENIZER_FILES, load_tokenizer
 from . import distributed as D
@@ -67,6 +66,8 @@ class TrainConfig:
     strategy: str = "ddp"                # ddp | fsdp (with several processes)
     save_dtype: str = "bf16"
     quiet: bool = False
+    feature_cache_gb: float = 0.0        # > 0 with vit and projector frozen: each distinct tile batch's
+                                         # image features are computed once and kept (LRU, bounded)
 
     def check(self) -> None:
         if self.mode not in MODES:
@@ -82,6 +83,11 @@ class TrainConfig:
             raise InputError(f"dtype and save_dtype take {', '.join(DTYPES)}")
         if self.steps < 1 or self.batch_size < 1:
             raise InputError("steps and batch_size must be positive")
+        if self.feature_cache_gb < 0:
+            raise InputError(f"feature_cache_gb must be >= 0, got {self.feature_cache_gb}")
+        if self.feature_cache_gb and not (self.mode == "partial" and {"vit", "projector"} <= set(self.freeze)):
+            raise InputError("feature_cache_gb needs a frozen vision side: mode='partial' with freeze "
+                             "including vit and projector (trained features change every step)")
 
 
 @dataclass
@@ -92,25 +98,62 @@ class TrainResult:
     seconds: float = 0.0
 
 
+class FeatureCache:
+    """Image features of a frozen vision side by the tiles' content (a digest of the pixels),
+    least recently used first out when over `max_bytes`."""
+
+    def __init__(self, max_bytes: int):
+        from collections import OrderedDict
+
+        self.max_bytes, self.bytes, self.hits, self.misses = int(max_bytes), 0, 0, 0
+        self._items: OrderedDict = OrderedDict()
+
+    @staticmethod
+    def key(pixels: torch.Tensor) -> str:
+        import hashlib
+
+        t = pixels.detach().cpu().contiguous()
+        return f"{tuple(t.shape)}:" + hashlib.blake2b(t.numpy().tobytes(), digest_size=16).hexdigest()
+
+    def get(self, pixels: torch.Tensor, compute) -> torch.Tensor:
+        k = self.key(pixels)
+        if k in self._items:
+            self.hits += 1
+            self._items.move_to_end(k)
+            return self._items[k]
+        self.misses += 1
+        with torch.no_grad():
+            v = compute(pixels)
+        size = v.numel() * v.element_size()
+        if size <= self.max_bytes:
+            self._items[k] = v
+            self.bytes += size
+            while self.bytes > self.max_bytes:
+                _, old = self._items.popitem(last=False)
+                self.bytes -= old.numel() * old.element_size()
+        return v
+
+
 class TrainingModel(nn.Module):
     """forward(pixels, ids, labels) -> (summed token loss, target count) for one record."""
 
-    def __init__(self, model, img_context_id: int, autocast_dtype: torch.dtype):
+    def __init__(self, model, img_context_id: int, autocast_dtype: torch.dtype, cache: FeatureCache | None = None):
         super().__init__()
         self.model = model
         self.img_context_id = img_context_id
         self.autocast_dtype = autocast_dtype
+        self.cache = cache
 
     def forward(self, pixels, ids, labels):
-        m, cfg = self.model, self.model.config
+        m = self.model
         device_type = ids.device.type
         ctx = (torch.autocast(device_type, dtype=self.autocast_dtype)
                if self.autocast_dtype != torch.float32 else contextlib.nullcontext())
         with ctx:
             x = m.language_model.embed(ids[None])
             if pixels is not None:
-                hidden = m.vision_model(pixels, cfg.select_layer)
-                feats = m.mlp1(vit_to_tokens(hidden, cfg.downsample_ratio, cfg.ps_version))
+                feats = (self.cache.get(pixels, m.image_features) if self.cache is not None
+                         else m.image_features(pixels))
                 slots = (ids == self.img_context_id).nonzero().flatten()
                 x = x.clone()
                 x[0, slots] = feats.reshape(-1, x.shape[-1]).to(x.dtype)
@@ -277,7 +320,8 @@ def train(cfg: TrainConfig, dataset) -> TrainResult:
     set_trainable(model, cfg)
     if cfg.grad_checkpointing:
         enable_checkpointing(model)
-    net = TrainingModel(model, tok.token_to_id(IMG_CONTEXT), DTYPES[cfg.dtype]).to(world.device)
+    cache = FeatureCache(cfg.feature_cache_gb * 2 ** 30) if cfg.feature_cache_gb else None
+    net = TrainingModel(model, tok.token_to_id(IMG_CONTEXT), DTYPES[cfg.dtype], cache).to(world.device)
     net = D.wrap(net, world, cfg.strategy)
     opt, sched = make_optimizer(net, cfg)
     start, losses = 0, []
