@@ -16,9 +16,10 @@ Stages (each starts from the previous one's checkpoint):
             under the token and the digits of the object's box and centre in 0..1000 of the
             image. A grid tile cannot know where it lies (InternVL gives tiles no position), the
             thumbnail can: its tokens carry what "which camera" and "where" need;
-  2. qa     the LLM learns to answer every documented question kind from those tokens (vision
+  2. qa     the LLM learns to answer the documented question kinds from those tokens (vision
             frozen: each view's image features are computed once and cached), several
-            questions per conversation about a fixed pool of views (`SyntheticViews`).
+            questions per conversation about a fixed pool of views (`SyntheticViews`): first
+            the one-camera kinds alone (short prompts, quick steps: stage single), then all.
 Trained on views drawn from streams apart from the held-out one (`mivl.calib.evaluate.EVAL_SEED`).
 What it reaches is in BENCHMARKS.md ("Embedded default model").
 """
@@ -62,10 +63,17 @@ class Stage:
     turns: int = 6                   # questions per conversation (QA stages)
     views: int = 800                 # the QA stage's pool of views, each asked many times
     six_share: float = 0.6           # share of six-camera views (the rest: one camera)
+    stream: int = 0                  # dense: sample stream (seed + stream); a later dense stage
+                                     # continues with the previous one's heads on new samples
+    camera_weight: float = 1.0       # dense: weights of the camera and digit terms of the loss
+    digit_weight: float = 1.0
 
 
 STAGES = (Stage("dense", 400, 2e-3),
-          Stage("qa", 600, 1e-3, KINDS))
+          Stage("dense2", 600, 1e-3, six_share=0.7, stream=1, camera_weight=2.0, digit_weight=2.0),
+          Stage("single", 200, 1e-3, SINGLE_KINDS, views=400, six_share=0.0),
+          Stage("qa", 500, 1e-3, KINDS))
+HEADS = "dense_heads.pt"    # a dense stage's temporary heads, beside its checkpoint
 
 
 @torch.no_grad()
@@ -99,12 +107,21 @@ def run_dense(src: Path, out: Path, stage: Stage, seed: int, quiet: bool) -> Pat
     from .train.dense import pretrain_vision
     from .train.trainer import write_checkpoint
 
+    from .train.dense import DenseHeads
+
     ck = load_checkpoint(src)
+    heads = None
+    if (src / HEADS).is_file():
+        heads = DenseHeads(ck.model.mlp1[-1].out_features)
+        heads.load_state_dict(torch.load(src / HEADS, weights_only=True))
     t0 = time.perf_counter()
-    losses, _ = pretrain_vision(ck.model, preprocess_config(ck), stage.steps, stage.batch_size, stage.lr, seed,
-                                max_objects=MAX_OBJECTS, six_share=stage.six_share, quiet=quiet)
+    losses, heads = pretrain_vision(ck.model, preprocess_config(ck), stage.steps, stage.batch_size, stage.lr,
+                                    seed + stage.stream, max_objects=MAX_OBJECTS, six_share=stage.six_share,
+                                    camera_weight=stage.camera_weight, digit_weight=stage.digit_weight,
+                                    heads=heads, quiet=quiet)
     write_checkpoint(ck.model, src, out, torch.float32, {"stage": stage.name, "losses": losses,
                                                          "seconds_this_run": time.perf_counter() - t0})
+    torch.save(heads.state_dict(), out / HEADS)
     return out
 
 

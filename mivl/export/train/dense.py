@@ -73,7 +73,8 @@ class DenseHeads(nn.Module):
         self.digits = nn.Linear(dim, len(NUMBERS) * DIGITS * 10)
 
 
-def dense_loss(heads: DenseHeads, feats, colours, classes, object_weight: float, cameras=None, digits=None):
+def dense_loss(heads: DenseHeads, feats, colours, classes, object_weight: float, cameras=None, digits=None,
+               camera_weight: float = 1.0, digit_weight: float = 1.0):
     """Cross-entropy per token, object tokens weighted (they are a few percent of the tokens); plus,
     when given, the camera under each token and the digits of its object's box and centre."""
     feats, colours, classes = feats.reshape(-1, feats.shape[-1]), colours.reshape(-1), classes.reshape(-1)
@@ -82,11 +83,11 @@ def dense_loss(heads: DenseHeads, feats, colours, classes, object_weight: float,
     lk = F.cross_entropy(heads.cls(feats), classes, reduction="none")
     loss = ((lc + lk) * w).sum() / w.sum()
     if cameras is not None:
-        loss = loss + F.cross_entropy(heads.camera(feats), cameras.reshape(-1))
+        loss = loss + camera_weight * F.cross_entropy(heads.camera(feats), cameras.reshape(-1))
     if digits is not None:
         d = digits.reshape(-1)
         if (d != IGNORE).any():
-            loss = loss + F.cross_entropy(heads.digits(feats).reshape(-1, 10), d, ignore_index=IGNORE)
+            loss = loss + digit_weight * F.cross_entropy(heads.digits(feats).reshape(-1, 10), d, ignore_index=IGNORE)
     return loss
 
 
@@ -125,11 +126,14 @@ def dense_accuracy(model, heads, samples) -> dict:
 
 def pretrain_vision(model, pre, steps: int, batch_size: int = 8, lr: float = 2e-3, seed: int = 0,
                     max_objects: int = 1, six_share: float = 0.3, object_weight: float = 10.0,
-                    grid_tiles: int = 1, log_every: int = 20, quiet: bool = False) -> tuple[list[float], DenseHeads]:
-    """Train model.vision_model and model.mlp1 in place on dense token labels; returns the losses
-    and the temporary heads (for dense_accuracy; they are not part of the checkpoint)."""
+                    grid_tiles: int = 1, camera_weight: float = 1.0, digit_weight: float = 1.0,
+                    heads: DenseHeads | None = None, log_every: int = 20,
+                    quiet: bool = False) -> tuple[list[float], DenseHeads]:
+    """Train model.vision_model and model.mlp1 in place on dense token labels (samples of stream
+    `seed`); returns the losses and the temporary heads (for dense_accuracy, or to continue with
+    them in a later run; they are not part of the checkpoint)."""
     torch.manual_seed(seed)
-    heads = DenseHeads(model.mlp1[-1].out_features)
+    heads = heads if heads is not None else DenseHeads(model.mlp1[-1].out_features)
     params = list(model.vision_model.parameters()) + list(model.mlp1.parameters()) + list(heads.parameters())
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
     warm = max(1, steps // 20)
@@ -143,7 +147,8 @@ def pretrain_vision(model, pre, steps: int, batch_size: int = 8, lr: float = 2e-
         cat = {f: torch.from_numpy(np.concatenate([getattr(b, f) for b in batch]))
                for f in ("pixels", "colours", "classes", "cameras", "digits")}
         feats = model.image_features(cat["pixels"])
-        loss = dense_loss(heads, feats, cat["colours"], cat["classes"], object_weight, cat["cameras"], cat["digits"])
+        loss = dense_loss(heads, feats, cat["colours"], cat["classes"], object_weight, cat["cameras"], cat["digits"],
+                          camera_weight, digit_weight)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
