@@ -320,15 +320,17 @@ def test_bad_training_config_is_refused(tiny_dir, tmp_path):
             train(TrainConfig(ck, str(tmp_path / "x"), **kw), _records(2))
 
 
-def test_feature_cache_trains_exactly_as_without_and_computes_each_view_once(tiny_dir, tmp_path):
-    """A frozen vision side with the feature cache: the same losses and weights as recomputing the
-    features every step, and each distinct view encoded once (SyntheticViews repeats its views)."""
+@pytest.mark.parametrize("freeze", [("vit", "projector"), ("vit",)])
+def test_feature_cache_trains_exactly_as_without_and_computes_each_view_once(tiny_dir, tmp_path, freeze):
+    """A frozen ViT (and projector) with the feature cache: the same losses and weights as
+    recomputing the features every step, and each distinct view encoded once (SyntheticViews
+    repeats its views)."""
     from mivl.export.train import trainer as T
     from mivl.export.train.synthetic import SyntheticViews
 
     data = SyntheticViews(("colour", "class", "camera", "where"), seed=4, views=3, turns=2, six_share=0.5)
     data = [dict(data[i], max_tiles=2) for i in range(8)]
-    kw = dict(mode="partial", freeze=("vit", "projector"), steps=4, batch_size=2, lr=3e-3, dtype="fp32", quiet=True)
+    kw = dict(mode="partial", freeze=freeze, steps=4, batch_size=2, lr=3e-3, dtype="fp32", quiet=True)
     calls = []
     real = T.FeatureCache.get
 
@@ -360,7 +362,7 @@ def test_feature_cache_is_bounded_and_refused_while_vision_trains(tiny_dir, tmp_
     cache.get(torch.tensor([2]), f)
     assert (cache.hits, cache.misses) == (2, 4)
     ck = str(tiny_dir("qwen2"))
-    for kw in ({"feature_cache_gb": 1}, {"mode": "partial", "freeze": ("vit",), "feature_cache_gb": 1},
+    for kw in ({"feature_cache_gb": 1}, {"mode": "partial", "freeze": ("projector",), "feature_cache_gb": 1},
                {"feature_cache_gb": -1}):
         with pytest.raises(InputError, match="feature_cache_gb"):
             train(TrainConfig(ck, str(tmp_path / "x"), **kw), _records(2))

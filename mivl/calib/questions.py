@@ -181,20 +181,35 @@ def scene_questions(scene: Scene, rng: np.random.Generator, kinds=KINDS) -> list
     return [q for q in out if q is not None]
 
 
+ABSENT_KINDS = ("absent", "absent_one")
+
+
 def ask_view(scene: Scene, rng: np.random.Generator, kinds, size: tuple[int, int], camera: str | None,
-             turns: int) -> list[Question]:
+             turns: int, absent_share: float = 0.25) -> list[Question]:
     """Up to `turns` questions about one view of the scene (`camera`, or all six when None), of the
-    kinds of `kinds` that fit that view, never the same kind about the same object twice."""
+    kinds of `kinds` that fit that view, never the same kind about the same object twice, in random
+    order. Absence questions (answer "none") are about `absent_share` of them (one when nothing
+    else can be asked): a view rarely has more than a few unique subjects, and filling the rest
+    with "none" would teach that answer as the likely one."""
     fit = [k for k in kinds if (k in SIX_CAMERA_KINDS) == (camera is None)]
+    present = [k for k in fit if k not in ABSENT_KINDS]
+    absent = [k for k in fit if k in ABSENT_KINDS]
     out: list[Question] = []
     for _ in range(turns * 3):
-        if len(out) == turns or not fit:
+        if len(out) == turns or not present:
             break
-        k = fit[rng.integers(len(fit))]
+        k = present[rng.integers(len(present))]
         q = ask_kind(k, scene, rng, size, camera, avoid=[x.subject for x in out if x.kind == k])
         if q is not None and q not in out:
             out.append(q)
-    return out
+    n_absent = 0
+    if absent:
+        n_absent = round(len(out) * absent_share / (1 - absent_share)) if out else 1
+        n_absent = max(n_absent, int(rng.random() < absent_share))
+    for _ in range(n_absent):
+        out.append(ask_kind(absent[rng.integers(len(absent))], scene, rng, size, camera))
+    out = out[:turns]       # presence questions first: at `turns` already, no absence question
+    return [out[i] for i in rng.permutation(len(out))]
 
 
 def is_correct(question: Question, answer: str, size: tuple[int, int] | None = None) -> bool:

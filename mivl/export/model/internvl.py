@@ -31,11 +31,15 @@ class InternVLChat(nn.Module):
         self.mlp1 = Projector(cfg.vision.hidden_size, cfg.llm.hidden_size, cfg.downsample_ratio)
         self.language_model = CausalLM(cfg.llm)
 
+    def vision_tokens(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(N, 3, 448, 448) normalised tiles -> (N, 256, 4 * d_vit): the ViT's tokens pixel-unshuffled,
+        what the projector takes."""
+        hidden = self.vision_model(pixels, self.config.select_layer)
+        return vit_to_tokens(hidden, self.config.downsample_ratio, self.config.ps_version)
+
     def image_features(self, pixels: torch.Tensor) -> torch.Tensor:
         """(N, 3, 448, 448) normalised tiles -> (N, 256, d_llm) image embeddings (with gradients)."""
-        hidden = self.vision_model(pixels, self.config.select_layer)
-        tokens = vit_to_tokens(hidden, self.config.downsample_ratio, self.config.ps_version)
-        return self.mlp1(tokens)
+        return self.mlp1(self.vision_tokens(pixels))
 
     @torch.no_grad()
     def extract_feature(self, pixels: torch.Tensor) -> torch.Tensor:

@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from .records import read_records, write_records
@@ -179,6 +178,7 @@ def main_convert(argv) -> int:
 
 
 def main_make_default(argv) -> int:
+    from ...edge.errors import InputError
     from ..default_model import ASSET, evaluate_reference, publish, train_default
 
     p = argparse.ArgumentParser(prog="mivl-export make-default",
@@ -186,10 +186,17 @@ def main_make_default(argv) -> int:
     p.add_argument("-o", "--output", default=str(ASSET))
     p.add_argument("--work", help="folder of the stages' checkpoints and resume state (default "
                                   "out/default-model-work); finished stages are not run again")
-    p.add_argument("--questions", type=int, default=200, help="held-out questions to score at the end")
+    p.add_argument("--questions", type=int, default=200, help="held-out questions to score at the end (all the "
+                   "kinds it is trained on, through the PyTorch reference; 0: none)")
     a = p.parse_args(argv)
+    if a.questions < 0:
+        raise InputError(f"--questions must be >= 0, got {a.questions}")
     trained = train_default(a.output, work=a.work)
     publish(trained, Path(a.output))
-    r = evaluate_reference(a.output, a.questions)
-    print(json.dumps({k: v for k, v in r.items() if k != "answers"}, indent=1))
+    print(f"published {a.output}")
+    if a.questions:
+        r = evaluate_reference(a.output, a.questions)
+        print(f"held-out accuracy {r['accuracy']:.3f} on {r['n']} questions (stream {r['seed']}):")
+        for k, v in r["per_kind"].items():
+            print(f"  {k:<13} {v['accuracy']:.3f}  ({v['n']})")
     return 0

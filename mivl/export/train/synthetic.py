@@ -60,7 +60,11 @@ class SyntheticViews:
         """(scene, camera or None for six, JPEG quality) of view v."""
         rng = np.random.default_rng([self.seed, v, 11])
         scene = draw_scene(int(rng.integers(2 ** 62)), *self.size, max_objects=self.max_objects)
-        camera = None if rng.random() < self.six_share else CAMERAS[int(rng.integers(len(CAMERAS)))]
+        if rng.random() < self.six_share:
+            camera = None
+        else:   # one camera, one that shows something when any does
+            shown = sorted({o.camera for o in scene.objects}, key=CAMERAS.index) or list(CAMERAS)
+            camera = shown[int(rng.integers(len(shown)))]
         return scene, camera, int(rng.integers(75, 96))
 
     def __getitem__(self, i: int) -> dict:

@@ -66,8 +66,9 @@ class TrainConfig:
     strategy: str = "ddp"                # ddp | fsdp (with several processes)
     save_dtype: str = "bf16"
     quiet: bool = False
-    feature_cache_gb: float = 0.0        # > 0 with vit and projector frozen: each distinct tile batch's
-                                         # image features are computed once and kept (LRU, bounded)
+    feature_cache_gb: float = 0.0        # > 0 with the ViT frozen: each distinct tile batch's ViT tokens
+                                         # (or image features, the projector frozen too) are computed
+                                         # once and kept (LRU, bounded)
 
     def check(self) -> None:
         if self.mode not in MODES:
@@ -85,9 +86,9 @@ class TrainConfig:
             raise InputError("steps and batch_size must be positive")
         if self.feature_cache_gb < 0:
             raise InputError(f"feature_cache_gb must be >= 0, got {self.feature_cache_gb}")
-        if self.feature_cache_gb and not (self.mode == "partial" and {"vit", "projector"} <= set(self.freeze)):
-            raise InputError("feature_cache_gb needs a frozen vision side: mode='partial' with freeze "
-                             "including vit and projector (trained features change every step)")
+        if self.feature_cache_gb and not (self.mode == "partial" and "vit" in self.freeze):
+            raise InputError("feature_cache_gb needs a frozen ViT: mode='partial' with freeze including vit "
+                             "(a trained encoder's features change every step)")
 
 
 @dataclass
@@ -144,6 +145,16 @@ class TrainingModel(nn.Module):
         self.autocast_dtype = autocast_dtype
         self.cache = cache
 
+    def image_features(self, pixels):
+        """The image embeddings, from the cache when there is one: the projector's output when it is
+        frozen too, else the ViT's tokens (the projector runs on them, with gradients)."""
+        m = self.model
+        if self.cache is None:
+            return m.image_features(pixels)
+        if not any(p.requires_grad for p in m.mlp1.parameters()):
+            return self.cache.get(pixels, m.image_features)
+        return m.mlp1(self.cache.get(pixels, m.vision_tokens))
+
     def forward(self, pixels, ids, labels):
         m = self.model
         device_type = ids.device.type
@@ -152,8 +163,7 @@ class TrainingModel(nn.Module):
         with ctx:
             x = m.language_model.embed(ids[None])
             if pixels is not None:
-                feats = (self.cache.get(pixels, m.image_features) if self.cache is not None
-                         else m.image_features(pixels))
+                feats = self.image_features(pixels)
                 slots = (ids == self.img_context_id).nonzero().flatten()
                 x = x.clone()
                 x[0, slots] = feats.reshape(-1, x.shape[-1]).to(x.dtype)
