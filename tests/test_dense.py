@@ -77,18 +77,18 @@ def test_dense_warmup_learns_and_is_reproducible(tiny_dir):
 def test_default_recipe_runs_its_stages_and_skips_finished_ones(tmp_path):
     import json
 
-    from mivl.export.default_model import Stage, publish, train_default
+    from mivl.export.default_model import SIX_CAMERA, Stage, publish, train_default
 
-    stages = (Stage("dense", 2, 2e-3, batch_size=2),
-              Stage("qa", 2, 1e-3, ("colour", "camera"), batch_size=2, turns=2, views=2))
-    last = train_default(tmp_path / "out", work=tmp_path / "work", stages=stages, quiet=True)
+    stages = (Stage("dense", 2, 2e-3, batch_size=2, six_share=0.5, camera_weight=1, digit_weight=1),
+              Stage("qa", 2, 1e-3, ("colour", "camera"), batch_size=2, turns=2, views=2, six_share=0.5))
+    last = train_default(tmp_path / "out", work=tmp_path / "work", stages=stages, quiet=True, recipe=SIX_CAMERA)
     assert last == tmp_path / "work" / "qa" and (last / "config.json").is_file()
     init = json.loads((tmp_path / "work" / "init" / "config.json").read_text())
     assert init["max_dynamic_patch"] == 12 and init["use_thumbnail"] is True     # six cameras: 13 tiles
     dense_log = json.loads((tmp_path / "work" / "dense" / "train_log.json").read_text())
     assert dense_log["stage"] == "dense" and len(dense_log["losses"]) == 2
     stamp = (last / "model.safetensors").stat().st_mtime_ns
-    train_default(tmp_path / "out", work=tmp_path / "work", stages=stages, quiet=True)
+    train_default(tmp_path / "out", work=tmp_path / "work", stages=stages, quiet=True, recipe=SIX_CAMERA)
     assert (last / "model.safetensors").stat().st_mtime_ns == stamp      # finished: not run again
     out = publish(last, tmp_path / "published", stages)
     cfg = json.loads((out / "config.json").read_text())
@@ -96,3 +96,34 @@ def test_default_recipe_runs_its_stages_and_skips_finished_ones(tmp_path):
     logs = json.loads((out / "train_log.json").read_text())["logs"]
     assert logs["dense"]["steps"] == 2 and logs["qa"]["steps"] == 2 and logs["qa"]["seconds_last_run"] > 0
     assert any((out / f).is_file() for f in ("tokenizer.json", "vocab.json"))
+
+
+def test_bf16_stage_starts_from_the_published_rounding(tmp_path):
+    """A stage with from_bf16 trains from the previous stage's weights rounded to bf16, as the
+    published model holds them (the shipped model's class stages started from the published one)."""
+    import torch
+
+    from mivl.export.checkpoint import load_checkpoint
+    from mivl.export.default_model import ONE_TILE, Stage, train_default
+
+    stages = (Stage("dense", 1, 2e-3, batch_size=2),
+              Stage("more", 1, 1e-3, ("colour",), freeze=(), batch_size=2, turns=2, from_bf16=True))
+    train_default(tmp_path / "out", work=tmp_path / "work", stages=stages, quiet=True, recipe=ONE_TILE)
+    start = load_checkpoint(tmp_path / "work" / "more-start").model.state_dict()
+    dense = load_checkpoint(tmp_path / "work" / "dense").model.state_dict()
+    assert all(torch.equal(start[k], dense[k].bfloat16().float()) for k in dense)
+    assert (tmp_path / "work" / "more" / "config.json").is_file()
+
+
+def test_shipped_recipe_reproduces_its_logged_first_step(tmp_path):
+    """The shipped model's recipe, run by today's code, starts as the run that made it did: the
+    dense stage's first loss as logged then (BENCHMARKS.md: 3.9458)."""
+    import json
+    from dataclasses import replace
+
+    from mivl.export.default_model import ONE_TILE, make_initial, run_dense
+
+    init = make_initial(tmp_path / "init", 0, ONE_TILE)
+    run_dense(init, tmp_path / "dense", replace(ONE_TILE.stages[0], steps=1), 0, True, ONE_TILE)
+    losses = json.loads((tmp_path / "dense" / "train_log.json").read_text())["losses"]
+    assert abs(losses[0] - 3.9458) < 5e-4, losses

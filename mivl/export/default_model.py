@@ -1,30 +1,41 @@
-"""The recipe of the embedded default model: a tiny InternVL trained from scratch by the SDK's own
-trainer on synthetic six-camera driving scenes, so that the demo gets real answers.
+"""The recipes of the embedded default model: a tiny InternVL trained from scratch by the SDK's own
+trainer on synthetic driving scenes, so that the demo gets real answers.
 
-    mivl-export make-default      # trains into mivl/assets/default_model (resumable)
+    mivl-export make-default                       # the shipped one-tile model (~75 min on 2 cores)
+    mivl-export make-default --recipe six-camera   # the 13-tile six-camera model (resumable)
 
-Architecture: InternViT at the real 448px / patch-14 geometry (1025 tokens per tile) but 64 wide
-and 3 layers deep, pixel unshuffle v2 + MLP projector, a 4-layer 128-wide Qwen2 LLM with the
-Hermes-2 template and a byte-level BPE tokenizer. Images are fed as InternVL feeds them: dynamic
-tiling up to 12 tiles plus the thumbnail, so the six-camera canvas (2688x896) is 6x2 + 1 = 13 tiles
-and a 800x450 camera frame 2x1 + 1 = 3 tiles. Scenes hold up to three objects per camera.
+Architecture (both): InternViT at the real 448px / patch-14 geometry (1025 tokens per tile) but 64
+wide and 3 layers deep, pixel unshuffle v2 + MLP projector, a 4-layer 128-wide Qwen2 LLM with the
+Hermes-2 template and a byte-level BPE tokenizer.
 
-Stages (each starts from the previous one's checkpoint):
-  1. dense  the vision encoder and projector learn, per vision token, what the scene generator
-            knows is under it (`mivl.export.train.dense`, `mivl.calib.labels.tile_targets`): the
-            colour and class of the object on every tile; on the thumbnail also the camera
-            under the token and the digits of the object's box and centre in 0..1000 of the
-            image. A grid tile cannot know where it lies (InternVL gives tiles no position), the
-            thumbnail can: its tokens carry what "which camera" and "where" need;
-  2. qa     the LLM and projector learn to answer the documented question kinds from those
-            tokens (ViT frozen: each view's ViT tokens are computed once and cached), several
-            questions per conversation about a fixed pool of views (`SyntheticViews`): first
-            the one-word answers about one camera (short prompts, quick steps: mc1), then
-            those of six cameras too (mc6), then all kinds, boxes and points included (qa). One
-            kind group at a time: in a mixture, the long box answers outweigh the one-word ones
-            and a fresh LLM learns the formats but answers "none" to everything.
-Trained on views drawn from streams apart from the held-out one (`mivl.calib.evaluate.EVAL_SEED`).
-What it reaches is in BENCHMARKS.md ("Embedded default model").
+one-tile (what mivl/assets/default_model holds): one tile per image (a camera frame or the stitched
+six-camera canvas), no thumbnail, scenes with at most one object per camera. Stages:
+  1. dense   the vision encoder and projector learn, per vision token, the colour and class of
+             the object under it (`mivl.export.train.dense`; labels from the scene generator);
+  2. colour  the LLM (vision frozen) learns to read those tokens on colour questions;
+  3. mc      all multiple-choice kinds: colour, class (one camera) and camera (six cameras);
+  4. single  colour and class questions about one camera, the vision encoder training again
+             (two runs: single, then single2 at a lower learning rate);
+  5. class   class questions twice as often as colour ones, two questions per image, everything
+             training (class1..class3 at falling learning rates; class1 starts from single2's
+             weights rounded to bf16, which is how the model was published before these stages).
+
+six-camera: images as InternVL feeds them, dynamic tiling up to 12 tiles plus the thumbnail (the
+six-camera canvas 2688x896 is 6x2 + 1 = 13 tiles, a 800x450 frame 2x1 + 1 = 3), scenes with up to
+three objects per camera, all the kinds of `SIX_KINDS` and `SINGLE_KINDS`. Stages:
+  1. dense, dense2  per-token targets on every tile (`mivl.calib.labels.tile_targets`): colour and
+            class; on the thumbnail also the camera under the token and the digits of its
+            object's box and centre in 0..1000 of the image. A grid tile cannot know where it lies
+            (InternVL gives tiles no position), the thumbnail can: its tokens carry what "which
+            camera" and "where" need. dense2 continues with dense's heads on new samples;
+  2. mc1, mc6, qa  the LLM and projector learn the question kinds (ViT frozen: each view's ViT
+            tokens are computed once and cached), several questions per conversation about a
+            fixed pool of views (`SyntheticViews`): the one-word answers about one camera, then
+            those on six cameras too, then all kinds, boxes and points included. One kind group
+            at a time: in a mixture, the long box answers outweigh the one-word ones and a fresh
+            LLM learns the formats but answers "none" to everything.
+QA stages draw from streams apart from the held-out one (`mivl.calib.evaluate.EVAL_SEED`). What the
+recipes reach is in BENCHMARKS.md ("Embedded default model").
 """
 from __future__ import annotations
 
@@ -37,23 +48,22 @@ import torch
 
 from ..calib.evaluate import EVAL_SEED, asker, score
 from .tiny import TINY_VISION, make_tiny
-from .train.synthetic import SyntheticViews
+from ..calib.questions import MC_KINDS
+from .train.synthetic import SyntheticTasks, SyntheticViews
 from .train.trainer import TrainConfig, train
 
 ASSET = Path(__file__).resolve().parents[1] / "assets" / "default_model"
 VISION = dict(TINY_VISION, hidden_size=64, intermediate_size=256, num_hidden_layers=3, num_attention_heads=4)
 LLM = dict(hidden_size=128, intermediate_size=384, num_hidden_layers=4, num_attention_heads=4,
            num_key_value_heads=2)
-MAX_TILES = 12              # InternVL's budget: six cameras -> 6x2 + thumbnail, a 800x450 frame -> 2x1 + thumbnail
-MAX_OBJECTS = 3             # objects per camera in its training and evaluation scenes
 TRAIN_SEED = 0
 QA_STREAM = 5000            # question stream of the QA stages (held-out: calib.evaluate.EVAL_SEED)
-
+HEADS = "dense_heads.pt"    # a dense stage's temporary heads, beside its checkpoint
 
 SINGLE_KINDS = ("colour", "class", "absent_one", "grounding")
 SIX_KINDS = ("camera", "camera_colour", "camera_class", "absent", "where")
-KINDS = SIX_KINDS + SINGLE_KINDS       # what the default model answers (mivl eval --kinds)
-MC_KINDS = tuple(k for k in KINDS if k not in ("where", "grounding"))     # one-word answers
+KINDS = SIX_KINDS + SINGLE_KINDS
+ONE_WORD_KINDS = tuple(k for k in KINDS if k not in ("where", "grounding"))
 
 
 @dataclass(frozen=True)
@@ -63,22 +73,55 @@ class Stage:
     lr: float
     kinds: tuple[str, ...] = ()      # question kinds (QA stages); empty: dense pretraining
     freeze: tuple[str, ...] = ("vit",)
-    batch_size: int = 4              # views (dense) or conversations (QA) per step
-    turns: int = 6                   # questions per conversation (QA stages)
-    views: int = 800                 # the QA stage's pool of views, each asked many times
-    six_share: float = 0.6           # share of six-camera views (the rest: one camera)
+    batch_size: int = 8              # images (dense) or conversations (QA) per step
+    turns: int = 1                   # questions per image (QA stages)
+    from_bf16: bool = False          # start from the previous stage's weights rounded to bf16 (as published)
+    views: int = 0                   # QA: > 0, a fixed pool of views asked again and again (SyntheticViews,
+                                     # ViT tokens cached, bf16 autocast); 0, a new scene per record
+    six_share: float = 0.3           # share of six-camera views
     stream: int = 0                  # dense: sample stream (seed + stream); a later dense stage
                                      # continues with the previous one's heads on new samples
-    camera_weight: float = 1.0       # dense: weights of the camera and digit terms of the loss
-    digit_weight: float = 1.0
+    camera_weight: float = 0.0       # dense: weights of the camera and digit terms of the loss
+    digit_weight: float = 0.0
 
 
-STAGES = (Stage("dense", 400, 2e-3),
-          Stage("dense2", 600, 1e-3, six_share=0.7, stream=1, camera_weight=2.0, digit_weight=2.0),
-          Stage("mc1", 300, 1e-3, ("colour", "class", "absent_one"), views=400, six_share=0.0),
-          Stage("mc6", 250, 1e-3, MC_KINDS),
-          Stage("qa", 150, 5e-4, KINDS))
-HEADS = "dense_heads.pt"    # a dense stage's temporary heads, beside its checkpoint
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    stages: tuple[Stage, ...]
+    max_tiles: int                   # max_dynamic_patch of the model
+    thumbnail: bool
+    max_objects: int                 # objects per camera in its training and evaluation scenes
+    kinds: tuple[str, ...]           # what it is trained to answer (and evaluated on)
+
+
+CLASS_HEAVY = ("class", "class", "colour")
+ONE_TILE = Recipe("one-tile", (
+    Stage("dense", 400, 2e-3),
+    Stage("colour", 200, 1e-3, ("colour",)),
+    Stage("mc", 400, 1e-3, MC_KINDS),
+    Stage("single", 300, 5e-4, ("colour", "class"), freeze=()),
+    Stage("single2", 400, 3e-4, ("colour", "class"), freeze=()),
+    # From the model published after single2 (bf16): class questions twice as often as colour
+    # ones, two questions per image (one image encoding teaches both).
+    Stage("class1", 400, 4e-4, CLASS_HEAVY, freeze=(), turns=2, from_bf16=True),
+    Stage("class2", 400, 2.5e-4, CLASS_HEAVY, freeze=(), turns=2),
+    Stage("class3", 600, 2e-4, CLASS_HEAVY, freeze=(), turns=2)),
+    max_tiles=1, thumbnail=False, max_objects=1, kinds=("colour", "class"))
+
+SIX_QA = dict(batch_size=4, turns=6, views=800, six_share=0.6)
+SIX_CAMERA = Recipe("six-camera", (
+    Stage("dense", 400, 2e-3, batch_size=4, six_share=0.6, camera_weight=1.0, digit_weight=1.0),
+    Stage("dense2", 600, 1e-3, batch_size=4, six_share=0.7, stream=1, camera_weight=2.0, digit_weight=2.0),
+    Stage("mc1", 300, 1e-3, ("colour", "class", "absent_one"), **dict(SIX_QA, views=400, six_share=0.0)),
+    Stage("mc6", 250, 1e-3, ONE_WORD_KINDS, **SIX_QA),
+    Stage("qa", 150, 5e-4, KINDS, **SIX_QA)),
+    max_tiles=12, thumbnail=True, max_objects=3, kinds=KINDS)
+
+RECIPES = {r.name: r for r in (ONE_TILE, SIX_CAMERA)}
+DEFAULT = ONE_TILE          # the recipe of the shipped model
+STAGES = DEFAULT.stages
+MAX_OBJECTS = DEFAULT.max_objects
 
 
 @torch.no_grad()
@@ -97,22 +140,20 @@ def init_for_training(model, seed: int) -> None:
             p.copy_(0.02 * torch.randn(p.shape, generator=g))
 
 
-def make_initial(out: Path, seed: int = 0) -> Path:
-    path = make_tiny("qwen2", out, seed, overwrite=True, vision=VISION, llm_dims=LLM, max_tiles=MAX_TILES,
+def make_initial(out: Path, seed: int = 0, recipe: Recipe = DEFAULT) -> Path:
+    path = make_tiny("qwen2", out, seed, overwrite=True, vision=VISION, llm_dims=LLM, max_tiles=recipe.max_tiles,
                      init=init_for_training)
     cfg = json.loads((path / "config.json").read_text())
-    cfg["use_thumbnail"] = True
+    cfg["use_thumbnail"] = recipe.thumbnail
     (path / "config.json").write_text(json.dumps(cfg, indent=2))
     return path
 
 
-def run_dense(src: Path, out: Path, stage: Stage, seed: int, quiet: bool) -> Path:
+def run_dense(src: Path, out: Path, stage: Stage, seed: int, quiet: bool, recipe: Recipe) -> Path:
     from .checkpoint import load_checkpoint
     from .reference import preprocess_config
-    from .train.dense import pretrain_vision
+    from .train.dense import DenseHeads, pretrain_vision
     from .train.trainer import write_checkpoint
-
-    from .train.dense import DenseHeads
 
     ck = load_checkpoint(src)
     heads = None
@@ -121,7 +162,7 @@ def run_dense(src: Path, out: Path, stage: Stage, seed: int, quiet: bool) -> Pat
         heads.load_state_dict(torch.load(src / HEADS, weights_only=True))
     t0 = time.perf_counter()
     losses, heads = pretrain_vision(ck.model, preprocess_config(ck), stage.steps, stage.batch_size, stage.lr,
-                                    seed + stage.stream, max_objects=MAX_OBJECTS, six_share=stage.six_share,
+                                    seed + stage.stream, max_objects=recipe.max_objects, six_share=stage.six_share,
                                     camera_weight=stage.camera_weight, digit_weight=stage.digit_weight,
                                     heads=heads, quiet=quiet)
     write_checkpoint(ck.model, src, out, torch.float32, {"stage": stage.name, "losses": losses,
@@ -130,28 +171,39 @@ def run_dense(src: Path, out: Path, stage: Stage, seed: int, quiet: bool) -> Pat
     return out
 
 
-def run_qa(src: Path, out: Path, stage: Stage, seed: int, quiet: bool) -> Path:
-    data = SyntheticViews(stage.kinds, QA_STREAM + seed, views=stage.views, turns=stage.turns,
-                          six_share=stage.six_share, max_objects=MAX_OBJECTS)
-    frozen_vision = "vit" in stage.freeze
-    cfg = TrainConfig(str(src), str(out), mode="partial" if stage.freeze else "full", freeze=stage.freeze,
-                      steps=stage.steps, batch_size=stage.batch_size, lr=stage.lr, warmup_ratio=0.05,
-                      min_lr_ratio=0.1, weight_decay=0.0, dtype="bf16", save_every=25, seed=seed,
-                      save_dtype="fp32", quiet=quiet, log_every=5, feature_cache_gb=4.0 if frozen_vision else 0.0)
+def run_qa(src: Path, out: Path, stage: Stage, seed: int, quiet: bool, recipe: Recipe) -> Path:
+    common = dict(mode="partial" if stage.freeze else "full", freeze=stage.freeze, steps=stage.steps,
+                  batch_size=stage.batch_size, lr=stage.lr, warmup_ratio=0.05, min_lr_ratio=0.1, weight_decay=0.0,
+                  seed=seed, save_dtype="fp32", quiet=quiet)
+    if stage.views:
+        data = SyntheticViews(stage.kinds, QA_STREAM + seed, views=stage.views, turns=stage.turns,
+                              six_share=stage.six_share, max_objects=recipe.max_objects)
+        cfg = TrainConfig(str(src), str(out), dtype="bf16", save_every=25, log_every=5,
+                          feature_cache_gb=4.0 if "vit" in stage.freeze else 0.0, **common)
+    else:
+        data = SyntheticTasks(stage.kinds, QA_STREAM + seed, turns=stage.turns, max_objects=recipe.max_objects)
+        cfg = TrainConfig(str(src), str(out), dtype="fp32", save_every=50, log_every=20, **common)
     train(cfg, data)
     return out
 
 
 def train_default(out: str | Path, seed: int = TRAIN_SEED, work: str | Path | None = None,
-                  stages=STAGES, quiet: bool = False) -> Path:
-    """Run the stages in `work` (a finished stage is not run again) and return the last checkpoint."""
-    work = Path(work) if work else Path("out") / "default-model-work"
-    path = make_initial(work / "init", seed) if not (work / "init" / "config.json").is_file() else work / "init"
-    for stage in stages:
+                  stages=None, quiet: bool = False, recipe: Recipe = DEFAULT) -> Path:
+    """Run the recipe's stages (or `stages`) in `work` (a finished stage is not run again, an
+    interrupted one resumes from its saved state) and return the last checkpoint."""
+    work = Path(work) if work else Path("out") / f"default-model-work-{recipe.name}"
+    init = work / "init"
+    path = init if (init / "config.json").is_file() else make_initial(init, seed, recipe)
+    for stage in stages or recipe.stages:
         dst = work / stage.name
+        if stage.from_bf16:
+            start = work / f"{stage.name}-start"
+            if not (start / "config.json").is_file():
+                publish(path, start)
+            path = start
         if not (dst / "config.json").is_file() or (dst / "train_state").exists():
             run = run_qa if stage.kinds else run_dense
-            run(path, dst, stage, seed, quiet)
+            run(path, dst, stage, seed, quiet, recipe)
         path = dst
     return path
 
@@ -178,8 +230,9 @@ def publish(trained: Path, out: Path, stages=STAGES) -> Path:
     return out
 
 
-def evaluate_reference(checkpoint, n: int = 100, seed: int = EVAL_SEED, kinds=KINDS) -> dict:
+def evaluate_reference(checkpoint, n: int = 100, seed: int = EVAL_SEED, kinds=DEFAULT.kinds,
+                       max_objects: int = DEFAULT.max_objects) -> dict:
     """Figures of the PyTorch reference on n held-out questions of `kinds` (`mivl.calib.evaluate`)."""
     from .reference import Reference
 
-    return score(asker(Reference(checkpoint), max_new_tokens=40), n, seed, kinds, max_objects=MAX_OBJECTS)
+    return score(asker(Reference(checkpoint), max_new_tokens=40), n, seed, kinds, max_objects=max_objects)

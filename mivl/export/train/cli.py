@@ -179,23 +179,29 @@ def main_convert(argv) -> int:
 
 def main_make_default(argv) -> int:
     from ...edge.errors import InputError
-    from ..default_model import ASSET, evaluate_reference, publish, train_default
+    from ..default_model import ASSET, DEFAULT, RECIPES, evaluate_reference, publish, train_default
 
     p = argparse.ArgumentParser(prog="mivl-export make-default",
                                 description="Train the embedded default model on synthetic driving scenes.")
-    p.add_argument("-o", "--output", default=str(ASSET))
+    p.add_argument("--recipe", choices=sorted(RECIPES), default=DEFAULT.name,
+                   help=f"{DEFAULT.name} (default): the shipped model; six-camera: 12 tiles + thumbnail, all "
+                        "question kinds")
+    p.add_argument("-o", "--output", help=f"where to publish (default {ASSET} for {DEFAULT.name}, "
+                   "out/default-model-RECIPE otherwise)")
     p.add_argument("--work", help="folder of the stages' checkpoints and resume state (default "
-                                  "out/default-model-work); finished stages are not run again")
-    p.add_argument("--questions", type=int, default=200, help="held-out questions to score at the end (all the "
-                   "kinds it is trained on, through the PyTorch reference; 0: none)")
+                                  "out/default-model-work-RECIPE); finished stages are not run again")
+    p.add_argument("--questions", type=int, default=200, help="held-out questions to score at the end (the "
+                   "recipe's kinds, through the PyTorch reference; 0: none)")
     a = p.parse_args(argv)
     if a.questions < 0:
         raise InputError(f"--questions must be >= 0, got {a.questions}")
-    trained = train_default(a.output, work=a.work)
-    publish(trained, Path(a.output))
-    print(f"published {a.output}")
+    recipe = RECIPES[a.recipe]
+    output = Path(a.output) if a.output else (ASSET if recipe is DEFAULT else Path("out") / f"default-model-{recipe.name}")
+    trained = train_default(output, work=a.work, recipe=recipe)
+    publish(trained, output, recipe.stages)
+    print(f"published {output}")
     if a.questions:
-        r = evaluate_reference(a.output, a.questions)
+        r = evaluate_reference(output, a.questions, kinds=recipe.kinds, max_objects=recipe.max_objects)
         print(f"held-out accuracy {r['accuracy']:.3f} on {r['n']} questions (stream {r['seed']}):")
         for k, v in r["per_kind"].items():
             print(f"  {k:<13} {v['accuracy']:.3f}  ({v['n']})")

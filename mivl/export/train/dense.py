@@ -82,9 +82,9 @@ def dense_loss(heads: DenseHeads, feats, colours, classes, object_weight: float,
     lc = F.cross_entropy(heads.colour(feats), colours, reduction="none")
     lk = F.cross_entropy(heads.cls(feats), classes, reduction="none")
     loss = ((lc + lk) * w).sum() / w.sum()
-    if cameras is not None:
+    if cameras is not None and camera_weight:
         loss = loss + camera_weight * F.cross_entropy(heads.camera(feats), cameras.reshape(-1))
-    if digits is not None:
+    if digits is not None and digit_weight:
         d = digits.reshape(-1)
         if (d != IGNORE).any():
             loss = loss + digit_weight * F.cross_entropy(heads.digits(feats).reshape(-1, 10), d, ignore_index=IGNORE)
