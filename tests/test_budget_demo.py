@@ -76,8 +76,19 @@ def test_demo_runs_headless_on_the_synthetic_clip(bundle_dir, tmp_path):
     assert [r["tick"] for r in log] == [0, 1]
     probes = [p["probe"] for p in log[0]["results"]]
     assert any(p.startswith("find ") for p in probes)
-    mc = [r for r in log[0]["results"] if "truth" in r]
-    assert mc and all(isinstance(r["correct"], bool) and r["camera"] for r in mc)
+    known = [r for r in log[0]["results"] if "truth" in r]      # every default probe's answer is known
+    assert len(known) == len(probes) and all(isinstance(r["correct"], bool) for r in known)
+    assert all(r["camera"] for r in known if not r["probe"].startswith("find "))
+    from mivl.calib.clip import SixCameraClip
+    clip = SixCameraClip(3, max_objects=1)           # the demo's default clip (--seed 3 --objects 1)
+    for tick in log:
+        for r in (r for r in tick["results"] if r["probe"].startswith("find ")):   # truth: the object then
+            assert (r["truth"]["camera"], tuple(r["truth"]["box"])) in {
+                (o.camera, tuple(o.box)) for o in clip.objects(tick["tick"]) if r["probe"] == f"find {o.colour} {o.cls}"}
+            p = r["points"][0] if r["points"] else None
+            x1, y1, x2, y2 = r["truth"]["box"]
+            assert r["correct"] == (p is not None and p["camera"] == r["truth"]["camera"]
+                                    and x1 <= p["pixels"][0] <= x2 and y1 <= p["pixels"][1] <= y2)
     for r in log[0]["results"]:   # every probe sees its tiles: encoded, or from the feature cache
         t = r["timings"]
         assert t["prompt_tokens"] > 0 and t["tiles_encoded"] + t["tiles_cached"] > 0
