@@ -1,11 +1,15 @@
-"""Per-token labels of synthetic scenes: which object (colour, class) each vision token sees.
+"""Per-token labels of synthetic scenes: what each vision token sees, as the model is fed the image.
 
 A tile of 448x448 pixels becomes 16x16 tokens after pixel unshuffle (28x28 pixels each, row-major).
-With one tile per image (the image resized to the tile, no thumbnail), token (r, c) covers the
-image rectangle [c, c+1) x [r, r+1) * (W/16, H/16). A token is labelled with the object whose box
-covers at least `min_cover` of it, or that holds the object's centre (small objects still get
-one token); 0 means background. Colours and classes are numbered 1.. in the order of
-`mivl.calib.synthetic`. These labels give the vision side a dense training signal.
+An image is tiled as InternVL tiles it (`mivl.edge.preprocess`: a cols x rows grid of the image
+resized to cols*448 x rows*448, then the thumbnail, the whole image resized to 448x448), so grid
+tile (r, c)'s token (i, j) covers the image rectangle ((c*16 + j) * W/(16 cols), (r*16 + i) *
+H/(16 rows)) of that size; a thumbnail token covers W/16 x H/16. A token is labelled with the object
+whose box covers at least `min_cover` of it, or that holds the object's centre (small objects still
+get one token); 0 means background. Colours and classes are numbered 1.. in the order of
+`mivl.calib.synthetic`. `tile_targets` adds, on the thumbnail (the one tile that knows where it
+lies), the camera under each token of the six-camera canvas and the digits of the object's box and
+centre. These targets give the vision side a dense training signal (`mivl.export.train.dense`).
 """
 from __future__ import annotations
 
@@ -57,29 +61,6 @@ def token_labels(objects: list[SceneObject], width: float, height: float, offset
     colour_of = np.array([0] + [COLOUR_IDS[o.colour] for o in objects], np.int64)
     class_of = np.array([0] + [CLASS_IDS[o.cls] for o in objects], np.int64)
     return colour_of[owner + 1], class_of[owner + 1]
-
-
-def camera_labels(objects: list[SceneObject], width: int, height: int, grid: int = GRID):
-    """Token labels of one camera frame (width x height) shown alone as one tile."""
-    return token_labels(objects, width, height, grid=grid)
-
-
-def canvas_labels(objects: list[SceneObject], width: int, height: int, grid: int = GRID):
-    """Token labels of the six-camera canvas (each frame of width x height in its 896x448 cell)
-    shown as one tile."""
-    colours = np.zeros((grid, grid), np.int64)
-    classes = np.zeros((grid, grid), np.int64)
-    for i, cam in enumerate(CAMERAS):
-        r, c = divmod(i, 3)
-        mine = [o for o in objects if o.camera == cam]
-        if not mine:
-            continue
-        a, b = token_labels(mine, width, height, offset=(c * CELL_W, r * CELL_H),
-                            scale=(CELL_W / width, CELL_H / height), grid=grid,
-                            canvas=(3 * CELL_W, 2 * CELL_H))
-        colours = np.where(a > 0, a, colours)
-        classes = np.where(b > 0, b, classes)
-    return colours, classes
 
 
 # Targets of every tile of an image as the model is fed it (dynamic tiling + thumbnail) -----------

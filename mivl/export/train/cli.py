@@ -75,6 +75,10 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--strategy", choices=["ddp", "fsdp"], default="ddp")
     p.add_argument("--device", default="auto")
     p.add_argument("--save-dtype", choices=["bf16", "fp32"], default="bf16")
+    p.add_argument("--feature-cache-gb", type=float, default=0.0,
+                   help="with --mode partial --freeze vit: keep each distinct image's ViT tokens (image "
+                        "features when the projector is frozen too) in memory up to this size, so that "
+                        "records that repeat an image encode it once (default 0: off)")
     p.add_argument("--seed", type=int, default=0)
     return p
 
@@ -93,7 +97,8 @@ def main_train(argv) -> int:
                       batch_size=a.batch_size, lr=a.lr, warmup_ratio=a.warmup_ratio,
                       weight_decay=a.weight_decay, dtype=a.dtype, grad_checkpointing=a.grad_checkpointing,
                       max_length=a.max_length, save_every=a.save_every, resume=not a.no_resume,
-                      strategy=a.strategy, device=a.device, save_dtype=a.save_dtype, seed=a.seed)
+                      strategy=a.strategy, device=a.device, save_dtype=a.save_dtype, seed=a.seed,
+                      feature_cache_gb=a.feature_cache_gb)
     r = train(cfg, data)
     if r.losses:
         print(f"trained {r.steps} step(s) in {r.seconds:.0f} s, loss {r.losses[0]:.4f} -> {r.losses[-1]:.4f}; "
