@@ -385,8 +385,12 @@ def test_synthetic_views_repeat_their_pixels_with_new_questions():
     assert 5 < len(six) < 35
     for r in (d[i] for i in range(10)):
         assert 1 <= len(r["conversations"]) // 2 <= 4
-    with pytest.raises(ValueError):
+    with pytest.raises(InputError, match="do not fit"):
         SyntheticViews(SIX_CAMERA_KINDS, six_share=0.5)
+    with pytest.raises(InputError, match="views and turns"):
+        SyntheticViews(views=0)
+    with pytest.raises(InputError, match="no question of kinds"):     # nothing unique to ask about
+        SyntheticViews(("grounding",), views=3, six_share=0.0, max_objects=0)[0]
 
 
 TORCHRUN_SCRIPT = """

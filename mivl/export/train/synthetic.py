@@ -11,6 +11,7 @@ import numpy as np
 
 from ...calib.questions import KINDS, MAX_OBJECTS, SCENE_SIZE, SIX_CAMERA_KINDS, ask_view, draw_conversation, jpeg_roundtrip
 from ...calib.synthetic import draw_scene
+from ...edge.errors import InputError
 from ...edge.multiview import CAMERAS
 from . import tasks
 
@@ -46,12 +47,14 @@ class SyntheticViews:
                  six_share: float = 0.5, size: tuple[int, int] = SCENE_SIZE, max_objects: int = MAX_OBJECTS,
                  length: int = ENDLESS):
         if views < 1 or turns < 1 or not 0 <= six_share <= 1:
-            raise ValueError("views and turns must be >= 1 and six_share in 0..1")
+            raise InputError(f"views and turns must be >= 1 and six_share in 0..1; got views={views}, "
+                             f"turns={turns}, six_share={six_share}")
         self.kinds, self.seed, self.views, self.turns, self.six_share = tuple(kinds), seed, views, turns, six_share
         self.size, self.max_objects, self.length = size, max_objects, length
         six = [k for k in self.kinds if k in SIX_CAMERA_KINDS]
         if not six and six_share > 0 or len(six) == len(self.kinds) and six_share < 1:
-            raise ValueError(f"kinds {self.kinds} do not fit six_share={six_share}")
+            raise InputError(f"kinds {self.kinds} do not fit six_share={six_share}: six-camera views need "
+                             f"some of {', '.join(SIX_CAMERA_KINDS)}, one-camera views some other kind")
 
     def __len__(self) -> int:
         return self.length
@@ -70,15 +73,14 @@ class SyntheticViews:
     def __getitem__(self, i: int) -> dict:
         if not 0 <= i < self.length:
             raise IndexError(i)
-        v = i % self.views
-        scene, camera, quality = self.view(v)
-        rng = np.random.default_rng([self.seed, i, 12])
-        qs = ask_view(scene, rng, self.kinds, self.size, camera, self.turns)
-        if not qs:   # nothing askable about this view with these kinds: the next view
-            return self[(i + 1) % self.length] if self.views > 1 else self._none(v)
-        shown = CAMERAS if camera is None else (camera,)
-        frames = {k: jpeg_roundtrip(scene.cameras[k], quality) for k in shown}
-        return tasks.from_questions(qs, frames, rid=f"views/{self.seed}/{v}/{i}")
-
-    def _none(self, v: int):
-        raise ValueError(f"view {v} has no question of kinds {self.kinds}")
+        for k in range(min(self.views, 100)):   # nothing askable about a view: the next one
+            v = (i + k) % self.views
+            scene, camera, quality = self.view(v)
+            rng = np.random.default_rng([self.seed, i, 12] + ([k] if k else []))
+            qs = ask_view(scene, rng, self.kinds, self.size, camera, self.turns)
+            if qs:
+                shown = CAMERAS if camera is None else (camera,)
+                frames = {c: jpeg_roundtrip(scene.cameras[c], quality) for c in shown}
+                return tasks.from_questions(qs, frames, rid=f"views/{self.seed}/{v}/{i}")
+        raise InputError(f"record {i}: no question of kinds {self.kinds} about views {i % self.views}.. "
+                         f"(the kinds need objects the views lack)")
