@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..edge.multiview import CAMERAS, CELL_H, CELL_W
+from .questions import box_1000
 from .synthetic import CLASSES, COLOURS, SceneObject
 
 GRID = 16
@@ -46,6 +47,12 @@ def token_owner(boxes, canvas: tuple[float, float], grid: int = GRID, min_cover:
     return owner
 
 
+def _label_ids(objects: list[SceneObject]) -> tuple[np.ndarray, np.ndarray]:
+    """(colour ids, class ids) indexed by token_owner + 1: background 0, then each object's."""
+    return (np.array([0] + [COLOUR_IDS[o.colour] for o in objects], np.int64),
+            np.array([0] + [CLASS_IDS[o.cls] for o in objects], np.int64))
+
+
 def _mapped(box, offset, scale):
     x1, y1, x2, y2 = box
     return (x1 * scale[0] + offset[0], y1 * scale[1] + offset[1], x2 * scale[0] + offset[0], y2 * scale[1] + offset[1])
@@ -58,8 +65,7 @@ def token_labels(objects: list[SceneObject], width: float, height: float, offset
     width x height shown as one tile. Object boxes are mapped by `scale` then `offset` (a camera
     frame pasted into a canvas); `canvas` is the size of that image when it differs."""
     owner = token_owner([_mapped(o.box, offset, scale) for o in objects], canvas or (width, height), grid, min_cover)
-    colour_of = np.array([0] + [COLOUR_IDS[o.colour] for o in objects], np.int64)
-    class_of = np.array([0] + [CLASS_IDS[o.cls] for o in objects], np.int64)
+    colour_of, class_of = _label_ids(objects)
     return colour_of[owner + 1], class_of[owner + 1]
 
 
@@ -84,8 +90,7 @@ def numbers_1000(box, width: float, height: float) -> list[int]:
     """NUMBERS of a pixel box in 0..1000 of a width x height image: `box_1000` and the centre as
     DriveLM's points give it."""
     x1, y1, x2, y2 = box
-    return [round(x1 / width * 1000), round(y1 / height * 1000), round(x2 / width * 1000),
-            round(y2 / height * 1000), round((x1 + x2) / 2 / width * 1000), round((y1 + y2) / 2 / height * 1000)]
+    return box_1000(box, width, height) + [round((x1 + x2) / 2 / width * 1000), round((y1 + y2) / 2 / height * 1000)]
 
 
 def digits_of(value: int) -> list[int]:
@@ -107,8 +112,7 @@ def tile_targets(objects: list[SceneObject], boxes, width: float, height: float,
     """Targets of the tiles of a width x height image holding `objects` at pixel `boxes` (the
     canvas boxes for six cameras), tiled by `grid` (a TileGrid: cols x rows, thumbnail last)."""
     n = grid.n_grid + int(grid.thumbnail)
-    colour_of = np.array([0] + [COLOUR_IDS[o.colour] for o in objects], np.int64)
-    class_of = np.array([0] + [CLASS_IDS[o.cls] for o in objects], np.int64)
+    colour_of, class_of = _label_ids(objects)
     digits_of_obj = np.array([[IGNORE] * len(NUMBERS) * DIGITS]
                              + [sum((digits_of(v) for v in numbers_1000(b, width, height)), []) for b in boxes],
                              np.int64)

@@ -47,8 +47,8 @@ from pathlib import Path
 import torch
 
 from ..calib.evaluate import EVAL_SEED, asker, score
-from .tiny import TINY_VISION, make_tiny
 from ..calib.questions import MC_KINDS
+from .tiny import TINY_VISION, make_tiny
 from .train.synthetic import SyntheticTasks, SyntheticViews
 from .train.trainer import TrainConfig, train
 
@@ -120,8 +120,6 @@ SIX_CAMERA = Recipe("six-camera", (
 
 RECIPES = {r.name: r for r in (ONE_TILE, SIX_CAMERA)}
 DEFAULT = ONE_TILE          # the recipe of the shipped model
-STAGES = DEFAULT.stages
-MAX_OBJECTS = DEFAULT.max_objects
 
 
 @torch.no_grad()
@@ -217,7 +215,7 @@ def stage_log(path: Path) -> dict:
             "loss_end": sum(losses[-20:]) / len(losses[-20:]), "seconds_last_run": log.get("seconds_this_run")}
 
 
-def publish(trained: Path, out: Path, stages=STAGES) -> Path:
+def publish(trained: Path, out: Path, stages=DEFAULT.stages) -> Path:
     """The trained checkpoint as the embedded default: bf16 weights, config, tokenizer, and the
     recipe with each stage's logged losses and wall time (the stages' folders beside `trained`)."""
     from .checkpoint import load_checkpoint
