@@ -325,42 +325,49 @@ def test_feature_cache_trains_exactly_as_without_and_computes_each_view_once(tin
     """A frozen ViT (and projector) with the feature cache: the same losses and weights as
     recomputing the features every step, and each distinct view encoded once (SyntheticViews
     repeats its views)."""
-    from mivl.export.train import trainer as T
+    from mivl.edge.feature_cache import FeatureCache
     from mivl.export.train.synthetic import SyntheticViews
 
     data = SyntheticViews(("colour", "class", "camera", "where"), seed=4, views=3, turns=2, six_share=0.5)
     data = [dict(data[i], max_tiles=2) for i in range(8)]
     kw = dict(mode="partial", freeze=freeze, steps=4, batch_size=2, lr=3e-3, dtype="fp32", quiet=True)
-    calls = []
-    real = T.FeatureCache.get
-
-    def counted(self, pixels, compute):
-        calls.append(self.misses)
-        return real(self, pixels, compute)
     plain = train(TrainConfig(str(tiny_dir("qwen2")), str(tmp_path / "a"), **kw), data)
-    T.FeatureCache.get = counted
-    try:
-        cached = train(TrainConfig(str(tiny_dir("qwen2")), str(tmp_path / "b"), feature_cache_gb=1, **kw), data)
-    finally:
-        T.FeatureCache.get = real
+    cache = FeatureCache(0)
+    cached = train(TrainConfig(str(tiny_dir("qwen2")), str(tmp_path / "b"), feature_cache_gb=1, **kw), data,
+                   feature_cache=cache)
     assert cached.losses == plain.losses
     a, b = load_checkpoint(tmp_path / "a").model, load_checkpoint(tmp_path / "b").model
     for (n, p), q in zip(a.named_parameters(), b.parameters()):
         torch.testing.assert_close(p, q, rtol=0, atol=0, msg=n)
-    assert len(calls) == 8 and calls[-1] <= 3          # 8 records, at most 3 distinct views computed
+    assert cache.hits + cache.misses == 8 and cache.misses <= 3     # 8 records, at most 3 distinct views
+    assert cache.max_bytes == 2 ** 30
 
 
-def test_feature_cache_is_bounded_and_refused_while_vision_trains(tiny_dir, tmp_path):
-    from mivl.export.train.trainer import FeatureCache
+def test_feature_cache_shared_by_runs_hits_only_for_the_same_frozen_weights(tiny_dir, tmp_path):
+    """Runs that freeze the same encoder share a cache (keys name the weights, the dtype and the
+    pixels): a second run on the same views computes nothing; other weights never hit."""
+    from mivl.edge.feature_cache import FeatureCache
+    from mivl.export.train.synthetic import SyntheticViews
 
-    cache = FeatureCache(max_bytes=2 * 4 * 10)         # two float32 tensors of 10 values
-    f = lambda px: px.float().repeat(10)[:10]  # noqa: E731
-    for v in (1, 2, 1, 3):                              # 3 evicts 2 (1 was used after it)
-        cache.get(torch.tensor([v]), f)
-    assert cache.bytes == 80 and (cache.hits, cache.misses) == (1, 3)
-    cache.get(torch.tensor([1]), f)
-    cache.get(torch.tensor([2]), f)
-    assert (cache.hits, cache.misses) == (2, 4)
+    data = SyntheticViews(("colour", "class", "camera"), seed=5, views=2, turns=1, six_share=0.5)
+    data = [dict(data[i], max_tiles=2) for i in range(4)]
+    kw = dict(mode="partial", freeze=("vit",), steps=2, batch_size=2, lr=1e-3, dtype="fp32", quiet=True,
+              feature_cache_gb=1)
+    cache = FeatureCache(0)
+    train(TrainConfig(str(tiny_dir("qwen2")), str(tmp_path / "a"), **kw), data, feature_cache=cache)
+    first = (cache.hits, cache.misses)
+    assert first[1] == 2 and len(cache) == 2
+    # the projector trained in run a, the ViT did not: run b starts from a's output, same ViT
+    train(TrainConfig(str(tmp_path / "a"), str(tmp_path / "b"), **kw), data, feature_cache=cache)
+    assert cache.misses == first[1] and cache.hits == first[0] + 4
+    train(TrainConfig(str(tiny_dir("qwen2", seed=7)), str(tmp_path / "c"), **kw), data, feature_cache=cache)
+    assert cache.misses == first[1] + 2 and len(cache) == 4
+    train(TrainConfig(str(tmp_path / "a"), str(tmp_path / "d"), **dict(kw, dtype="bf16")), data,
+          feature_cache=cache)
+    assert cache.misses == first[1] + 4                           # bf16 features are other features
+
+
+def test_feature_cache_is_refused_while_vision_trains(tiny_dir, tmp_path):
     ck = str(tiny_dir("qwen2"))
     for kw in ({"feature_cache_gb": 1}, {"mode": "partial", "freeze": ("projector",), "feature_cache_gb": 1},
                {"feature_cache_gb": -1}):

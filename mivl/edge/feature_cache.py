@@ -23,7 +23,8 @@ def tile_key(tile: np.ndarray) -> bytes:
 
 
 class FeatureCache:
-    """tile key -> (tokens_per_tile, n_embd) float32 features, LRU, at most max_bytes."""
+    """key -> features (any array with `nbytes`: the runtime's float32 tiles, the trainer's
+    tensors), LRU, at most max_bytes."""
 
     def __init__(self, max_bytes: int):
         self.max_bytes = int(max_bytes)
@@ -50,6 +51,13 @@ class FeatureCache:
             self.bytes -= self._items.pop(key).nbytes
         self._items[key] = feats
         self.bytes += feats.nbytes
+        self._evict()
+
+    def resize(self, max_bytes: int) -> None:
+        self.max_bytes = int(max_bytes)
+        self._evict()
+
+    def _evict(self) -> None:
         while self.bytes > self.max_bytes:
             _, old = self._items.popitem(last=False)
             self.bytes -= old.nbytes

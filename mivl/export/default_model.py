@@ -22,18 +22,21 @@ six-camera canvas), no thumbnail, scenes with at most one object per camera. Sta
 
 six-camera: images as InternVL feeds them, dynamic tiling up to 12 tiles plus the thumbnail (the
 six-camera canvas 2688x896 is 6x2 + 1 = 13 tiles, a 800x450 frame 2x1 + 1 = 3), scenes with up to
-three objects per camera, all the kinds of `SIX_KINDS` and `SINGLE_KINDS`. Stages:
+three objects per camera, the one-word kinds of `ONE_WORD_KINDS` (camera, camera_colour,
+camera_class, absent on six cameras; colour, class, absent_one on one). Its tokenizer keeps each
+camera name in two or three pieces (CAM, _BACK, _RIGHT). Stages:
   1. dense, dense2  per-token targets on every tile (`mivl.calib.labels.tile_targets`): colour and
             class; on the thumbnail also the camera under the token and the digits of its
             object's box and centre in 0..1000 of the image. A grid tile cannot know where it lies
             (InternVL gives tiles no position), the thumbnail can: its tokens carry what "which
             camera" and "where" need. dense2 continues with dense's heads on new samples;
-  2. mc1, mc6, qa  the LLM and projector learn the question kinds (ViT frozen: each view's ViT
-            tokens are computed once and cached), several questions per conversation about a
-            fixed pool of views (`SyntheticViews`): the one-word answers about one camera, then
-            those on six cameras too, then all kinds, boxes and points included. One kind group
-            at a time: in a mixture, the long box answers outweigh the one-word ones and a fresh
-            LLM learns the formats but answers "none" to everything.
+  2. mc1, mc6  the LLM and projector learn the question kinds (ViT frozen: each view's ViT tokens
+            are computed once and cached, the cache shared by the stages), several questions per
+            conversation about a fixed pool of views (`SyntheticViews`): the one-camera kinds, then
+            all one-word kinds with six-camera views most of the time. One kind group at a time:
+            in a mixture with box and point answers, the long answers outweigh the one-word ones
+            and a fresh LLM learns the formats but answers "none" to everything; `where` and
+            grounding are not trained by this recipe yet.
 QA stages draw from streams apart from the held-out one (`mivl.calib.evaluate.EVAL_SEED`). What the
 recipes reach is in BENCHMARKS.md ("Embedded default model").
 """
@@ -48,6 +51,7 @@ import torch
 
 from ..calib.evaluate import EVAL_SEED, asker, score
 from ..calib.questions import MC_KINDS
+from ..edge.feature_cache import FeatureCache
 from .tiny import TINY_VISION, make_tiny
 from .train.synthetic import SyntheticTasks, SyntheticViews
 from .train.trainer import TrainConfig, train
@@ -93,6 +97,7 @@ class Recipe:
     thumbnail: bool
     max_objects: int                 # objects per camera in its training and evaluation scenes
     kinds: tuple[str, ...]           # what it is trained to answer (and evaluated on)
+    cased_tokenizer: bool = False    # camera names in 2-3 tokenizer pieces (CAM, _BACK, _RIGHT), not ~7
 
 
 CLASS_HEAVY = ("class", "class", "colour")
@@ -109,14 +114,13 @@ ONE_TILE = Recipe("one-tile", (
     Stage("class3", 600, 2e-4, CLASS_HEAVY, freeze=(), turns=2)),
     max_tiles=1, thumbnail=False, max_objects=1, kinds=("colour", "class"))
 
-SIX_QA = dict(batch_size=4, turns=6, views=800, six_share=0.6)
+SIX_QA = dict(batch_size=4, turns=8, views=800, six_share=0.7)
 SIX_CAMERA = Recipe("six-camera", (
     Stage("dense", 400, 2e-3, batch_size=4, six_share=0.6, camera_weight=1.0, digit_weight=1.0),
     Stage("dense2", 600, 1e-3, batch_size=4, six_share=0.7, stream=1, camera_weight=2.0, digit_weight=2.0),
-    Stage("mc1", 300, 1e-3, ("colour", "class", "absent_one"), **dict(SIX_QA, views=400, six_share=0.0)),
-    Stage("mc6", 250, 1e-3, ONE_WORD_KINDS, **SIX_QA),
-    Stage("qa", 150, 5e-4, KINDS, **SIX_QA)),
-    max_tiles=12, thumbnail=True, max_objects=3, kinds=KINDS)
+    Stage("mc1", 400, 1.5e-3, ("colour", "class", "absent_one"), **dict(SIX_QA, views=400, six_share=0.0)),
+    Stage("mc6", 800, 1.5e-3, ONE_WORD_KINDS, **SIX_QA)),
+    max_tiles=12, thumbnail=True, max_objects=3, kinds=ONE_WORD_KINDS, cased_tokenizer=True)
 
 RECIPES = {r.name: r for r in (ONE_TILE, SIX_CAMERA)}
 DEFAULT = ONE_TILE          # the recipe of the shipped model
@@ -140,7 +144,7 @@ def init_for_training(model, seed: int) -> None:
 
 def make_initial(out: Path, seed: int = 0, recipe: Recipe = DEFAULT) -> Path:
     path = make_tiny("qwen2", out, seed, overwrite=True, vision=VISION, llm_dims=LLM, max_tiles=recipe.max_tiles,
-                     init=init_for_training)
+                     init=init_for_training, cased_tokenizer=recipe.cased_tokenizer)
     cfg = json.loads((path / "config.json").read_text())
     cfg["use_thumbnail"] = recipe.thumbnail
     (path / "config.json").write_text(json.dumps(cfg, indent=2))
@@ -169,7 +173,8 @@ def run_dense(src: Path, out: Path, stage: Stage, seed: int, quiet: bool, recipe
     return out
 
 
-def run_qa(src: Path, out: Path, stage: Stage, seed: int, quiet: bool, recipe: Recipe) -> Path:
+def run_qa(src: Path, out: Path, stage: Stage, seed: int, quiet: bool, recipe: Recipe,
+           features: FeatureCache | None = None) -> Path:
     common = dict(mode="partial" if stage.freeze else "full", freeze=stage.freeze, steps=stage.steps,
                   batch_size=stage.batch_size, lr=stage.lr, warmup_ratio=0.05, min_lr_ratio=0.1, weight_decay=0.0,
                   seed=seed, save_dtype="fp32", quiet=quiet)
@@ -181,7 +186,7 @@ def run_qa(src: Path, out: Path, stage: Stage, seed: int, quiet: bool, recipe: R
     else:
         data = SyntheticTasks(stage.kinds, QA_STREAM + seed, turns=stage.turns, max_objects=recipe.max_objects)
         cfg = TrainConfig(str(src), str(out), dtype="fp32", save_every=50, log_every=20, **common)
-    train(cfg, data)
+    train(cfg, data, feature_cache=features)
     return out
 
 
@@ -192,6 +197,7 @@ def train_default(out: str | Path, seed: int = TRAIN_SEED, work: str | Path | No
     work = Path(work) if work else Path("out") / f"default-model-work-{recipe.name}"
     init = work / "init"
     path = init if (init / "config.json").is_file() else make_initial(init, seed, recipe)
+    features = FeatureCache(0)     # shared by the QA stages: those that freeze the same ViT reuse its tokens
     for stage in stages or recipe.stages:
         dst = work / stage.name
         if stage.from_bf16:
@@ -200,8 +206,10 @@ def train_default(out: str | Path, seed: int = TRAIN_SEED, work: str | Path | No
                 publish(path, start)
             path = start
         if not (dst / "config.json").is_file() or (dst / "train_state").exists():
-            run = run_qa if stage.kinds else run_dense
-            run(path, dst, stage, seed, quiet, recipe)
+            if stage.kinds:
+                run_qa(path, dst, stage, seed, quiet, recipe, features)
+            else:
+                run_dense(path, dst, stage, seed, quiet, recipe)
         path = dst
     return path
 

@@ -93,16 +93,17 @@ def make_real_size(size: str, out_dir: str | Path, seed: int = 0, overwrite: boo
 
 def make_tiny(family: str, out_dir: str | Path, seed: int = 0, overwrite: bool = False,
               vision: dict | None = None, llm_dims: dict | None = None, max_tiles: int = 12,
-              init=None) -> Path:
-    """Write a tiny random checkpoint of `family` to out_dir (atomically)."""
+              init=None, cased_tokenizer: bool = False) -> Path:
+    """Write a tiny random checkpoint of `family` to out_dir (atomically). `cased_tokenizer`: its
+    tokenizer is trained with the camera names in their case (`tiny_tokenizer.corpus`)."""
     if family not in FAMILIES:
         raise InputError(f"unknown LLM family {family!r}; choose one of {', '.join(FAMILIES)}")
     out = Path(out_dir)
     with staging(out, overwrite) as tmp:
         if family_of(family).tokenizer_kind == "bpe":
-            write_bpe_tokenizer(tmp, seed)
+            write_bpe_tokenizer(tmp, seed, cased=cased_tokenizer)
         else:
-            write_spm_tokenizer(tmp, family, seed)
+            write_spm_tokenizer(tmp, family, seed, cased=cased_tokenizer)
         vocab = max(load_tokenizer(tmp).vocab_size, (llm_dims or {}).get("vocab_size", 0))
         cfg = tiny_config(family, vocab, seed, vision, llm_dims, max_tiles)
         (tmp / "config.json").write_text(json.dumps(cfg, indent=2))

@@ -31,7 +31,9 @@ _EXTRA = [INTERNVL_SYSTEM, INTERNVL2_5_SYSTEM, "你好，世界！这是一个�
           "[[12, 345, 678, 999]]", "<c1,CAM_FRONT,512.3,480.0>", "Image-1: Frame1: Frame2:"]
 
 
-def corpus(seed: int, n: int = 3000) -> list[str]:
+def corpus(seed: int, n: int = 3000, cased: bool = False) -> list[str]:
+    """Lines of driving-question words. `cased`: the camera names keep their case (else a line is
+    capitalised, which lowercases them, and a tokenizer trained on it spells CAM_BACK in ~7 pieces)."""
     rng = random.Random(seed)
     lines = list(_EXTRA)
     for _ in range(n):
@@ -41,11 +43,12 @@ def corpus(seed: int, n: int = 3000) -> list[str]:
         if rng.random() < 0.3:
             words.append(str(rng.randint(0, 1000)))
         line = " ".join(words)
-        lines.append(line.capitalize() + rng.choice([".", "?", "!", ""]))
+        line = line[:1].upper() + line[1:] if cased else line.capitalize()
+        lines.append(line + rng.choice([".", "?", "!", ""]))
     return lines
 
 
-def write_bpe_tokenizer(out: Path, seed: int, vocab_size: int = 1024) -> None:
+def write_bpe_tokenizer(out: Path, seed: int, vocab_size: int = 1024, cased: bool = False) -> None:
     """Byte-level BPE like Qwen2's: tokenizer.json, vocab.json, merges.txt, tokenizer_config.json."""
     from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
@@ -59,7 +62,7 @@ def write_bpe_tokenizer(out: Path, seed: int, vocab_size: int = 1024) -> None:
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(corpus(seed), trainer=trainer)
+    tok.train_from_iterator(corpus(seed, cased=cased), trainer=trainer)
     specials = family_specials("qwen2") + list(INTERNVL_SPECIAL_TOKENS)
     tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in specials])
     tok.save(str(out / "tokenizer.json"))
@@ -72,7 +75,7 @@ def write_bpe_tokenizer(out: Path, seed: int, vocab_size: int = 1024) -> None:
 
 
 def write_spm_tokenizer(out: Path, family: str, seed: int, vocab_size: int = 1024,
-                        normalization: str = "identity") -> None:
+                        normalization: str = "identity", cased: bool = False) -> None:
     """SentencePiece BPE with byte fallback: tokenizer.model + tokenizer_config.json."""
     import sentencepiece as spm
 
@@ -81,7 +84,7 @@ def write_spm_tokenizer(out: Path, family: str, seed: int, vocab_size: int = 102
     if hasattr(spm, "set_random_generator_seed"):
         spm.set_random_generator_seed(seed)
     spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(corpus(seed)), model_writer=buf, vocab_size=vocab_size,
+        sentence_iterator=iter(corpus(seed, cased=cased)), model_writer=buf, vocab_size=vocab_size,
         model_type="bpe", byte_fallback=True, character_coverage=1.0, split_digits=True,
         user_defined_symbols=user_defined, unk_id=0, bos_id=1, eos_id=2, pad_id=-1,
         add_dummy_prefix=(family == "phi3"), remove_extra_whitespaces=False,

@@ -68,6 +68,9 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return x * cos + rotate_half(x) * sin
 
 
+CAUSAL = "causal"   # the attention mask of a forward pass with nothing cached
+
+
 class Attention(nn.Module):
     def __init__(self, cfg: LLMConfig):
         super().__init__()
@@ -91,7 +94,10 @@ class Attention(nn.Module):
             cache[:] = [k, v]
         rep = self.h // self.kv                                         # query heads per kv head
         k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        if mask is CAUSAL:    # no cached tokens: plain causal attention (the kernel skips the masked half)
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return self.o_proj(out.transpose(1, 2).reshape(b, t, self.h * self.d))
 
 
@@ -151,7 +157,9 @@ class CausalLM(nn.Module):
         cos, sin = rope_cos_sin(self.config, positions, total)
         cos, sin = cos.to(embeds.dtype), sin.to(embeds.dtype)
         mask = None
-        if t > 1:  # causal over the new tokens; all cached ones are visible
+        if t > 1 and start == 0:
+            mask = CAUSAL
+        elif t > 1:  # causal over the new tokens; all cached ones are visible
             mask = torch.ones(t, total, dtype=torch.bool, device=embeds.device).tril(start)
         if cache is not None and not cache:
             cache.extend([] for _ in self.model.layers)

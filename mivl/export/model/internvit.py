@@ -52,8 +52,12 @@ class InternAttention(nn.Module):
         n, t, c = x.shape
         qkv = self.qkv(x).reshape(n, t, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)                                # each (N, heads, T, d)
-        attn = (q * self.head_dim ** -0.5) @ k.transpose(-2, -1)
-        out = attn.softmax(dim=-1) @ v                         # (N, heads, T, d)
+        if torch.onnx.is_in_onnx_export():
+            # the explicit graph: its MatMuls and Softmax are what the INT8 quantiser looks for
+            attn = (q * self.head_dim ** -0.5) @ k.transpose(-2, -1)
+            out = attn.softmax(dim=-1) @ v                     # (N, heads, T, d)
+        else:                                # the same in one fused kernel (~3x faster on a CPU)
+            out = F.scaled_dot_product_attention(q, k, v)
         return self.proj(out.transpose(1, 2).reshape(n, t, c))
 
 

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...edge.errors import InputError
+from ...edge.feature_cache import FeatureCache, tile_key
 from ...edge.prompt import IMG_CONTEXT, get_template
 from ..checkpoint import load_checkpoint, save_weights
 from ..hf_layout import hf_config_to_original, is_hf_config
@@ -99,44 +100,25 @@ class TrainResult:
     seconds: float = 0.0
 
 
-class FeatureCache:
-    """Image features of a frozen vision side by the tiles' content (a digest of the pixels),
-    least recently used first out when over `max_bytes`."""
+def weights_key(*modules: nn.Module) -> bytes:
+    """A digest of the modules' parameters: what a cached feature was computed with."""
+    import hashlib
 
-    def __init__(self, max_bytes: int):
-        from collections import OrderedDict
-
-        self.max_bytes, self.bytes, self.hits, self.misses = int(max_bytes), 0, 0, 0
-        self._items: OrderedDict = OrderedDict()
-
-    @staticmethod
-    def key(pixels: torch.Tensor) -> str:
-        import hashlib
-
-        t = pixels.detach().cpu().contiguous()
-        return f"{tuple(t.shape)}:" + hashlib.blake2b(t.numpy().tobytes(), digest_size=16).hexdigest()
-
-    def get(self, pixels: torch.Tensor, compute) -> torch.Tensor:
-        k = self.key(pixels)
-        if k in self._items:
-            self.hits += 1
-            self._items.move_to_end(k)
-            return self._items[k]
-        self.misses += 1
-        with torch.no_grad():
-            v = compute(pixels)
-        size = v.numel() * v.element_size()
-        if size <= self.max_bytes:
-            self._items[k] = v
-            self.bytes += size
-            while self.bytes > self.max_bytes:
-                _, old = self._items.popitem(last=False)
-                self.bytes -= old.numel() * old.element_size()
-        return v
+    h = hashlib.blake2b(digest_size=16)
+    for m in modules:
+        for name, p in m.named_parameters():
+            h.update(name.encode())
+            h.update(p.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().data)
+    return h.digest()
 
 
 class TrainingModel(nn.Module):
-    """forward(pixels, ids, labels) -> (summed token loss, target count) for one record."""
+    """forward(pixels, ids, labels) -> (summed token loss, target count) for one record.
+
+    With a feature cache (the ViT frozen), a tile batch's features are looked up by a key naming
+    everything that produced them: the frozen weights, the autocast dtype and the pixels. So a
+    cache may be shared by runs (the stages of a recipe) and never hands back features of other
+    weights."""
 
     def __init__(self, model, img_context_id: int, autocast_dtype: torch.dtype, cache: FeatureCache | None = None):
         super().__init__()
@@ -144,6 +126,19 @@ class TrainingModel(nn.Module):
         self.img_context_id = img_context_id
         self.autocast_dtype = autocast_dtype
         self.cache = cache
+        if cache is not None:
+            self.projector_frozen = not any(p.requires_grad for p in model.mlp1.parameters())
+            frozen = (model.vision_model, model.mlp1) if self.projector_frozen else (model.vision_model,)
+            self.producer = weights_key(*frozen) + str(autocast_dtype).encode() + bytes([self.projector_frozen])
+
+    def cached(self, pixels, compute):
+        key = self.producer + tile_key(pixels.detach().cpu().numpy())
+        feats = self.cache.get(key)
+        if feats is None:
+            with torch.no_grad():
+                feats = compute(pixels)
+            self.cache.put(key, feats)
+        return feats
 
     def image_features(self, pixels):
         """The image embeddings, from the cache when there is one: the projector's output when it is
@@ -151,9 +146,9 @@ class TrainingModel(nn.Module):
         m = self.model
         if self.cache is None:
             return m.image_features(pixels)
-        if not any(p.requires_grad for p in m.mlp1.parameters()):
-            return self.cache.get(pixels, m.image_features)
-        return m.mlp1(self.cache.get(pixels, m.vision_tokens))
+        if self.projector_frozen:
+            return self.cached(pixels, m.image_features)
+        return m.mlp1(self.cached(pixels, m.vision_tokens))
 
     def forward(self, pixels, ids, labels):
         m = self.model
@@ -311,8 +306,10 @@ def optimizer_step(net, micro_batches, run, denominator: float, world, trainable
     return total
 
 
-def train(cfg: TrainConfig, dataset) -> TrainResult:
-    """Fine-tune cfg.checkpoint on `dataset` (an indexable sequence of records)."""
+def train(cfg: TrainConfig, dataset, feature_cache: FeatureCache | None = None) -> TrainResult:
+    """Fine-tune cfg.checkpoint on `dataset` (an indexable sequence of records). With
+    cfg.feature_cache_gb, `feature_cache` (else a new one) keeps the frozen encoder's features,
+    bounded to that size: pass the same cache to runs that freeze the same encoder."""
     cfg.check()
     if len(dataset) < 1:
         raise InputError("the training data holds no records")
@@ -330,7 +327,10 @@ def train(cfg: TrainConfig, dataset) -> TrainResult:
     set_trainable(model, cfg)
     if cfg.grad_checkpointing:
         enable_checkpointing(model)
-    cache = FeatureCache(cfg.feature_cache_gb * 2 ** 30) if cfg.feature_cache_gb else None
+    cache = None
+    if cfg.feature_cache_gb:
+        cache = feature_cache if feature_cache is not None else FeatureCache(0)
+        cache.resize(cfg.feature_cache_gb * 2 ** 30)
     net = TrainingModel(model, tok.token_to_id(IMG_CONTEXT), DTYPES[cfg.dtype], cache).to(world.device)
     net = D.wrap(net, world, cfg.strategy)
     opt, sched = make_optimizer(net, cfg)
