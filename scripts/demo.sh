@@ -25,3 +25,7 @@ echo "image:    $S/CAM_FRONT.jpg (the sample scene's front camera; truth in $S/o
 echo "question: ${Q//$'\n'/ / }"
 printf "answer:   "
 .venv/bin/mivl ask "$OUT/default-bundle" --max-new-tokens 24 --image $S/CAM_FRONT.jpg "$Q"
+echo
+# The six cameras together (stitched 2x3, as the paper's driving model sees them): which camera shows
+# the bus, and where; each answer with the objects parsed from it and the truth from objects.json.
+.venv/bin/python -m mivl.calib.sample_scene "$OUT/default-bundle" "$S"
