@@ -394,8 +394,13 @@ def test_synthetic_views_repeat_their_pixels_with_new_questions():
         assert 1 <= len(r["conversations"]) // 2 <= 4
     with pytest.raises(InputError, match="do not fit"):
         SyntheticViews(SIX_CAMERA_KINDS, six_share=0.5)
-    with pytest.raises(InputError, match="views and turns"):
+    with pytest.raises(InputError, match="views, turns and max_tiles"):
         SyntheticViews(views=0)
+    with pytest.raises(InputError, match="max_tiles"):
+        SyntheticViews(max_tiles=0)
+    one = SyntheticViews(seed=2, views=5, turns=4, six_share=0.5, max_tiles=1)
+    assert one[1]["max_tiles"] == 1 and "max_tiles" not in a
+    assert one[1]["conversations"] == a["conversations"]                     # the same view and questions
     with pytest.raises(InputError, match="no question of kinds"):     # nothing unique to ask about
         SyntheticViews(("grounding",), views=3, six_share=0.0, max_objects=0)[0]
 

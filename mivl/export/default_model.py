@@ -87,6 +87,9 @@ class Stage:
                                      # continues with the previous one's heads on new samples
     camera_weight: float = 0.0       # dense: weights of the camera and digit terms of the loss
     digit_weight: float = 0.0
+    max_tiles: int = 0               # QA with views: each record's tile budget (1: a view as one tile,
+                                     # 256 image tokens); 0: the model's dynamic tiling
+    max_objects: int = 0             # objects per camera in its scenes; 0: the recipe's
 
 
 @dataclass(frozen=True)
@@ -119,7 +122,17 @@ SIX_CAMERA = Recipe("six-camera", (
     Stage("dense", 400, 2e-3, batch_size=4, six_share=0.6, camera_weight=1.0, digit_weight=1.0),
     Stage("dense2", 600, 1e-3, batch_size=4, six_share=0.7, stream=1, camera_weight=2.0, digit_weight=2.0),
     Stage("mc1", 400, 1.5e-3, ("colour", "class", "absent_one"), **dict(SIX_QA, views=400, six_share=0.0)),
-    Stage("mc6", 800, 1.5e-3, ONE_WORD_KINDS, **SIX_QA)),
+    Stage("mc6", 800, 1.5e-3, ONE_WORD_KINDS, **SIX_QA),
+    # a curriculum on the number of image tokens: each view as one tile (256 tokens; the six-camera
+    # canvas as its thumbnail, which carries the camera) and one object per camera, then three,
+    # then the full tiling (3,328 tokens on six cameras)
+    Stage("t1", 500, 1.5e-3, ONE_WORD_KINDS, **dict(SIX_QA, views=2000, six_share=0.5, max_tiles=1, max_objects=1)),
+    Stage("t2", 500, 1e-3, ONE_WORD_KINDS, **dict(SIX_QA, views=2000, six_share=0.5, max_tiles=1)),
+    Stage("t3", 300, 5e-4, ONE_WORD_KINDS, **SIX_QA),
+    # everything training (nothing cached), as the one-tile recipe's single stages: the ViT learns
+    # class from the answers' gradient, first on one camera (3 tiles), then on six
+    Stage("v1", 400, 5e-4, ("colour", "class", "absent_one"), freeze=(),
+          **dict(SIX_QA, views=4000, six_share=0.0))),
     max_tiles=12, thumbnail=True, max_objects=3, kinds=ONE_WORD_KINDS, cased_tokenizer=True)
 
 RECIPES = {r.name: r for r in (ONE_TILE, SIX_CAMERA)}
@@ -180,7 +193,8 @@ def run_qa(src: Path, out: Path, stage: Stage, seed: int, quiet: bool, recipe: R
                   seed=seed, save_dtype="fp32", quiet=quiet)
     if stage.views:
         data = SyntheticViews(stage.kinds, QA_STREAM + seed, views=stage.views, turns=stage.turns,
-                              six_share=stage.six_share, max_objects=recipe.max_objects)
+                              six_share=stage.six_share, max_objects=stage.max_objects or recipe.max_objects,
+                              max_tiles=stage.max_tiles or None)
         cfg = TrainConfig(str(src), str(out), dtype="bf16", save_every=25, log_every=5,
                           feature_cache_gb=4.0 if "vit" in stage.freeze else 0.0, **common)
     else:

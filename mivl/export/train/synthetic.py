@@ -41,14 +41,17 @@ class SyntheticViews:
     record i asks up to `turns` new questions about view i % views (all six cameras with
     probability `six_share`, else one camera; the kinds of `kinds` that fit the view). The views'
     pixels repeat exactly, so with a frozen vision side the trainer's feature cache computes each
-    view's image features once (`TrainConfig.feature_cache_gb`). A pure function of its arguments."""
+    view's image features once (`TrainConfig.feature_cache_gb`). `max_tiles`: the records' tile
+    budget (1: each view as one 448 tile, the six-camera canvas included; None: the model's). A
+    pure function of its arguments."""
 
     def __init__(self, kinds=DOMAIN_KINDS, seed: int = 0, views: int = 500, turns: int = 4,
                  six_share: float = 0.5, size: tuple[int, int] = SCENE_SIZE, max_objects: int = MAX_OBJECTS,
-                 length: int = ENDLESS):
-        if views < 1 or turns < 1 or not 0 <= six_share <= 1:
-            raise InputError(f"views and turns must be >= 1 and six_share in 0..1; got views={views}, "
-                             f"turns={turns}, six_share={six_share}")
+                 length: int = ENDLESS, max_tiles: int | None = None):
+        if views < 1 or turns < 1 or not 0 <= six_share <= 1 or (max_tiles is not None and max_tiles < 1):
+            raise InputError(f"views, turns and max_tiles must be >= 1 and six_share in 0..1; got views={views}, "
+                             f"turns={turns}, six_share={six_share}, max_tiles={max_tiles}")
+        self.max_tiles = max_tiles
         self.kinds, self.seed, self.views, self.turns, self.six_share = tuple(kinds), seed, views, turns, six_share
         self.size, self.max_objects, self.length = size, max_objects, length
         six = [k for k in self.kinds if k in SIX_CAMERA_KINDS]
@@ -81,6 +84,7 @@ class SyntheticViews:
             if qs:
                 shown = CAMERAS if camera is None else (camera,)
                 frames = {c: jpeg_roundtrip(scene.cameras[c], quality) for c in shown}
-                return tasks.from_questions(qs, frames, rid=f"views/{self.seed}/{v}/{i}")
+                rec = tasks.from_questions(qs, frames, rid=f"views/{self.seed}/{v}/{i}")
+                return rec if self.max_tiles is None else {**rec, "max_tiles": self.max_tiles}
         raise InputError(f"record {i}: no question of kinds {self.kinds} about views {i % self.views}.. "
                          f"(the kinds need objects the views lack)")
