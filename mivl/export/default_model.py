@@ -36,7 +36,10 @@ camera name in two or three pieces (CAM, _BACK, _RIGHT). Stages:
             all one-word kinds with six-camera views most of the time. One kind group at a time:
             in a mixture with box and point answers, the long answers outweigh the one-word ones
             and a fresh LLM learns the formats but answers "none" to everything; `where` and
-            grounding are not trained by this recipe yet.
+            grounding are not trained by this recipe yet;
+  3. t1, t2, t3  a curriculum on the number of image tokens: each view as one tile and one object
+            per camera, then three objects, then the full tiling;
+  4. v1     everything training (the ViT learns from the answers), one camera, 3 tiles.
 QA stages draw from streams apart from the held-out one (`mivl.calib.evaluate.EVAL_SEED`). What the
 recipes reach is in BENCHMARKS.md ("Embedded default model").
 """
