@@ -65,3 +65,24 @@ def test_matches_transformers_tokenizer(tiny_dir):
                 # sentencepiece tokenizer (use_fast=False), which keeps it, as we do.
                 continue
             assert ours.encode(text) == theirs(text)["input_ids"], (fam, text)
+
+
+def test_cased_tiny_tokenizer_keeps_camera_names_in_few_pieces(tmp_path):
+    """The six-camera recipe's tokenizer: CAM_BACK_RIGHT in 3 pieces (the tests' tokenizer, trained
+    on lowercased lines, needs ~13), the same corpus otherwise."""
+    from tokenizers import Tokenizer
+
+    from mivl.edge.multiview import CAMERAS
+    from mivl.export.tiny_tokenizer import corpus, write_bpe_tokenizer
+
+    pieces = {}
+    for cased in (False, True):
+        out = tmp_path / str(cased)
+        out.mkdir()
+        write_bpe_tokenizer(out, 0, cased=cased)
+        tok = Tokenizer.from_file(str(out / "tokenizer.json"))
+        pieces[cased] = {c: len(tok.encode(c).tokens) for c in CAMERAS}
+    assert all(n <= 3 for n in pieces[True].values()), pieces[True]
+    assert pieces[False]["CAM_BACK_RIGHT"] > 6
+    a, b = corpus(0), corpus(0, cased=True)
+    assert len(a) == len(b) and [x.lower() for x in a] == [x.lower() for x in b]

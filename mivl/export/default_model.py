@@ -133,7 +133,7 @@ SIX_CAMERA = Recipe("six-camera", (
     Stage("t2", 500, 1e-3, ONE_WORD_KINDS, **dict(SIX_QA, views=2000, six_share=0.5, max_tiles=1)),
     Stage("t3", 300, 5e-4, ONE_WORD_KINDS, **SIX_QA),
     # everything training (nothing cached), as the one-tile recipe's single stages: the ViT learns
-    # class from the answers' gradient, first on one camera (3 tiles), then on six
+    # class from the answers' gradient, on one camera (3 tiles)
     Stage("v1", 400, 5e-4, ("colour", "class", "absent_one"), freeze=(),
           **dict(SIX_QA, views=4000, six_share=0.0))),
     max_tiles=12, thumbnail=True, max_objects=3, kinds=ONE_WORD_KINDS, cased_tokenizer=True)
