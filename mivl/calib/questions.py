@@ -91,6 +91,25 @@ def _unique(objs: list[SceneObject], key) -> list[SceneObject]:
     return [o for o in objs if counts[key(o)] == 1]
 
 
+def unique_subjects(objs: list[SceneObject]) -> list[SceneObject]:
+    """The objects no other shares colour and class with: those "the <colour> <class>" names."""
+    return _unique(objs, lambda o: (o.colour, o.cls))
+
+
+def camera_question(colour: str, cls: str, answer: str, options, subject: SceneObject | None = None,
+                    kind: str = "camera") -> Question:
+    """"Which camera shows the <colour> <class>?" with the camera names `options` (kind absent: the
+    answer is NONE)."""
+    options = tuple(options)
+    return Question(kind, f"Which camera shows the {colour} {cls}?\n" + options_text(options), answer, None,
+                    options, subject)
+
+
+def where_question(o: SceneObject, size: tuple[int, int]) -> Question:
+    """"Where is the <colour> <class>?" -> DriveLM's point (`drivelm_point`; size: the frames')."""
+    return Question("where", f"Where is the {o.colour} {o.cls}?", drivelm_point(o, *size), None, (), o)
+
+
 def describe(objs: list[SceneObject]) -> str:
     if not objs:
         return "There are no objects."
@@ -104,21 +123,19 @@ def ask_kind(kind: str, scene: Scene, rng: np.random.Generator, size: tuple[int,
     it has no unique subject. Objects in `avoid` are not asked about again."""
     w, h = size
     if kind in ("camera", "where"):
-        objs = [o for o in _unique(scene.objects, lambda o: (o.colour, o.cls)) if o not in avoid]
+        objs = [o for o in unique_subjects(scene.objects) if o not in avoid]
         if not objs:
             return None
         o = objs[rng.integers(len(objs))]
         if kind == "where":
-            return Question(kind, f"Where is the {o.colour} {o.cls}?", drivelm_point(o, w, h), None, (), o)
-        opts = _options(rng, o.camera, CAMERAS)
-        return Question(kind, f"Which camera shows the {o.colour} {o.cls}?\n" + options_text(opts),
-                        o.camera, None, opts, o)
+            return where_question(o, size)
+        return camera_question(o.colour, o.cls, o.camera, _options(rng, o.camera, CAMERAS), o)
     if kind == "absent":
         there = {(o.colour, o.cls) for o in scene.objects}
         missing = [(c, k) for c in COLOURS for k in CLASSES if (c, k) not in there]
         colour, cls = missing[rng.integers(len(missing))]
         opts = _options(rng, CAMERAS[rng.integers(len(CAMERAS))], CAMERAS)
-        return Question(kind, f"Which camera shows the {colour} {cls}?\n" + options_text(opts), NONE, None, opts)
+        return camera_question(colour, cls, NONE, opts, kind="absent")
     if kind in ("camera_colour", "camera_class"):
         cam = camera or CAMERAS[rng.integers(len(CAMERAS))]
         q = ask_kind(kind.split("_")[1], scene, rng, size, cam, avoid)

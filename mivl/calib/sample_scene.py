@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ..edge.errors import InputError, MivlError
 from ..edge.multiview import CAMERAS
-from .questions import Question, drivelm_point, judge, options_text
+from .questions import Question, camera_question, judge, unique_subjects, where_question
 from .synthetic import SceneObject
 
 SAMPLE = Path(__file__).resolve().parents[2] / "examples" / "sample_scene"
@@ -49,7 +49,7 @@ def load_scene(folder: str | Path) -> tuple[dict, list[SceneObject]]:
 def pick_subject(objects: list[SceneObject], name: str | None = None) -> SceneObject:
     """The object called `name` ("black bus"), else the first bus, else the first object no other
     shares colour and class with."""
-    unique = [o for o in objects if sum((p.colour, p.cls) == (o.colour, o.cls) for p in objects) == 1]
+    unique = unique_subjects(objects)
     if name is not None:
         hits = [o for o in unique if f"{o.colour} {o.cls}" == name.strip().lower()]
         if not hits:
@@ -63,10 +63,7 @@ def pick_subject(objects: list[SceneObject], name: str | None = None) -> SceneOb
 
 def subject_questions(o: SceneObject, size: tuple[int, int]) -> list[Question]:
     """Which camera shows it (the six names as options), and where it is (a DriveLM point)."""
-    what = f"{o.colour} {o.cls}"
-    return [Question("camera", f"Which camera shows the {what}?\n" + options_text(CAMERAS), o.camera, None,
-                     tuple(CAMERAS), o),
-            Question("where", f"Where is the {what}?", drivelm_point(o, *size), None, (), o)]
+    return [camera_question(o.colour, o.cls, o.camera, CAMERAS, o), where_question(o, size)]
 
 
 def ask_scene(session, frames: dict, subject: SceneObject, size: tuple[int, int], max_new_tokens: int = 32):
