@@ -50,7 +50,8 @@ def test_int8_bundle_is_qdq_and_close(bundle_dir):
 def test_int8_weight_matmuls_run_as_integer_matmuls_on_the_cpu(bundle_dir, tmp_path):
     """What ONNX Runtime's CPU provider makes of the INT8 graph: every weight MatMul of the encoder
     (qkv, proj, fc1, fc2) fused into QLinearMatMul (integer dot products: VNNI where the CPU has
-    it), attention's softmax left in float, no Shape node reading a quantised activation."""
+    it), attention in float as one fused kernel per block, no Shape node reading a quantised
+    activation."""
     import collections
 
     import onnxruntime as ort
@@ -66,7 +67,7 @@ def test_int8_weight_matmuls_run_as_integer_matmuls_on_the_cpu(bundle_dir, tmp_p
     ops = collections.Counter(n.op_type for n in onnx.load(str(tmp_path / "opt.onnx")).graph.node)
     layers = b.vision["vit_layers"]
     assert ops["QLinearMatMul"] == 4 * layers, ops
-    assert ops["QLinearSoftmax"] == 0 and ops["Softmax"] == layers, ops
+    assert ops["QLinearSoftmax"] == 0 and ops["Softmax"] == 0 and ops["MultiHeadAttention"] == layers, ops
 
 
 def test_int8_calibration_reproducible(tiny_dir, tmp_path):

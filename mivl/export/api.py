@@ -20,6 +20,7 @@ from ..edge.bundle import SCHEMA_VERSION
 from ..edge import args
 from ..edge.errors import InputError
 from ..edge.prompt import IMG_CONTEXT, INTERNVL_SPECIAL_TOKENS
+from ..runtimes.attention_graph import fuse_file as fuse_attention
 from .bundle_writer import finish, staging
 from .quantize import KEEP_FLOAT
 from .llm_export import QUANT_TYPES, check_llm, reference_cases, write_llm
@@ -201,14 +202,22 @@ def _export_vision(ref, tmp, precision, val_tiles, reference, calib, calib_size,
         def write(path, half=False):
             return export_vision(ref.model, path, half)
     what = "ViT" if split else "vision encoder"
+    heads = ref.ckpt.config.vision.num_attention_heads
+
+    def fused(path):
+        """The bundle's graph: each block's attention as one ONNX Runtime node (the INT8
+        quantiser reads the written-out graph, so this is the last step of every precision)."""
+        return {"fused_attention_blocks": fuse_attention(path, heads)}
+
     _say(quiet, f"exporting the {what} to ONNX (fp32)")
     fp32 = write(tmp / files["fp32"])
-    figures = {"fp32": check_vision(fp32, "fp32", val_tiles, reference, run)}
+    info = fused(fp32) if precision == "fp32" else {}
+    figures = {"fp32": {**check_vision(fp32, "fp32", val_tiles, reference, run), **info}}
     require(figures["fp32"], "vision fp32 ONNX", force)
     out = fp32
     if precision == "fp16":
         out = write(tmp / files["fp16"], half=True)
-        figures["fp16"] = check_vision(out, "fp16", val_tiles, reference, run)
+        figures["fp16"] = {**check_vision(out, "fp16", val_tiles, reference, run), **fused(out)}
     elif precision == "int8":
         _say(quiet, f"calibrating INT8 ({calib_method}, {calib_size} images)")
         tiles = calibration_tiles(ref, calib, calib_size, seed, quiet)
@@ -216,6 +225,7 @@ def _export_vision(ref, tmp, precision, val_tiles, reference, calib, calib_size,
         out = tmp / files["int8"]
         info = quantize_vision_isolated(fp32, out, tiles, calib_method, keep_float,
                                progress=_progress(quiet, "calibrating"))
+        info.update(fused(out))
         figures["int8"] = {**check_vision(out, "int8", val_tiles, reference, run), **info}
     if out != fp32:
         fp32.unlink()

@@ -88,13 +88,16 @@ def find_engine(bundle_dir: Path, vision_sha256: str, precision: str) -> Path | 
 def build_plan(onnx: Path, out: Path, input_name: str, max_tiles: int, image_size: int = 448,
                fp16: bool = False, int8: bool = False, workspace_gib: float = 2.0) -> Path:
     """Build a TensorRT plan from an ONNX vision graph (profile 1 .. max_tiles tiles), with a
-    timing cache beside it; written atomically to `out`."""
+    timing cache beside it; written atomically to `out`. A bundle's graph runs attention as ONNX
+    Runtime's fused node; TensorRT parses it written out in standard ops (`portable_graph`)."""
+    from .attention_graph import portable_graph
+
     trt = _trt()
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     network = builder.create_network(0)
     parser = trt.OnnxParser(network, logger)
-    if not parser.parse_from_file(str(onnx)):
+    if not parser.parse(portable_graph(onnx), str(onnx)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise MivlError(f"TensorRT could not parse {Path(onnx).name}: {errors}")
     config = builder.create_builder_config()
