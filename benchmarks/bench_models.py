@@ -105,6 +105,7 @@ for f in runs.values():
 times = {{k: [] for k in runs}}
 for _ in range({rounds}):
     for k, f in runs.items():
+        time.sleep(0.5)    # the previous run's idle threads (OpenMP, ONNX Runtime) stop spinning first
         t = time.perf_counter(); f(); times[k].append(time.perf_counter() - t)
 base = times['torch_eager_fp32']
 for k, ts in times.items():

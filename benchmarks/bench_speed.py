@@ -8,7 +8,8 @@
                 the same GGUF (--llama-bench PATH: build it from llama-cpp-python's sdist,
                 vendor/llama.cpp, cmake --build build --target llama-bench)
 
-Usage: .venv/bin/python benchmarks/bench_speed.py SECTION ... [--work DIR] [--bundles ...] [--llama-bench PATH]
+Usage: .venv/bin/python benchmarks/bench_speed.py SECTION ... [--work DIR] [--bundle B] [--bundles ...]
+       [--llama-bench PATH]
 """
 import argparse
 import json
@@ -22,10 +23,10 @@ from pathlib import Path
 from bench_common import child, int8_bundle
 
 
-def bench_reuse(work: Path) -> list[str]:
+def bench_reuse(work: Path, bundle: str | None = None) -> list[str]:
     """Six cameras asked four questions, then a drive in which one camera changes per tick (each of
     the six in turn, last to first), then all six changed: time to first token of each, same run."""
-    bundle = int8_bundle(work)
+    bundle = bundle or int8_bundle(work)
     res = child(f"""
 import numpy as np
 from mivl.edge.session import Session
@@ -136,6 +137,7 @@ def main():
     ap.add_argument("sections", nargs="+", choices=["reuse", "ttft", "vision-batch", "prefill"])
     ap.add_argument("--work", default="out/bench")
     ap.add_argument("--bundles", nargs="*", default=[], help="bundles for the ttft section")
+    ap.add_argument("--bundle", help="the reuse section's bundle (default: WORK/bundle-1B-int8, exported once)")
     ap.add_argument("--llama-bench", help="llama.cpp's llama-bench binary for the prefill section")
     a = ap.parse_args()
     work = Path(a.work)
@@ -147,8 +149,10 @@ def main():
             rows = bench_ttft(work, a.bundles)
         elif name == "prefill":
             rows = bench_prefill(work, a.llama_bench)
+        elif name == "reuse":
+            rows = bench_reuse(work, a.bundle)
         else:
-            rows = {"reuse": bench_reuse, "vision-batch": bench_vision_batch}[name](work)
+            rows = bench_vision_batch(work)
         print("\n".join(rows), flush=True)
 
 
