@@ -12,8 +12,9 @@ layer and tile at t = 1025). `fuse` replaces each such block by Split(x, [c, c, 
 node, which ONNX Runtime's CPU and CUDA providers run as one kernel. `expand` is the inverse, in
 standard ops only, for consumers without Microsoft's contrib ops (TensorRT's ONNX parser).
 
-Only blocks that match exactly are rewritten (heads, scale, permutations and split checked); any
-other graph is left as it is and the count says how many were fused.
+Only blocks that match exactly are rewritten (heads, head size, permutations, split and output
+shape checked; the scale is carried over as the node's `scale`); any other graph is left as it is
+and the count says how many were fused.
 """
 from __future__ import annotations
 
@@ -94,9 +95,38 @@ def _match(softmax, producer, consumers, constants, heads: int):
         return None
     head_dim = target[2]
     scale = np.asarray(constants[scale_name], np.float64).reshape(-1)
-    if scale.size != 1 or abs(scale[0] - head_dim ** -0.5) > 1e-3 * head_dim ** -0.5:
+    if scale.size != 1 or _last_dim(merge.input[1], producer, constants) not in (-1, heads * head_dim):
         return None
-    return shape.input[0], merge.output[0], softmax.name.rsplit("/", 1)[0] or softmax.name, head_dim
+    base = softmax.name.rsplit("/", 1)[0] or softmax.name
+    return shape.input[0], merge.output[0], base, head_dim, float(scale[0])
+
+
+def _last_dim(tensor, producer, constants):
+    """c of the (n, t, c) Reshape target that merges the heads, or None. The traced graph reads n, t
+    and c from the block input's shape (Gather(Shape(x), i)); such an entry stands for that size
+    (a valid graph then has c = heads * head_dim), a constant entry for itself."""
+    if tensor in constants:
+        v = np.asarray(constants[tensor]).reshape(-1)
+        return int(v[-1]) if v.size == 3 else None
+    concat = producer.get(tensor)
+    if concat is None or concat.op_type != "Concat" or len(concat.input) != 3:
+        return None
+    sizes = []
+    for i, t in enumerate(concat.input):
+        if t in constants:
+            sizes.append(int(np.asarray(constants[t]).reshape(-1)[0]))
+            continue
+        node = producer.get(t)
+        if node is not None and node.op_type == "Unsqueeze":
+            node = producer.get(node.input[0])
+        if node is None or node.op_type != "Gather" or node.input[1] not in constants \
+                or np.asarray(constants[node.input[1]]).reshape(-1).tolist() != [i]:
+            return None
+        shape = producer.get(node.input[0])
+        if shape is None or shape.op_type != "Shape":
+            return None
+        sizes.append(-1)                           # the input's own size at this position
+    return sizes[2]
 
 
 def _shape_tail(tensor, producer, constants):
@@ -163,13 +193,13 @@ def fuse(model, heads: int) -> int:
         nodes.append(n)
         if n.name not in found:
             continue
-        x, out, base, head_dim = found[n.name]
+        x, out, base, head_dim, scale = found[n.name]
         c = heads * head_dim
         sizes = f"{base}/attention_split_sizes"
         graph.initializer.append(numpy_helper.from_array(np.array([c, c, c], np.int64), sizes))
         qkv = [f"{base}/attention_{s}" for s in "qkv"]
         nodes[-1] = helper.make_node("Split", [x, sizes], qkv, axis=-1, name=f"{base}/attention_split")
-        nodes.append(helper.make_node(FUSED_OP, qkv, [out], domain=MS_DOMAIN, num_heads=heads,
+        nodes.append(helper.make_node(FUSED_OP, qkv, [out], domain=MS_DOMAIN, num_heads=heads, scale=scale,
                                       name=f"{base}/attention"))
     del graph.node[:]
     graph.node.extend(nodes)
