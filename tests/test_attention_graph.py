@@ -80,3 +80,14 @@ def test_tensorrt_reads_the_bundle_graph_in_standard_ops(bundle_dir):
     got, want = run(portable, x), run(b.file(b.vision["file"]), x)
     cos = (got * want).sum(-1) / np.linalg.norm(got, axis=-1) / np.linalg.norm(want, axis=-1)
     assert cos.min() > 0.999
+
+
+def test_tensorrt_path_without_onnx_says_what_to_install(bundle_dir, monkeypatch):
+    import sys
+
+    from mivl.errors import MivlError
+
+    monkeypatch.setitem(sys.modules, "onnx", None)          # import onnx raises ImportError
+    b = open_bundle(bundle_dir("qwen2", "fp32"))
+    with pytest.raises(MivlError, match="pip install onnx"):
+        attention_graph.portable_graph(b.file(b.vision["file"]))

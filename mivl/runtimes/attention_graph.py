@@ -300,7 +300,12 @@ def fuse_file(path, heads: int) -> int:
 def portable_graph(path) -> bytes:
     """The ONNX file at `path` as bytes in standard ops only: fused attention written out (for
     TensorRT's parser, which has no Microsoft contrib ops)."""
-    import onnx
+    try:
+        import onnx
+    except ImportError:
+        from ..errors import MivlError
+        raise MivlError("reading the vision graph for TensorRT needs the onnx package: "
+                        "pip install onnx==1.23.2 (or 'mivl[gpu]')") from None
 
     model = onnx.load(str(path))
     expand(model)
