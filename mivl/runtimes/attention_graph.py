@@ -56,7 +56,8 @@ def _attr(node, name, default=None):
 
 
 def _match(softmax, producer, consumers, constants, heads: int):
-    """(x, output, name) of the written-out attention around `softmax`, or None."""
+    """(qkv input, merged output, name prefix, head size, scale) of the written-out attention around
+    `softmax`, or None."""
     def one(tensor, op):
         users = consumers.get(tensor, [])
         return users[0] if len(users) == 1 and users[0].op_type == op else None
@@ -185,15 +186,15 @@ def fuse(model, heads: int) -> int:
     for sm in (n for n in graph.node if n.op_type == "Softmax"):
         m = _match(sm, producer, consumers, constants, heads)
         if m is not None:
-            found[producer[m[1]].name] = m
+            found[m[1]] = m                        # by the merged output: node names may be empty
     if not found:
         return 0
     nodes = []
     for n in graph.node:
         nodes.append(n)
-        if n.name not in found:
+        if not n.output or n.output[0] not in found:
             continue
-        x, out, base, head_dim, scale = found[n.name]
+        x, out, base, head_dim, scale = found[n.output[0]]
         c = heads * head_dim
         sizes = f"{base}/attention_split_sizes"
         graph.initializer.append(numpy_helper.from_array(np.array([c, c, c], np.int64), sizes))
@@ -260,11 +261,10 @@ def expand(model) -> int:
     del graph.node[:]
     graph.node.extend(nodes)
     _prune(graph)
-    if not fused_count(model):
-        kept = [o for o in model.opset_import if o.domain != MS_DOMAIN or
-                any(n.domain == MS_DOMAIN for n in graph.node)]
-        del model.opset_import[:]
-        model.opset_import.extend(kept)
+    still_used = any(n.domain == MS_DOMAIN for n in graph.node)      # other contrib ops keep the import
+    kept = [o for o in model.opset_import if o.domain != MS_DOMAIN or still_used]
+    del model.opset_import[:]
+    model.opset_import.extend(kept)
     return count
 
 
