@@ -1,0 +1,260 @@
+"""Probe: does supervising where the LLM looks teach the six-camera lookup?
+
+The six-camera recipe's QA stages stay at the option priors: the LLM learns the answer formats, not
+"the object named in the question -> its camera / colour / class". This probe trains the LLM and
+projector (ViT frozen, its tokens cached per view) on the one-word kinds with each view as one tile
+(the t1 setting of the recipe) and adds two attention targets to the answer loss, at every position
+that predicts a piece of an answer about a named object:
+  - word layers: the chosen heads put their attention on the question's words that name the
+    subject (its colour, class, camera name): the answer position learns what is asked;
+  - image layers: the chosen heads put their attention on the image tokens that show the subject
+    (`mivl.calib.labels.token_owner`): the lookup itself.
+Each target is -log(attention mass on the target tokens), averaged per answer token and added with
+weight `--aux`. The checkpoint it writes is an ordinary InternVL checkpoint; the targets only shape
+training. Resumable (state every 100 steps in OUT/probe_state.pt); `--eval N` scores the result on N
+held-out questions (stream `mivl.calib.evaluate.EVAL_SEED`, each view one tile, as trained). With
+`--lr 0` it measures, without changing the weights, where a checkpoint's heads look.
+
+    .venv/bin/python benchmarks/probe_attention_supervision.py out/default-model-work-six-camera/t1 \\
+        out/probe/a1 --steps 600 --lr 1e-3 --seed 0 --eval 140
+"""
+import argparse
+import json
+import math
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from mivl.calib.evaluate import score
+from mivl.calib.labels import canvas_boxes, token_owner
+from mivl.calib.questions import ask_view, jpeg_roundtrip
+from mivl.edge.multiview import CAMERAS, CANVAS_H, CANVAS_W
+from mivl.edge.prompt import IMG_CONTEXT, get_template
+from mivl.edge.tokenizer import load_tokenizer
+from mivl.export.checkpoint import load_checkpoint
+from mivl.export.default_model import ONE_WORD_KINDS, QA_STREAM
+from mivl.export.model.decoder import CAUSAL, apply_rope, rope_cos_sin
+from mivl.export.reference import Reference, preprocess_config
+from mivl.export.train import tasks
+from mivl.export.train.data import IGNORE, encode_record
+from mivl.export.train.synthetic import SyntheticViews
+from mivl.export.train.trainer import write_checkpoint
+
+STATE = "probe_state.pt"
+
+
+def ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x]
+
+
+class Probe:
+    def __init__(self, a):
+        self.a = a
+        self.ck = load_checkpoint(a.src, torch.float32)
+        self.model = self.ck.model.train()
+        self.tok = load_tokenizer(self.ck.path)
+        self.tpl, self.pre = get_template(self.ck.config.template), preprocess_config(self.ck)
+        self.img_id = self.tok.token_to_id(IMG_CONTEXT)
+        for p in self.model.vision_model.parameters():
+            p.requires_grad = False
+        self.trainable = [p for p in self.model.parameters() if p.requires_grad]
+        self.opt = torch.optim.AdamW(self.trainable, lr=a.lr, weight_decay=0.0)
+        warm = 20
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: min(1, (s + 1) / warm) * (
+            0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1, s / a.steps)))))
+        self.views = SyntheticViews(tuple(a.kinds.split(",")), QA_STREAM + a.seed, views=a.views, turns=8,
+                                    six_share=a.six, max_objects=a.objects, max_tiles=1)
+        self.lm = self.model.language_model
+        self.vit_tokens: dict[int, torch.Tensor] = {}     # view -> frozen ViT tokens (bf16)
+        self.mass = defaultdict(list)                     # target kind -> attention mass on it
+
+    def record(self, i: int):
+        """Record i of the views (as SyntheticViews draws it) with its questions and camera."""
+        d = self.views
+        for k in range(100):
+            v = (i + k) % d.views
+            scene, camera, quality = d.view(v)
+            rng = np.random.default_rng([d.seed, i, 12] + ([k] if k else []))
+            qs = ask_view(scene, rng, d.kinds, d.size, camera, d.turns)
+            if qs:
+                shown = CAMERAS if camera is None else (camera,)
+                frames = {c: jpeg_roundtrip(scene.cameras[c], quality) for c in shown}
+                rec = {**tasks.from_questions(qs, frames, rid=f"probe/{v}/{i}"), "max_tiles": 1}
+                return v, encode_record(rec, self.tok, self.tpl, self.pre, self.ck.config.tokens_per_tile), qs, camera
+        raise RuntimeError(f"nothing to ask about views {i}..")
+
+    def subject_tokens(self, q, camera) -> np.ndarray | None:
+        """Indices (0..255) of the one tile's tokens that show q's subject."""
+        if q.subject is None:
+            return None
+        w, h = self.views.size
+        if camera is None:
+            own = token_owner(canvas_boxes([q.subject], w, h), (CANVAS_W, CANVAS_H))
+        else:
+            own = token_owner([q.subject.box], (w, h))
+        idx = np.flatnonzero(own.reshape(-1) == 0)
+        return idx if len(idx) else None
+
+    def word_tokens(self, ids: list[int], lo: int, hi: int, q) -> list[int]:
+        """Positions in ids[lo:hi] (the question's turn) of the words that name q's subject."""
+        words = [w.strip("?") for w in q.text.split("\n")[0].split()]
+        want = [w for w in (q.subject.colour, q.subject.cls) if w in words] + [w for w in words if w.startswith("CAM_")]
+        out = []
+        for w in want:
+            seq = self.tok.encode(" " + w, add_bos=False)
+            for p in range(hi - len(seq), lo - 1, -1):
+                if ids[p:p + len(seq)] == seq:
+                    out += range(p, p + len(seq))
+                    break
+        return out
+
+    def targets(self, s, qs, camera, slots):
+        """(positions, image targets, kinds) and (positions, word targets) of the answers' pieces."""
+        lab = s.labels
+        starts = [t for t in range(1, len(lab)) if lab[t] != IGNORE and lab[t - 1] == IGNORE]
+        ends = [t for t in range(1, len(lab) + 1) if lab[t - 1] != IGNORE and (t == len(lab) or lab[t] == IGNORE)]
+        assert len(starts) == len(ends) == len(qs), (len(starts), len(ends), len(qs))
+        image, words = ([], [], []), ([], [])
+        prev = 0
+        for t, e, q in zip(starts, ends, qs):
+            lo, prev = prev, e
+            st = self.subject_tokens(q, camera)
+            if st is None:
+                continue
+            wp = self.word_tokens(s.input_ids, lo, t, q)
+            for p in range(t - 1, e - 2):     # every position predicting an answer piece (not the end mark)
+                image[0].append(p), image[1].append(slots[torch.from_numpy(st)]), image[2].append(q.kind)
+                if wp:
+                    words[0].append(p), words[1].append(torch.tensor(wp))
+        return image, words
+
+    def attention_loss(self, layer, x, cos, sin, positions, targets, heads, kinds):
+        """-log(attention mass on the targets) of `heads` at `positions`, summed."""
+        at, T = layer.self_attn, x.shape[1]
+        xn = layer.input_layernorm(x)
+        qp = torch.tensor(positions)
+        q = apply_rope(at.q_proj(xn[:, qp]).view(1, len(qp), at.h, at.d).transpose(1, 2), cos[qp], sin[qp])
+        k = apply_rope(at.k_proj(xn).view(1, T, at.kv, at.d).transpose(1, 2), cos, sin)
+        k = k.repeat_interleave(at.h // at.kv, 1)
+        sc = (q[0, heads].float() @ k[0, heads].float().transpose(-1, -2)) / math.sqrt(at.d)
+        sc = sc.masked_fill(torch.arange(T)[None, None, :] > qp[None, :, None], float("-inf"))
+        lp = sc.log_softmax(-1)
+        total = lp.new_zeros(())
+        for j, tg in enumerate(targets):
+            m = lp[:, j, tg].logsumexp(-1)
+            total = total - m.sum()
+            self.mass[kinds[j]].append(m.exp().mean().item())
+        return total
+
+    def forward(self, v, s, qs, camera):
+        a, m = self.a, self.model
+        ids, labels = torch.tensor(s.input_ids), torch.tensor(s.labels)
+        if v not in self.vit_tokens:
+            with torch.no_grad():
+                self.vit_tokens[v] = m.vision_tokens(torch.from_numpy(s.pixels)).to(torch.bfloat16)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            x = self.lm.embed(ids[None]).clone()
+            slots = (ids == self.img_id).nonzero().flatten()
+            x[0, slots] = m.mlp1(self.vit_tokens[v].float()).reshape(-1, x.shape[-1]).to(x.dtype)
+            image, words = self.targets(s, qs, camera, slots)
+            T = x.shape[1]
+            cos, sin = rope_cos_sin(self.lm.config, torch.arange(T), T)
+            cos, sin = cos.to(x.dtype), sin.to(x.dtype)
+            aux = x.new_zeros(()).float()
+            for li, layer in enumerate(self.lm.model.layers):
+                if li in a.image_layers and image[0]:
+                    aux = aux + self.attention_loss(layer, x, cos, sin, image[0], image[1], a.heads, image[2])
+                if li in a.word_layers and words[0]:
+                    aux = aux + self.attention_loss(layer, x, cos, sin, words[0], words[1], a.heads,
+                                                    ["words"] * len(words[0]))
+                x = layer(x, cos, sin, None, CAUSAL)
+            h = self.lm.model.norm(x)[0]
+            keep = labels[1:] != IGNORE
+            logits = self.lm.lm_head(h[:-1][keep])
+        return F.cross_entropy(logits.float(), labels[1:][keep], reduction="sum"), aux
+
+    def run(self, out: Path) -> list[float]:
+        a, start, losses = self.a, 0, []
+        if (out / STATE).is_file():
+            st = torch.load(out / STATE, weights_only=False)
+            self.model.load_state_dict(st["model"]), self.opt.load_state_dict(st["opt"])
+            self.sched.load_state_dict(st["sched"])
+            start, losses = st["step"], st["losses"]
+            print(f"resumed at step {start}", flush=True)
+        per_answer = max(1, len(a.heads) * len(a.image_layers))     # the aux weight's unit, as the runs measured it
+        t0 = time.perf_counter()
+        for step in range(start, a.steps):
+            self.opt.zero_grad()
+            batch = [self.record(step * a.batch + b) for b in range(a.batch)]
+            n = sum(s.n_targets for _, s, _, _ in batch)
+            total = 0.0
+            for v, s, qs, camera in batch:
+                ce, aux = self.forward(v, s, qs, camera)
+                (ce / n + a.aux * aux / (n * per_answer)).backward()
+                total += ce.item()
+            torch.nn.utils.clip_grad_norm_(self.trainable, 1.0)
+            self.opt.step(), self.sched.step()
+            losses.append(total / n)
+            if (step + 1) % 10 == 0:
+                mass = {k: round(float(np.mean(v[-200:])), 3) for k, v in sorted(self.mass.items())}
+                print(f"step {step + 1} loss {np.mean(losses[-10:]):.3f} mass {mass} ({time.perf_counter() - t0:.0f} s)",
+                      flush=True)
+            if (step + 1) % 100 == 0 and step + 1 < a.steps:
+                out.mkdir(parents=True, exist_ok=True)
+                torch.save({"model": self.model.state_dict(), "opt": self.opt.state_dict(),
+                            "sched": self.sched.state_dict(), "step": step + 1, "losses": losses}, out / STATE)
+        mass = {k: round(float(np.mean(v)), 3) for k, v in sorted(self.mass.items())}
+        print(f"attention mass on the targets, mean of this run: {mass}", flush=True)
+        write_checkpoint(self.model, Path(a.src), out, torch.float32,
+                         {"probe": "attention supervision", "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(a).items()},
+                          "losses": losses, "seconds_this_run": time.perf_counter() - t0})
+        (out / STATE).unlink(missing_ok=True)
+        return losses
+
+
+def evaluate(checkpoint: Path, n: int, max_objects: int) -> dict:
+    """Held-out per-kind accuracy, each view one tile (as the probe trains)."""
+    ref = Reference(checkpoint)
+
+    def ask(q, frames):
+        if q.camera is None:
+            return ref.ask(q.prompt, cameras=frames, max_new_tokens=12, max_tiles=1).text
+        return ref.ask(q.prompt, images=[frames[q.camera]], max_new_tokens=12, max_tiles=1).text
+
+    r = score(ask, n, kinds=ONE_WORD_KINDS, max_objects=max_objects)
+    return {k: {"n": v["n"], "accuracy": round(v["accuracy"], 3)} for k, v in r["per_kind"].items()}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("src", help="checkpoint to start from (its ViT stays frozen)")
+    p.add_argument("out", type=Path)
+    p.add_argument("--steps", type=int, default=600)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--batch", type=int, default=4, help="conversations (up to 8 questions each) a step")
+    p.add_argument("--aux", type=float, default=1.0, help="weight of the attention targets")
+    p.add_argument("--image-layers", type=ints, default=[1, 2])
+    p.add_argument("--word-layers", type=ints, default=[0])
+    p.add_argument("--heads", type=ints, default=[0])
+    p.add_argument("--objects", type=int, default=1, help="objects per camera in the training views")
+    p.add_argument("--six", type=float, default=0.5, help="share of six-camera views")
+    p.add_argument("--views", type=int, default=2000)
+    p.add_argument("--seed", type=int, default=0, help="question stream QA_STREAM + seed")
+    p.add_argument("--kinds", default=",".join(ONE_WORD_KINDS))
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--eval", type=int, default=0, help="held-out questions to score afterwards")
+    p.add_argument("--eval-objects", type=int, default=1)
+    a = p.parse_args()
+    torch.set_num_threads(a.threads)
+    if not (a.out / "config.json").is_file() or (a.out / STATE).is_file():
+        Probe(a).run(a.out)
+    if a.eval:
+        print(json.dumps(evaluate(a.out, a.eval, a.eval_objects)))
+
+
+if __name__ == "__main__":
+    main()
