@@ -31,15 +31,13 @@ import torch.nn.functional as F
 
 from mivl.calib.evaluate import score
 from mivl.calib.labels import canvas_boxes, token_owner
-from mivl.calib.questions import ask_view, jpeg_roundtrip
-from mivl.edge.multiview import CAMERAS, CANVAS_H, CANVAS_W
+from mivl.edge.multiview import CANVAS_H, CANVAS_W
 from mivl.edge.prompt import IMG_CONTEXT, get_template
 from mivl.edge.tokenizer import load_tokenizer
 from mivl.export.checkpoint import load_checkpoint
 from mivl.export.default_model import ONE_WORD_KINDS, QA_STREAM
 from mivl.export.model.decoder import CAUSAL, apply_rope, rope_cos_sin
 from mivl.export.reference import Reference, preprocess_config
-from mivl.export.train import tasks
 from mivl.export.train.data import IGNORE, encode_record
 from mivl.export.train.synthetic import SyntheticViews
 from mivl.export.train.trainer import write_checkpoint
@@ -67,25 +65,15 @@ class Probe:
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: min(1, (s + 1) / warm) * (
             0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1, s / a.steps)))))
         self.views = SyntheticViews(tuple(a.kinds.split(",")), QA_STREAM + a.seed, views=a.views, turns=8,
-                                    six_share=a.six, max_objects=a.objects, max_tiles=1)
+                                    six_share=a.six, max_objects=a.objects, max_tiles=1)   # each view one tile
         self.lm = self.model.language_model
         self.vit_tokens: dict[int, torch.Tensor] = {}     # view -> frozen ViT tokens (bf16)
         self.mass = defaultdict(list)                     # target kind -> attention mass on it
 
     def record(self, i: int):
-        """Record i of the views (as SyntheticViews draws it) with its questions and camera."""
-        d = self.views
-        for k in range(100):
-            v = (i + k) % d.views
-            scene, camera, quality = d.view(v)
-            rng = np.random.default_rng([d.seed, i, 12] + ([k] if k else []))
-            qs = ask_view(scene, rng, d.kinds, d.size, camera, d.turns)
-            if qs:
-                shown = CAMERAS if camera is None else (camera,)
-                frames = {c: jpeg_roundtrip(scene.cameras[c], quality) for c in shown}
-                rec = {**tasks.from_questions(qs, frames, rid=f"probe/{v}/{i}"), "max_tiles": 1}
-                return v, encode_record(rec, self.tok, self.tpl, self.pre, self.ck.config.tokens_per_tile), qs, camera
-        raise RuntimeError(f"nothing to ask about views {i}..")
+        """Record i of the views (`SyntheticViews.draw`), encoded, with its questions and camera."""
+        v, qs, camera, rec = self.views.draw(i)
+        return v, encode_record(rec, self.tok, self.tpl, self.pre, self.ck.config.tokens_per_tile), qs, camera
 
     def subject_tokens(self, q, camera) -> np.ndarray | None:
         """Indices (0..255) of the one tile's tokens that show q's subject."""
@@ -225,8 +213,26 @@ def evaluate(checkpoint: Path, n: int, max_objects: int) -> dict:
             return ref.ask(q.prompt, cameras=frames, max_new_tokens=12, max_tiles=1).text
         return ref.ask(q.prompt, images=[frames[q.camera]], max_new_tokens=12, max_tiles=1).text
 
-    r = score(ask, n, kinds=ONE_WORD_KINDS, max_objects=max_objects)
-    return {k: {"n": v["n"], "accuracy": round(v["accuracy"], 3)} for k, v in r["per_kind"].items()}
+    r = score(ask, n, kinds=ONE_WORD_KINDS, max_objects=max_objects, keep=True)
+    out = {k: {"n": v["n"], "accuracy": round(v["accuracy"], 3)} for k, v in r["per_kind"].items()}
+    asked = [x for x in r["answers"] if x["kind"] == "camera"]
+    if asked:   # which part of the camera name the answers get right: FRONT/BACK, LEFT/middle/RIGHT
+        hits = [(row(x["answer"]) == row(x["got"]), column(x["answer"]) == column(x["got"])) for x in asked]
+        out["camera"].update(row=round(sum(h[0] for h in hits) / len(hits), 3),
+                             column=round(sum(h[1] for h in hits) / len(hits), 3))
+    return out
+
+
+def row(name: str) -> str | None:
+    """FRONT or BACK of a camera name (None: not a camera name)."""
+    parts = name.strip().split("_")
+    return parts[1] if len(parts) > 1 and parts[0] == "CAM" else None
+
+
+def column(name: str) -> str | None:
+    """LEFT, RIGHT or the middle of a camera name (None: not a camera name)."""
+    parts = name.strip().split("_")
+    return (parts[2] if len(parts) > 2 else "middle") if len(parts) > 1 and parts[0] == "CAM" else None
 
 
 def main() -> None:

@@ -74,6 +74,11 @@ class SyntheticViews:
         return scene, camera, int(rng.integers(75, 96))
 
     def __getitem__(self, i: int) -> dict:
+        return self.draw(i)[3]
+
+    def draw(self, i: int) -> tuple:
+        """Record i with what it was made from: (view index, questions, camera or None for six,
+        record)."""
         if not 0 <= i < self.length:
             raise IndexError(i)
         for k in range(min(self.views, 100)):   # nothing askable about a view: the next one
@@ -85,6 +90,6 @@ class SyntheticViews:
                 shown = CAMERAS if camera is None else (camera,)
                 frames = {c: jpeg_roundtrip(scene.cameras[c], quality) for c in shown}
                 rec = tasks.from_questions(qs, frames, rid=f"views/{self.seed}/{v}/{i}")
-                return rec if self.max_tiles is None else {**rec, "max_tiles": self.max_tiles}
+                return v, qs, camera, rec if self.max_tiles is None else {**rec, "max_tiles": self.max_tiles}
         raise InputError(f"record {i}: no question of kinds {self.kinds} about views {i % self.views}.. "
                          f"(the kinds need objects the views lack)")
