@@ -405,6 +405,22 @@ def test_synthetic_views_repeat_their_pixels_with_new_questions():
         SyntheticViews(("grounding",), views=3, six_share=0.0, max_objects=0)[0]
 
 
+def test_synthetic_views_draw_names_what_each_record_asks():
+    from mivl.edge.multiview import CAMERAS
+    from mivl.export.train.synthetic import SyntheticViews
+
+    d = SyntheticViews(seed=2, views=5, turns=4, six_share=0.5)
+    for i in range(8):
+        v, qs, camera, rec = d.draw(i)
+        assert rec["conversations"] == d[i]["conversations"]                  # what d[i] gives
+        assert 0 <= v < 5 and len(qs) == len(rec["conversations"]) // 2
+        assert [q.answer for q in qs] == [t["value"] for t in rec["conversations"][1::2]]
+        assert (camera is None) == ("cameras" in rec) and (camera is None or camera in CAMERAS)
+        assert all(q.camera == camera for q in qs)
+    with pytest.raises(IndexError):
+        d.draw(-1)
+
+
 TORCHRUN_SCRIPT = """
 import json, os, sys
 from mivl.export.train.trainer import TrainConfig, train
