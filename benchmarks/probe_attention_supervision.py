@@ -57,8 +57,13 @@ class Probe:
         self.tok = load_tokenizer(self.ck.path)
         self.tpl, self.pre = get_template(self.ck.config.template), preprocess_config(self.ck)
         self.img_id = self.tok.token_to_id(IMG_CONTEXT)
-        for p in self.model.vision_model.parameters():
-            p.requires_grad = False
+        frozen = [self.model.vision_model]
+        if a.projector_from:      # another checkpoint's projector, frozen with the ViT
+            self.model.mlp1.load_state_dict(load_checkpoint(a.projector_from, torch.float32).model.mlp1.state_dict())
+            frozen.append(self.model.mlp1)
+        for module in frozen:
+            for p in module.parameters():
+                p.requires_grad = False
         self.trainable = [p for p in self.model.parameters() if p.requires_grad]
         self.opt = torch.optim.AdamW(self.trainable, lr=a.lr, weight_decay=0.0)
         warm = 20
@@ -235,6 +240,39 @@ def column(name: str) -> str | None:
     return (parts[2] if len(parts) > 2 else "middle") if len(parts) > 1 and parts[0] == "CAM" else None
 
 
+def camera_readable(checkpoint: str, views: int = 60, train_views: int = 40) -> dict:
+    """How well a linear classifier reads the camera from the image embeddings (the projector's
+    output, what the LLM sees) of six-camera canvases as one tile: fit on `train_views` views of
+    dense stream 99, scored on the rest, over all tokens and over the tokens showing an object."""
+    from mivl.export.train.dense import dense_sample
+
+    ck = load_checkpoint(checkpoint, torch.float32)
+    pre = preprocess_config(ck)
+    xs, ys, objs = [], [], []
+    with torch.no_grad():
+        for i in range(views):
+            s = dense_sample(99, i, pre, 1, 1.0)        # the thumbnail last: the canvas as one tile
+            xs.append(ck.model.image_features(torch.from_numpy(s.pixels[-1:]))[0])
+            ys.append(torch.from_numpy(s.cameras[-1]) - 1)
+            objs.append(torch.from_numpy(s.colours[-1]) > 0)
+    x, y, obj = torch.cat(xs), torch.cat(ys), torch.cat(objs)
+    n = train_views * x.shape[0] // views
+    x = (x - x[:n].mean(0)) / (x[:n].std(0) + 1e-6)
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(x.shape[1], int(y.max()) + 1)
+    opt = torch.optim.Adam(lin.parameters(), 1e-2)
+    w = torch.where(obj[:n], 20.0, 1.0)          # object tokens are a few percent of the tokens
+    for _ in range(400):
+        opt.zero_grad()
+        (F.cross_entropy(lin(x[:n]), y[:n], reduction="none") * w).mean().backward()
+        opt.step()
+    with torch.no_grad():
+        hit = lin(x[n:]).argmax(-1) == y[n:]
+    o = obj[n:]
+    return {"all_tokens": round(hit.float().mean().item(), 3), "object_tokens": round(hit[o].float().mean().item(), 3),
+            "object_token_count": int(o.sum())}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("src", help="checkpoint to start from (its ViT stays frozen)")
@@ -251,11 +289,17 @@ def main() -> None:
     p.add_argument("--views", type=int, default=2000)
     p.add_argument("--seed", type=int, default=0, help="question stream QA_STREAM + seed")
     p.add_argument("--kinds", default=",".join(ONE_WORD_KINDS))
+    p.add_argument("--projector-from", help="train with this checkpoint's projector, frozen")
+    p.add_argument("--camera-probe", action="store_true",
+                   help="only report how linearly the camera can be read from src's image embeddings")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--eval", type=int, default=0, help="held-out questions to score afterwards")
     p.add_argument("--eval-objects", type=int, default=1)
     a = p.parse_args()
     torch.set_num_threads(a.threads)
+    if a.camera_probe:
+        print(json.dumps(camera_readable(a.src)))
+        return
     if not (a.out / "config.json").is_file() or (a.out / STATE).is_file():
         Probe(a).run(a.out)
     if a.eval:
