@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from mivl.calib.evaluate import score
 from mivl.calib.labels import canvas_boxes, token_owner
-from mivl.edge.multiview import CANVAS_H, CANVAS_W
+from mivl.edge.multiview import CAMERAS, CANVAS_H, CANVAS_W, cell_of
 from mivl.edge.prompt import IMG_CONTEXT, get_template
 from mivl.edge.tokenizer import load_tokenizer
 from mivl.export.checkpoint import load_checkpoint
@@ -221,23 +221,17 @@ def evaluate(checkpoint: Path, n: int, max_objects: int) -> dict:
     r = score(ask, n, kinds=ONE_WORD_KINDS, max_objects=max_objects, keep=True)
     out = {k: {"n": v["n"], "accuracy": round(v["accuracy"], 3)} for k, v in r["per_kind"].items()}
     asked = [x for x in r["answers"] if x["kind"] == "camera"]
-    if asked:   # which part of the camera name the answers get right: FRONT/BACK, LEFT/middle/RIGHT
-        hits = [(row(x["answer"]) == row(x["got"]), column(x["answer"]) == column(x["got"])) for x in asked]
-        out["camera"].update(row=round(sum(h[0] for h in hits) / len(hits), 3),
-                             column=round(sum(h[1] for h in hits) / len(hits), 3))
+    if asked:   # which half of the camera's cell the answers get right: the row (FRONT/BACK), the column
+        hits = [(cell(x["answer"]), cell(x["got"])) for x in asked]
+        out["camera"].update(row=round(sum(t[0] == g[0] for t, g in hits) / len(hits), 3),
+                             column=round(sum(t[1] == g[1] for t, g in hits) / len(hits), 3))
     return out
 
 
-def row(name: str) -> str | None:
-    """FRONT or BACK of a camera name (None: not a camera name)."""
-    parts = name.strip().split("_")
-    return parts[1] if len(parts) > 1 and parts[0] == "CAM" else None
-
-
-def column(name: str) -> str | None:
-    """LEFT, RIGHT or the middle of a camera name (None: not a camera name)."""
-    parts = name.strip().split("_")
-    return (parts[2] if len(parts) > 2 else "middle") if len(parts) > 1 and parts[0] == "CAM" else None
+def cell(answer: str) -> tuple:
+    """(row, column) of the named camera's cell in the canvas; (None, None): not a camera name."""
+    name = answer.strip()
+    return cell_of(name) if name in CAMERAS else (None, None)
 
 
 def camera_readable(checkpoint: str, views: int = 60, train_views: int = 40) -> dict:

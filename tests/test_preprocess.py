@@ -201,3 +201,13 @@ def test_decompression_bomb_refused():
     huge = encoded(Image.new("1", (20000, 10000)))
     with pytest.raises(ImageError, match="decompression-bomb"):
         load_rgb(huge)
+
+
+def test_cell_of_names_each_cameras_place_in_the_canvas():
+    from mivl.edge.multiview import CELL_H, CELL_W, canvas_to_camera, cell_of
+
+    assert [cell_of(c) for c in CAMERAS] == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2)]
+    for cam in CAMERAS:     # the centre of its cell maps back to it
+        r, c = cell_of(cam)
+        x, y = (c + 0.5) * CELL_W / (3 * CELL_W) * 1000, (r + 0.5) * CELL_H / (2 * CELL_H) * 1000
+        assert canvas_to_camera(x, y)[0] == cam

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..edge.multiview import CAMERAS, CELL_H, CELL_W
+from ..edge.multiview import CELL_H, CELL_W, cell_of
 from .questions import box_1000
 from .synthetic import CLASSES, COLOURS, SceneObject
 
@@ -102,7 +102,7 @@ def canvas_boxes(objects: list[SceneObject], width: int, height: int) -> list[tu
     """Each object's box on the six-camera canvas (frames of width x height in their cells)."""
     out = []
     for o in objects:
-        r, c = divmod(CAMERAS.index(o.camera), 3)
+        r, c = cell_of(o.camera)
         out.append(_mapped(o.box, (c * CELL_W, r * CELL_H), (CELL_W / width, CELL_H / height)))
     return out
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..edge.chunks import Ref, Region
-from ..edge.multiview import CAMERAS, CANVAS_H, CANVAS_W, CELL_H, CELL_W
+from ..edge.multiview import CAMERAS, CANVAS_H, CANVAS_W, CELL_H, CELL_W, cell_of
 from .synthetic import CLASSES, COLOURS, Scene, SceneObject
 
 MC_KINDS = ("colour", "class", "camera")
@@ -183,8 +183,7 @@ def ask_kind(kind: str, scene: Scene, rng: np.random.Generator, size: tuple[int,
 
 def drivelm_point(o: SceneObject, width: int, height: int) -> str:
     """`<c1,CAM_X,x,y>`: the centre of the object's box in 0..1000 of the stitched canvas."""
-    i = CAMERAS.index(o.camera)
-    col, row = i % 3, i // 3
+    row, col = cell_of(o.camera)
     cx, cy = (o.box[0] + o.box[2]) / 2 / width, (o.box[1] + o.box[3]) / 2 / height
     x = round((col * CELL_W + cx * CELL_W) / CANVAS_W * 1000)
     y = round((row * CELL_H + cy * CELL_H) / CANVAS_H * 1000)

@@ -26,6 +26,11 @@ LABEL_COLOUR = (255, 0, 255)
 LABEL_ASSET = "camera_labels.npz"
 
 
+def cell_of(camera: str) -> tuple[int, int]:
+    """(row, column) of the cell a camera's frame fills in the 3 x 2 canvas."""
+    return divmod(CAMERAS.index(camera), 3)
+
+
 def check_cameras(cameras: dict) -> None:
     if not isinstance(cameras, Mapping):
         raise InputError(f"cameras must be a dict of name -> image, got {type(cameras).__name__}")

@@ -14,7 +14,7 @@ import math
 import re
 from dataclasses import asdict, dataclass
 
-from .multiview import CAMERAS, CANVAS_H, CANVAS_W, CELL_H, CELL_W
+from .multiview import CAMERAS, CANVAS_H, CANVAS_W, CELL_H, CELL_W, cell_of
 
 NUMBER = r"-?\d{1,12}(?:\.\d{0,12})?"            # bounded: no 4,300-digit int() conversions
 ONE_BOX = re.compile(r"\[\s*(" + NUMBER + r")\s*,\s*(" + NUMBER + r")\s*,\s*(" + NUMBER + r")\s*,\s*("
@@ -96,7 +96,7 @@ def parse_camera_points(text: str, camera_sizes: dict[str, tuple[int, int]] | No
         if cam not in CAMERAS:
             continue
         x, y = _coord(m.group("x")), _coord(m.group("y"))
-        col, row = CAMERAS.index(cam) % 3, CAMERAS.index(cam) // 3
+        row, col = cell_of(cam)
         cx = x / 1000 * CANVAS_W - col * CELL_W
         cy = y / 1000 * CANVAS_H - row * CELL_H
         w, h = (camera_sizes or {}).get(cam, (1600, 900))
