@@ -107,27 +107,35 @@ def canvas_boxes(objects: list[SceneObject], width: int, height: int) -> list[tu
     return out
 
 
+def tile_owners(boxes, width: float, height: float, grid, tile: int = 448) -> np.ndarray:
+    """(n_tiles, GRID * GRID) int64: `token_owner` of every tile of a width x height image holding
+    pixel `boxes`, tiled by `grid` (a TileGrid: cols x rows, thumbnail last), in the order the
+    model reads the image tokens."""
+    owners = np.empty((grid.n_grid + int(grid.thumbnail), GRID * GRID), np.int64)
+    sx, sy = grid.cols * tile / width, grid.rows * tile / height
+    for t in range(grid.n_grid):
+        r, c = divmod(t, grid.cols)
+        owners[t] = token_owner([_mapped(b, (-c * tile, -r * tile), (sx, sy)) for b in boxes], (tile, tile)).reshape(-1)
+    if grid.thumbnail:
+        owners[-1] = token_owner([_mapped(b, (0, 0), (tile / width, tile / height)) for b in boxes],
+                                 (tile, tile)).reshape(-1)
+    return owners
+
+
 def tile_targets(objects: list[SceneObject], boxes, width: float, height: float, grid, six: bool,
                  tile: int = 448) -> TileTargets:
     """Targets of the tiles of a width x height image holding `objects` at pixel `boxes` (the
     canvas boxes for six cameras), tiled by `grid` (a TileGrid: cols x rows, thumbnail last)."""
-    n = grid.n_grid + int(grid.thumbnail)
     colour_of, class_of = _label_ids(objects)
     digits_of_obj = np.array([[IGNORE] * len(NUMBERS) * DIGITS]
                              + [sum((digits_of(v) for v in numbers_1000(b, width, height)), []) for b in boxes],
                              np.int64)
-    colours = np.zeros((n, GRID * GRID), np.int64)
-    classes, cameras = np.zeros_like(colours), np.zeros_like(colours)
-    digits = np.full((n, GRID * GRID, len(NUMBERS) * DIGITS), IGNORE, np.int64)
-    sx, sy = grid.cols * tile / width, grid.rows * tile / height
-    for t in range(grid.n_grid):
-        r, c = divmod(t, grid.cols)
-        owner = token_owner([_mapped(b, (-c * tile, -r * tile), (sx, sy)) for b in boxes], (tile, tile))
-        colours[t], classes[t] = colour_of[owner + 1].reshape(-1), class_of[owner + 1].reshape(-1)
+    owners = tile_owners(boxes, width, height, grid, tile)
+    colours, classes = colour_of[owners + 1], class_of[owners + 1]
+    cameras = np.zeros_like(colours)
+    digits = np.full(colours.shape + (len(NUMBERS) * DIGITS,), IGNORE, np.int64)
     if grid.thumbnail:
-        owner = token_owner([_mapped(b, (0, 0), (tile / width, tile / height)) for b in boxes], (tile, tile))
-        colours[-1], classes[-1] = colour_of[owner + 1].reshape(-1), class_of[owner + 1].reshape(-1)
-        digits[-1] = digits_of_obj[owner + 1].reshape(-1, digits.shape[-1])
+        digits[-1] = digits_of_obj[owners[-1] + 1]
         if six:
             centre = (np.arange(GRID) + 0.5) / GRID
             col = np.minimum(2, (centre * 3).astype(int))

@@ -25,6 +25,7 @@ unique in what the model sees (one car in the camera for "the car", ...).
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -59,6 +60,15 @@ class Question:
     def prompt(self):
         """What to ask a Session or the reference: the typed parts, or the plain text."""
         return list(self.parts) if self.parts else self.text
+
+
+def subject_words(q: Question) -> list[str]:
+    """The words of q's question line that name its subject: its colour, its class (a word or
+    two), the camera it is asked in."""
+    if q.subject is None:
+        return []
+    line = q.text.split("\n")[0]
+    return [w for w in (q.subject.colour, q.subject.cls, *CAMERAS) if re.search(rf"\b{re.escape(w)}\b", line)]
 
 
 def box_1000(box, width: int, height: int) -> list[int]:

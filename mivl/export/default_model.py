@@ -93,6 +93,7 @@ class Stage:
     max_tiles: int = 0               # QA with views: each record's tile budget (1: a view as one tile,
                                      # 256 image tokens); 0: the model's dynamic tiling
     max_objects: int = 0             # objects per camera in its scenes; 0: the recipe's
+    focus: float = 0.0               # QA: weight of the attention targets (`mivl.export.train.focus`)
 
 
 @dataclass(frozen=True)
@@ -193,7 +194,7 @@ def run_qa(src: Path, out: Path, stage: Stage, seed: int, quiet: bool, recipe: R
            features: FeatureCache | None = None) -> Path:
     common = dict(mode="partial" if stage.freeze else "full", freeze=stage.freeze, steps=stage.steps,
                   batch_size=stage.batch_size, lr=stage.lr, warmup_ratio=0.05, min_lr_ratio=0.1, weight_decay=0.0,
-                  seed=seed, save_dtype="fp32", quiet=quiet)
+                  seed=seed, save_dtype="fp32", quiet=quiet, focus_weight=stage.focus)
     if stage.views:
         data = SyntheticViews(stage.kinds, QA_STREAM + seed, views=stage.views, turns=stage.turns,
                               six_share=stage.six_share, max_objects=stage.max_objects or recipe.max_objects,

@@ -6,10 +6,14 @@
      "video": ["f0.jpg", "f1.jpg", ...],              # video frames (one tile each)
      "max_tiles": 6,                                  # optional tile budget of this record
      "conversations": [{"from": "human", "value": "<image>\\nWhat is ..."},
-                       {"from": "gpt", "value": "..."}, ...]}
+                       {"from": "gpt", "value": "...",
+                        "focus": {"box": [x1, y1, x2, y2], "words": ["red", "bus"]}}, ...]}
 
 This is InternVL's own fine-tuning format (`image` + `conversations`), extended by `cameras` and
-`video`. Relative paths are resolved against the JSONL file's folder. In memory, an image may also
+`video`. An answer may carry `focus`, where it should look (optional, records of one image or the
+six cameras): the box, in 0..1000 of the image as the model is fed it (the stitched canvas for
+cameras), of the object the answer is about, and the words of the question that name it. The
+trainer can turn it into attention targets (`TrainConfig.focus_weight`). Relative paths are resolved against the JSONL file's folder. In memory, an image may also
 be a NumPy array (HWC uint8 RGB), which is how generated data is fed without touching the disk.
 """
 from __future__ import annotations
@@ -49,10 +53,29 @@ def check_record(rec: dict, where: str = "record") -> dict:
     n_ph = sum(t["value"].count("<image>") for t in conv[::2])
     if n_ph not in (0, n_img) or (n_ph and any("<image>" in t["value"] for t in conv[1::2])):
         raise InputError(f"{where}: {n_ph} <image> placeholder(s) in the human turns for {n_img} image(s)")
+    for i, turn in enumerate(conv[1::2]):
+        if "focus" in turn:
+            check_focus(turn["focus"], n_img, f"{where}: conversations[{2 * i + 1}].focus",
+                        "video" in media)
     mt = rec.get("max_tiles")
     if mt is not None and (not isinstance(mt, int) or mt < 1):
         raise InputError(f"{where}: max_tiles must be a positive integer, got {mt!r}")
     return rec
+
+
+def check_focus(focus, n_images: int, where: str, video: bool = False) -> None:
+    if n_images != 1 or video:
+        raise InputError(f"{where}: focus needs a record of one image or the six cameras, "
+                         f"not {'a video' if video else f'{n_images} images'}")
+    if not isinstance(focus, dict) or set(focus) - {"box", "words"} or "box" not in focus:
+        raise InputError(f"{where}: must be {{\"box\": [x1, y1, x2, y2], \"words\": [str, ...]}}")
+    box, words = focus["box"], focus.get("words", [])
+    if (not isinstance(box, (list, tuple)) or len(box) != 4
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1000 for v in box)
+            or not (box[0] < box[2] and box[1] < box[3])):
+        raise InputError(f"{where}: box must be [x1, y1, x2, y2] in 0..1000 with x1 < x2 and y1 < y2, got {box!r}")
+    if not isinstance(words, (list, tuple)) or not all(isinstance(w, str) and w.strip() for w in words):
+        raise InputError(f"{where}: words must be a list of non-empty strings, got {words!r}")
 
 
 def images_of(rec: dict) -> list:

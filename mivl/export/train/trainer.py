@@ -31,6 +31,7 @@ from ..reference import preprocess_config
 from ...edge.tokenizer import TOKENIZER_FILES, load_tokenizer
 from . import distributed as D
 from .data import IGNORE, Sample, encode_record
+from .focus import FocusConfig, decode as focus_decode
 from .lora import add_lora, merge_lora
 
 MODES = ("full", "partial", "lora")
@@ -70,6 +71,10 @@ class TrainConfig:
     feature_cache_gb: float = 0.0        # > 0 with the ViT frozen: each distinct tile batch's ViT tokens
                                          # (or image features, the projector frozen too) are computed
                                          # once and kept (LRU, bounded)
+    focus_weight: float = 0.0            # > 0: attention targets from the records' focus (`focus.py`)
+    focus_image_layers: tuple = (1, 2)   # LLM layers whose focus_heads learn to look at the subject's image tokens
+    focus_word_layers: tuple = (0,)      # LLM layers whose focus_heads learn to look at the words naming it
+    focus_heads: tuple = (0,)
 
     def check(self) -> None:
         if self.mode not in MODES:
@@ -87,9 +92,18 @@ class TrainConfig:
             raise InputError("steps and batch_size must be positive")
         if self.feature_cache_gb < 0:
             raise InputError(f"feature_cache_gb must be >= 0, got {self.feature_cache_gb}")
+        if self.focus_weight < 0 or not math.isfinite(self.focus_weight):
+            raise InputError(f"focus_weight must be >= 0, got {self.focus_weight}")
         if self.feature_cache_gb and not (self.mode == "partial" and "vit" in self.freeze):
             raise InputError("feature_cache_gb needs a frozen ViT: mode='partial' with freeze including vit "
                              "(a trained encoder's features change every step)")
+
+
+    def focus(self) -> FocusConfig | None:
+        if not self.focus_weight:
+            return None
+        return FocusConfig(self.focus_weight, tuple(self.focus_image_layers), tuple(self.focus_word_layers),
+                           tuple(self.focus_heads))
 
 
 @dataclass
@@ -113,16 +127,20 @@ def weights_key(*modules: nn.Module) -> bytes:
 
 
 class TrainingModel(nn.Module):
-    """forward(pixels, ids, labels) -> (summed token loss, target count) for one record.
+    """forward(pixels, ids, labels[, focus]) -> the summed token loss of one record; with a
+    FocusConfig and a sample's focus, (that loss + the weighted attention targets, the token loss).
 
     With a feature cache (the ViT frozen), a tile batch's features are looked up by a key naming
     everything that produced them: the frozen weights, the autocast dtype and the pixels. So a
     cache may be shared by runs (the stages of a recipe) and never hands back features of other
     weights."""
 
-    def __init__(self, model, img_context_id: int, autocast_dtype: torch.dtype, cache: FeatureCache | None = None):
+    def __init__(self, model, img_context_id: int, autocast_dtype: torch.dtype, cache: FeatureCache | None = None,
+                 focus: FocusConfig | None = None):
         super().__init__()
         self.model = model
+        self.focus = focus
+        self.focus_mass: dict[str, list[float]] = {}      # attention mass on the targets, per kind
         self.img_context_id = img_context_id
         self.autocast_dtype = autocast_dtype
         self.cache = cache
@@ -150,8 +168,9 @@ class TrainingModel(nn.Module):
             return self.cached(pixels, m.image_features)
         return m.mlp1(self.cached(pixels, m.vision_tokens))
 
-    def forward(self, pixels, ids, labels):
+    def forward(self, pixels, ids, labels, focus=()):
         m = self.model
+        aux = None
         device_type = ids.device.type
         ctx = (torch.autocast(device_type, dtype=self.autocast_dtype)
                if self.autocast_dtype != torch.float32 else contextlib.nullcontext())
@@ -162,10 +181,17 @@ class TrainingModel(nn.Module):
                 slots = (ids == self.img_context_id).nonzero().flatten()
                 x = x.clone()
                 x[0, slots] = feats.reshape(-1, x.shape[-1]).to(x.dtype)
-            h = m.language_model(x, hidden_only=True)[0]
+            if self.focus is not None and focus and pixels is not None:
+                h, aux, mass = focus_decode(m.language_model, x, focus, slots, self.focus)
+                h = h[0]
+                for k, v in mass.items():
+                    self.focus_mass.setdefault(k, []).append(v)
+            else:
+                h = m.language_model(x, hidden_only=True)[0]
             keep = labels[1:] != IGNORE
             logits = m.language_model.lm_head(h[:-1][keep])
-        return F.cross_entropy(logits.float(), labels[1:][keep], reduction="sum")
+        ce = F.cross_entropy(logits.float(), labels[1:][keep], reduction="sum")
+        return ce if aux is None else (ce + aux, ce)
 
 
 def set_trainable(model, cfg: TrainConfig) -> None:
@@ -274,7 +300,7 @@ def step_indices(step: int, cfg: TrainConfig, world) -> list[int]:
 
 def to_device(s: Sample, device):
     pixels = None if s.pixels is None else torch.from_numpy(s.pixels).to(device)
-    return pixels, torch.tensor(s.input_ids, device=device), torch.tensor(s.labels, device=device)
+    return pixels, torch.tensor(s.input_ids, device=device), torch.tensor(s.labels, device=device), s.focus
 
 
 def sync_context(net, last: bool):
@@ -291,12 +317,14 @@ def optimizer_step(net, micro_batches, run, denominator: float, world, trainable
     """One step of the global-batch rule: each of this rank's micro-batches' summed loss (`run`)
     is divided by the global denominator (DDP averages over ranks, hence the world size; gradients
     are reduced in the last micro-batch only), then clip, step, schedule. Returns this rank's summed
-    loss; the step's loss is its all_sum over ranks divided by the denominator."""
+    loss; the step's loss is its all_sum over ranks divided by the denominator. `run` may return
+    (objective, loss): the objective is minimised, the loss reported."""
     total = 0.0
     for k, mb in enumerate(micro_batches):
         with sync_context(net, k == len(micro_batches) - 1):
-            loss = run(mb)
-            (loss * (world.size / denominator)).backward()
+            out = run(mb)
+            objective, loss = out if isinstance(out, tuple) else (out, out)
+            (objective * (world.size / denominator)).backward()
         total += float(loss.detach())
     if max_grad_norm > 0:
         torch.nn.utils.clip_grad_norm_(trainable, max_grad_norm)
@@ -331,8 +359,11 @@ def train(cfg: TrainConfig, dataset, feature_cache: FeatureCache | None = None) 
     if cfg.feature_cache_gb:
         cache = feature_cache if feature_cache is not None else FeatureCache(0)
         cache.resize(cfg.feature_cache_gb * 2 ** 30)
-    net = TrainingModel(model, tok.token_to_id(IMG_CONTEXT), DTYPES[cfg.dtype], cache).to(world.device)
-    net = D.wrap(net, world, cfg.strategy)
+    focus = cfg.focus()
+    if focus is not None:
+        focus.check(len(model.language_model.model.layers), model.language_model.config.num_attention_heads)
+    inner = TrainingModel(model, tok.token_to_id(IMG_CONTEXT), DTYPES[cfg.dtype], cache, focus).to(world.device)
+    net = D.wrap(inner, world, cfg.strategy)
     opt, sched = make_optimizer(net, cfg)
     start, losses = 0, []
     state = latest_state(out) if cfg.resume else None
@@ -351,7 +382,8 @@ def train(cfg: TrainConfig, dataset, feature_cache: FeatureCache | None = None) 
                                trainable, opt, sched, cfg.max_grad_norm)
         losses.append(D.all_sum(total, world) / n_tokens)
         if (step + 1) % cfg.log_every == 0 or step == start:
-            _log(cfg, world, f"step {step + 1}/{cfg.steps} loss {losses[-1]:.4f} "
+            mass = "".join(f" focus {k} {sum(v[-50:]) / len(v[-50:]):.3f}" for k, v in sorted(inner.focus_mass.items()))
+            _log(cfg, world, f"step {step + 1}/{cfg.steps} loss {losses[-1]:.4f}{mass} "
                              f"lr {sched.get_last_lr()[0]:.2e} ({time.perf_counter() - t0:.0f} s)")
         if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < cfg.steps:
             save_state(out, step + 1, net, opt, sched, losses, world)
