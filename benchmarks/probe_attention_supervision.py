@@ -7,10 +7,11 @@ projector (ViT frozen, its tokens cached per view) on the one-word kinds with ea
 that predicts a piece of an answer about a named object:
   - word layers: the chosen heads put their attention on the question's words that name the
     subject (its colour, class, camera name): the answer position learns what is asked;
-  - image layers: the chosen heads put their attention on the image tokens that show the subject
-    (`mivl.calib.labels.token_owner`): the lookup itself.
-Each target is -log(attention mass on the target tokens), averaged per answer token and added with
-weight `--aux`. The checkpoint it writes is an ordinary InternVL checkpoint; the targets only shape
+  - image layers: the chosen heads put their attention on the image tokens that show the subject:
+    the lookup itself.
+These are the trainer's targets (`mivl.export.train.focus`, from the records' focus), with weight
+`--aux`; the recipe's stages use them through `TrainConfig.focus_weight`. (Runs a-h of BENCHMARKS
+were made with this script's first form, commit be976c2, which matched one-word classes only.) The checkpoint it writes is an ordinary InternVL checkpoint; the targets only shape
 training. Resumable (state every 100 steps in OUT/probe_state.pt); `--eval N` scores the result on N
 held-out questions (stream `mivl.calib.evaluate.EVAL_SEED`, each view one tile, as trained). With
 `--lr 0` it measures, without changing the weights, where a checkpoint's heads look.
@@ -30,15 +31,14 @@ import torch
 import torch.nn.functional as F
 
 from mivl.calib.evaluate import score
-from mivl.calib.labels import canvas_boxes, token_owner
-from mivl.edge.multiview import CAMERAS, CANVAS_H, CANVAS_W, cell_of
+from mivl.edge.multiview import CAMERAS, cell_of
 from mivl.edge.prompt import IMG_CONTEXT, get_template
 from mivl.edge.tokenizer import load_tokenizer
 from mivl.export.checkpoint import load_checkpoint
 from mivl.export.default_model import ONE_WORD_KINDS, QA_STREAM
-from mivl.export.model.decoder import CAUSAL, apply_rope, rope_cos_sin
 from mivl.export.reference import Reference, preprocess_config
 from mivl.export.train.data import IGNORE, encode_record
+from mivl.export.train.focus import FocusConfig, decode as focus_decode
 from mivl.export.train.synthetic import SyntheticViews
 from mivl.export.train.trainer import write_checkpoint
 
@@ -73,78 +73,18 @@ class Probe:
                                     six_share=a.six, max_objects=a.objects, max_tiles=1)   # each view one tile
         self.lm = self.model.language_model
         self.vit_tokens: dict[int, torch.Tensor] = {}     # view -> frozen ViT tokens (bf16)
-        self.mass = defaultdict(list)                     # target kind -> attention mass on it
+        self.mass = defaultdict(list)                     # image / words -> attention mass on them
+        self.focus = FocusConfig(a.aux, tuple(a.image_layers), tuple(a.word_layers), tuple(a.heads))
 
     def record(self, i: int):
-        """Record i of the views (`SyntheticViews.draw`), encoded, with its questions and camera."""
-        v, qs, camera, rec = self.views.draw(i)
-        return v, encode_record(rec, self.tok, self.tpl, self.pre, self.ck.config.tokens_per_tile), qs, camera
+        """Record i of the views, encoded (its answers' focus included)."""
+        v, _, _, rec = self.views.draw(i)
+        return v, encode_record(rec, self.tok, self.tpl, self.pre, self.ck.config.tokens_per_tile)
 
-    def subject_tokens(self, q, camera) -> np.ndarray | None:
-        """Indices (0..255) of the one tile's tokens that show q's subject."""
-        if q.subject is None:
-            return None
-        w, h = self.views.size
-        if camera is None:
-            own = token_owner(canvas_boxes([q.subject], w, h), (CANVAS_W, CANVAS_H))
-        else:
-            own = token_owner([q.subject.box], (w, h))
-        idx = np.flatnonzero(own.reshape(-1) == 0)
-        return idx if len(idx) else None
-
-    def word_tokens(self, ids: list[int], lo: int, hi: int, q) -> list[int]:
-        """Positions in ids[lo:hi] (the question's turn) of the words that name q's subject."""
-        words = [w.strip("?") for w in q.text.split("\n")[0].split()]
-        want = [w for w in (q.subject.colour, q.subject.cls) if w in words] + [w for w in words if w.startswith("CAM_")]
-        out = []
-        for w in want:
-            seq = self.tok.encode(" " + w, add_bos=False)
-            for p in range(hi - len(seq), lo - 1, -1):
-                if ids[p:p + len(seq)] == seq:
-                    out += range(p, p + len(seq))
-                    break
-        return out
-
-    def targets(self, s, qs, camera, slots):
-        """(positions, image targets, kinds) and (positions, word targets) of the answers' pieces."""
-        lab = s.labels
-        starts = [t for t in range(1, len(lab)) if lab[t] != IGNORE and lab[t - 1] == IGNORE]
-        ends = [t for t in range(1, len(lab) + 1) if lab[t - 1] != IGNORE and (t == len(lab) or lab[t] == IGNORE)]
-        assert len(starts) == len(ends) == len(qs), (len(starts), len(ends), len(qs))
-        image, words = ([], [], []), ([], [])
-        prev = 0
-        for t, e, q in zip(starts, ends, qs):
-            lo, prev = prev, e
-            st = self.subject_tokens(q, camera)
-            if st is None:
-                continue
-            wp = self.word_tokens(s.input_ids, lo, t, q)
-            for p in range(t - 1, e - 2):     # every position predicting an answer piece (not the end mark)
-                image[0].append(p), image[1].append(slots[torch.from_numpy(st)]), image[2].append(q.kind)
-                if wp:
-                    words[0].append(p), words[1].append(torch.tensor(wp))
-        return image, words
-
-    def attention_loss(self, layer, x, cos, sin, positions, targets, heads, kinds):
-        """-log(attention mass on the targets) of `heads` at `positions`, summed."""
-        at, T = layer.self_attn, x.shape[1]
-        xn = layer.input_layernorm(x)
-        qp = torch.tensor(positions)
-        q = apply_rope(at.q_proj(xn[:, qp]).view(1, len(qp), at.h, at.d).transpose(1, 2), cos[qp], sin[qp])
-        k = apply_rope(at.k_proj(xn).view(1, T, at.kv, at.d).transpose(1, 2), cos, sin)
-        k = k.repeat_interleave(at.h // at.kv, 1)
-        sc = (q[0, heads].float() @ k[0, heads].float().transpose(-1, -2)) / math.sqrt(at.d)
-        sc = sc.masked_fill(torch.arange(T)[None, None, :] > qp[None, :, None], float("-inf"))
-        lp = sc.log_softmax(-1)
-        total = lp.new_zeros(())
-        for j, tg in enumerate(targets):
-            m = lp[:, j, tg].logsumexp(-1)
-            total = total - m.sum()
-            self.mass[kinds[j]].append(m.exp().mean().item())
-        return total
-
-    def forward(self, v, s, qs, camera):
-        a, m = self.a, self.model
+    def forward(self, v, s):
+        """(summed answer loss, attention-target loss) of sample s of view v; the targets are the
+        trainer's (`mivl.export.train.focus`)."""
+        m = self.model
         ids, labels = torch.tensor(s.input_ids), torch.tensor(s.labels)
         if v not in self.vit_tokens:
             with torch.no_grad():
@@ -153,21 +93,11 @@ class Probe:
             x = self.lm.embed(ids[None]).clone()
             slots = (ids == self.img_id).nonzero().flatten()
             x[0, slots] = m.mlp1(self.vit_tokens[v].float()).reshape(-1, x.shape[-1]).to(x.dtype)
-            image, words = self.targets(s, qs, camera, slots)
-            T = x.shape[1]
-            cos, sin = rope_cos_sin(self.lm.config, torch.arange(T), T)
-            cos, sin = cos.to(x.dtype), sin.to(x.dtype)
-            aux = x.new_zeros(()).float()
-            for li, layer in enumerate(self.lm.model.layers):
-                if li in a.image_layers and image[0]:
-                    aux = aux + self.attention_loss(layer, x, cos, sin, image[0], image[1], a.heads, image[2])
-                if li in a.word_layers and words[0]:
-                    aux = aux + self.attention_loss(layer, x, cos, sin, words[0], words[1], a.heads,
-                                                    ["words"] * len(words[0]))
-                x = layer(x, cos, sin, None, CAUSAL)
-            h = self.lm.model.norm(x)[0]
+            h, aux, mass = focus_decode(self.lm, x, s.focus, slots, self.focus)
+            for k, val in mass.items():
+                self.mass[k].append(val)
             keep = labels[1:] != IGNORE
-            logits = self.lm.lm_head(h[:-1][keep])
+            logits = self.lm.lm_head(h[0, :-1][keep])
         return F.cross_entropy(logits.float(), labels[1:][keep], reduction="sum"), aux
 
     def run(self, out: Path) -> list[float]:
@@ -178,16 +108,15 @@ class Probe:
             self.sched.load_state_dict(st["sched"])
             start, losses = st["step"], st["losses"]
             print(f"resumed at step {start}", flush=True)
-        per_answer = max(1, len(a.heads) * len(a.image_layers))     # the aux weight's unit, as the runs measured it
         t0 = time.perf_counter()
         for step in range(start, a.steps):
             self.opt.zero_grad()
             batch = [self.record(step * a.batch + b) for b in range(a.batch)]
-            n = sum(s.n_targets for _, s, _, _ in batch)
+            n = sum(s.n_targets for _, s in batch)
             total = 0.0
-            for v, s, qs, camera in batch:
-                ce, aux = self.forward(v, s, qs, camera)
-                (ce / n + a.aux * aux / (n * per_answer)).backward()
+            for v, s in batch:
+                ce, aux = self.forward(v, s)
+                ((ce + aux) / n).backward()
                 total += ce.item()
             torch.nn.utils.clip_grad_norm_(self.trainable, 1.0)
             self.opt.step(), self.sched.step()

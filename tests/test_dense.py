@@ -80,9 +80,11 @@ def test_default_recipe_runs_its_stages_and_skips_finished_ones(tmp_path):
     from mivl.export.default_model import SIX_CAMERA, Stage, publish, train_default
 
     stages = (Stage("dense", 2, 2e-3, batch_size=2, six_share=0.5, camera_weight=1, digit_weight=1),
-              Stage("qa", 2, 1e-3, ("colour", "camera"), batch_size=2, turns=2, views=2, six_share=0.5))
+              Stage("qa", 2, 1e-3, ("colour", "camera"), batch_size=2, turns=2, views=2, six_share=0.5),
+              Stage("focus", 2, 1e-3, ("camera",), batch_size=2, turns=2, views=2, six_share=1.0, max_tiles=1,
+                    freeze=("vit", "projector"), focus=1.0, stream=1))
     last = train_default(tmp_path / "out", work=tmp_path / "work", stages=stages, quiet=True, recipe=SIX_CAMERA)
-    assert last == tmp_path / "work" / "qa" and (last / "config.json").is_file()
+    assert last == tmp_path / "work" / "focus" and (last / "config.json").is_file()
     init = json.loads((tmp_path / "work" / "init" / "config.json").read_text())
     assert init["max_dynamic_patch"] == 12 and init["use_thumbnail"] is True     # six cameras: 13 tiles
     dense_log = json.loads((tmp_path / "work" / "dense" / "train_log.json").read_text())
@@ -95,6 +97,8 @@ def test_default_recipe_runs_its_stages_and_skips_finished_ones(tmp_path):
     assert cfg["torch_dtype"] == "bfloat16"
     logs = json.loads((out / "train_log.json").read_text())["logs"]
     assert logs["dense"]["steps"] == 2 and logs["qa"]["steps"] == 2 and logs["qa"]["seconds_last_run"] > 0
+    focus_log = json.loads((last / "train_log.json").read_text())
+    assert focus_log["config"]["focus_weight"] == 1.0 and len(focus_log["losses"]) == 2
     assert any((out / f).is_file() for f in ("tokenizer.json", "vocab.json"))
 
 

@@ -30,16 +30,14 @@ camera name in two or three pieces (CAM, _BACK, _RIGHT). Stages:
             object's box and centre in 0..1000 of the image. A grid tile cannot know where it lies
             (InternVL gives tiles no position), the thumbnail can: its tokens carry what "which
             camera" and "where" need. dense2 continues with dense's heads on new samples;
-  2. mc1, mc6  the LLM and projector learn the question kinds (ViT frozen: each view's ViT tokens
-            are computed once and cached, the cache shared by the stages), several questions per
-            conversation about a fixed pool of views (`SyntheticViews`): the one-camera kinds, then
-            all one-word kinds with six-camera views most of the time. One kind group at a time:
-            in a mixture with box and point answers, the long answers outweigh the one-word ones
-            and a fresh LLM learns the formats but answers "none" to everything; `where` and
-            grounding are not trained by this recipe yet;
-  3. t1, t2, t3  a curriculum on the number of image tokens: each view as one tile and one object
-            per camera, then three objects, then the full tiling;
-  4. v1     everything training (the ViT learns from the answers), one camera, 3 tiles.
+  2. f1, f2  the LLM learns the one-word kinds, the vision side frozen (ViT and projector: QA
+            training of the projector wipes the camera out of the object tokens, BENCHMARKS), with
+            the attention targets of each answer's focus (`mivl.export.train.focus`: the answer
+            position looks at the question's words naming the subject and at the subject's image
+            tokens), several questions per conversation about a pool of views (`SyntheticViews`),
+            each view as one tile (the six-camera canvas as its thumbnail) with one object per
+            camera; f2 continues on new views and questions.
+The three-object scenes, the full tiling, `where` and grounding are not trained by this recipe yet.
 QA stages draw from streams apart from the held-out one (`mivl.calib.evaluate.EVAL_SEED`). What the
 recipes reach is in BENCHMARKS.md ("Embedded default model").
 """
@@ -87,7 +85,9 @@ class Stage:
                                      # ViT tokens cached, bf16 autocast); 0, a new scene per record
     six_share: float = 0.3           # share of six-camera views
     stream: int = 0                  # dense: sample stream (seed + stream); a later dense stage
-                                     # continues with the previous one's heads on new samples
+                                     # continues with the previous one's heads on new samples.
+                                     # QA with views: question stream QA_STREAM + seed + 100 * stream
+                                     # (a stage continuing another on new views and questions)
     camera_weight: float = 0.0       # dense: weights of the camera and digit terms of the loss
     digit_weight: float = 0.0
     max_tiles: int = 0               # QA with views: each record's tile budget (1: a view as one tile,
@@ -121,22 +121,15 @@ ONE_TILE = Recipe("one-tile", (
     Stage("class3", 600, 2e-4, CLASS_HEAVY, freeze=(), turns=2)),
     max_tiles=1, thumbnail=False, max_objects=1, kinds=("colour", "class"))
 
-SIX_QA = dict(batch_size=4, turns=8, views=800, six_share=0.7)
+# the QA stages: the LLM alone learns (ViT and projector frozen: each view's image features are
+# computed once), with the attention targets of the answers' focus, each view as one tile
+SIX_FOCUS = dict(batch_size=4, turns=8, views=2000, six_share=0.5, max_tiles=1, max_objects=1,
+                 freeze=("vit", "projector"), focus=1.0)
 SIX_CAMERA = Recipe("six-camera", (
     Stage("dense", 400, 2e-3, batch_size=4, six_share=0.6, camera_weight=1.0, digit_weight=1.0),
     Stage("dense2", 600, 1e-3, batch_size=4, six_share=0.7, stream=1, camera_weight=2.0, digit_weight=2.0),
-    Stage("mc1", 400, 1.5e-3, ("colour", "class", "absent_one"), **dict(SIX_QA, views=400, six_share=0.0)),
-    Stage("mc6", 800, 1.5e-3, ONE_WORD_KINDS, **SIX_QA),
-    # a curriculum on the number of image tokens: each view as one tile (256 tokens; the six-camera
-    # canvas as its thumbnail, which carries the camera) and one object per camera, then three,
-    # then the full tiling (3,328 tokens on six cameras)
-    Stage("t1", 500, 1.5e-3, ONE_WORD_KINDS, **dict(SIX_QA, views=2000, six_share=0.5, max_tiles=1, max_objects=1)),
-    Stage("t2", 500, 1e-3, ONE_WORD_KINDS, **dict(SIX_QA, views=2000, six_share=0.5, max_tiles=1)),
-    Stage("t3", 300, 5e-4, ONE_WORD_KINDS, **SIX_QA),
-    # everything training (nothing cached), as the one-tile recipe's single stages: the ViT learns
-    # class from the answers' gradient, on one camera (3 tiles)
-    Stage("v1", 400, 5e-4, ("colour", "class", "absent_one"), freeze=(),
-          **dict(SIX_QA, views=4000, six_share=0.0))),
+    Stage("f1", 1000, 1.5e-3, ONE_WORD_KINDS, **SIX_FOCUS),
+    Stage("f2", 1500, 1e-3, ONE_WORD_KINDS, **dict(SIX_FOCUS, stream=1))),
     max_tiles=12, thumbnail=True, max_objects=3, kinds=ONE_WORD_KINDS, cased_tokenizer=True)
 
 RECIPES = {r.name: r for r in (ONE_TILE, SIX_CAMERA)}
@@ -196,7 +189,7 @@ def run_qa(src: Path, out: Path, stage: Stage, seed: int, quiet: bool, recipe: R
                   batch_size=stage.batch_size, lr=stage.lr, warmup_ratio=0.05, min_lr_ratio=0.1, weight_decay=0.0,
                   seed=seed, save_dtype="fp32", quiet=quiet, focus_weight=stage.focus)
     if stage.views:
-        data = SyntheticViews(stage.kinds, QA_STREAM + seed, views=stage.views, turns=stage.turns,
+        data = SyntheticViews(stage.kinds, QA_STREAM + seed + 100 * stage.stream, views=stage.views, turns=stage.turns,
                               six_share=stage.six_share, max_objects=stage.max_objects or recipe.max_objects,
                               max_tiles=stage.max_tiles or None)
         cfg = TrainConfig(str(src), str(out), dtype="bf16", save_every=25, log_every=5,
