@@ -217,3 +217,36 @@ def test_trainer_checks_focus_settings(tiny_dir, tmp_path):
     r = train(TrainConfig(str(tiny_dir("qwen2")), str(tmp_path / "d"), focus_weight=1.0, focus_image_layers=(1,),
                           steps=2, batch_size=1, dtype="fp32", quiet=True), data)
     assert len(r.losses) == 2 and all(math.isfinite(v) for v in r.losses)
+
+
+def test_cli_trains_with_focus(tiny_dir, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    import cv2
+
+    img = np.zeros((120, 160, 3), np.uint8)
+    img[30:90, 40:100] = (0, 0, 255)
+    cv2.imwrite(str(tmp_path / "a.png"), img)
+    rec = {"id": "0", "image": "a.png", "max_tiles": 1, "conversations": [
+        {"from": "human", "value": "<image>\nWhat colour is the square?"},
+        {"from": "gpt", "value": "red", "focus": {"box": [250, 250, 625, 750], "words": ["square"]}}]}
+    (tmp_path / "r.jsonl").write_text(json.dumps(rec) + "\n")
+    base = [sys.executable, "-m", "mivl.export.cli", "train", str(tiny_dir("qwen2")), "--steps", "2",
+            "--batch-size", "1", "--dtype", "fp32"]
+    exe = base + ["--data", str(tmp_path / "r.jsonl")]
+    out = subprocess.run(exe + ["-o", str(tmp_path / "ft"), "--focus-weight", "1", "--focus-image-layers", "1"],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "focus image" in out.stdout and "focus words" in out.stdout
+    log = json.loads((tmp_path / "ft" / "train_log.json").read_text())
+    assert log["config"]["focus_weight"] == 1.0 and list(log["config"]["focus_image_layers"]) == [1]
+    out = subprocess.run(exe + ["-o", str(tmp_path / "ft2"), "--focus-weight", "1", "--focus-heads", "x"],
+                         capture_output=True, text=True)
+    assert out.returncode == 2 and "comma list of integers" in out.stderr
+    rec["conversations"][1]["focus"]["box"] = [700, 250, 625, 750]
+    (tmp_path / "bad.jsonl").write_text(json.dumps(rec) + "\n")
+    out = subprocess.run(base + ["--data", str(tmp_path / "bad.jsonl"), "-o", str(tmp_path / "ft3"), "--focus-weight", "1"],
+                         capture_output=True, text=True)
+    assert out.returncode != 0 and "x1 < x2" in out.stderr

@@ -79,8 +79,23 @@ def train_parser() -> argparse.ArgumentParser:
                    help="with --mode partial --freeze vit: keep each distinct image's ViT tokens (image "
                         "features when the projector is frozen too) in memory up to this size, so that "
                         "records that repeat an image encode it once (default 0: off)")
+    p.add_argument("--focus-weight", type=float, default=0.0,
+                   help="> 0: attention targets from the answers' focus, with this weight (default 0: off)")
+    p.add_argument("--focus-heads", type=index_list, default=(0,), help="comma list of LLM heads (default 0)")
+    p.add_argument("--focus-image-layers", type=index_list, default=(1, 2),
+                   help="LLM layers whose focus heads look at the subject's image tokens (default 1,2)")
+    p.add_argument("--focus-word-layers", type=index_list, default=(0,),
+                   help="LLM layers whose focus heads look at the words naming it (default 0)")
     p.add_argument("--seed", type=int, default=0)
     return p
+
+
+def index_list(text: str) -> tuple[int, ...]:
+    """'1,2' -> (1, 2); '' -> ()."""
+    try:
+        return tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a comma list of integers, got {text!r}") from None
 
 
 def main_train(argv) -> int:
@@ -98,7 +113,9 @@ def main_train(argv) -> int:
                       weight_decay=a.weight_decay, dtype=a.dtype, grad_checkpointing=a.grad_checkpointing,
                       max_length=a.max_length, save_every=a.save_every, resume=not a.no_resume,
                       strategy=a.strategy, device=a.device, save_dtype=a.save_dtype, seed=a.seed,
-                      feature_cache_gb=a.feature_cache_gb)
+                      feature_cache_gb=a.feature_cache_gb, focus_weight=a.focus_weight,
+                      focus_heads=a.focus_heads, focus_image_layers=a.focus_image_layers,
+                      focus_word_layers=a.focus_word_layers)
     r = train(cfg, data)
     if r.losses:
         print(f"trained {r.steps} step(s) in {r.seconds:.0f} s, loss {r.losses[0]:.4f} -> {r.losses[-1]:.4f}; "
