@@ -36,8 +36,9 @@ camera name in two or three pieces (CAM, _BACK, _RIGHT). Stages:
             position looks at the question's words naming the subject and at the subject's image
             tokens), several questions per conversation about a pool of views (`SyntheticViews`),
             each view as one tile (the six-camera canvas as its thumbnail) with one object per
-            camera; f2 continues on new views and questions.
-The three-object scenes, the full tiling, `where` and grounding are not trained by this recipe yet.
+            camera; f2 continues on new views and questions; f3 on the model's own tiling (13
+            tiles on six cameras, 3 on one), the targets on every tile and the thumbnail.
+The three-object scenes, `where` and grounding are not trained by this recipe yet.
 QA stages draw from streams apart from the held-out one (`mivl.calib.evaluate.EVAL_SEED`). What the
 recipes reach is in BENCHMARKS.md ("Embedded default model").
 """
@@ -129,7 +130,8 @@ SIX_CAMERA = Recipe("six-camera", (
     Stage("dense", 400, 2e-3, batch_size=4, six_share=0.6, camera_weight=1.0, digit_weight=1.0),
     Stage("dense2", 600, 1e-3, batch_size=4, six_share=0.7, stream=1, camera_weight=2.0, digit_weight=2.0),
     Stage("f1", 1000, 1.5e-3, ONE_WORD_KINDS, **SIX_FOCUS),
-    Stage("f2", 1500, 1e-3, ONE_WORD_KINDS, **dict(SIX_FOCUS, stream=1))),
+    Stage("f2", 1500, 1e-3, ONE_WORD_KINDS, **dict(SIX_FOCUS, stream=1)),
+    Stage("f3", 400, 1e-3, ONE_WORD_KINDS, **dict(SIX_FOCUS, max_tiles=0, stream=2))),
     max_tiles=12, thumbnail=True, max_objects=3, kinds=ONE_WORD_KINDS, cased_tokenizer=True)
 
 RECIPES = {r.name: r for r in (ONE_TILE, SIX_CAMERA)}
