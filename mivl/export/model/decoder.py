@@ -146,10 +146,12 @@ class CausalLM(nn.Module):
         return self.model.embed_tokens(ids)
 
     def forward(self, embeds: torch.Tensor, cache: list | None = None, start: int = 0,
-                hidden_only: bool = False) -> torch.Tensor:
+                hidden_only: bool = False, on_layer=None) -> torch.Tensor:
         """(B, T, D) embeddings at positions start.. -> (B, T, vocab) logits.
 
         `cache`, when given, is a list (one [k, v] per layer, empty at first) extended in place.
+        `on_layer(i, layer, x, cos, sin)`, when given, sees each layer's input (training
+        objectives on the attention, `mivl.export.train.focus`).
         """
         b, t, _ = embeds.shape
         total = start + t
@@ -165,6 +167,8 @@ class CausalLM(nn.Module):
             cache.extend([] for _ in self.model.layers)
         x = embeds
         for i, layer in enumerate(self.model.layers):
+            if on_layer is not None:
+                on_layer(i, layer, x, cos, sin)
             x = layer(x, cos, sin, cache[i] if cache is not None else None, mask)
         x = self.model.norm(x)
         return x if hidden_only else self.lm_head(x)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 
 from ...edge.errors import InputError
-from ..model.decoder import CAUSAL, apply_rope, rope_cos_sin
+from ..model.decoder import apply_rope
 
 
 @dataclass(frozen=True)
@@ -81,19 +81,20 @@ def _targets(focus, slots: torch.Tensor, T: int, image: bool):
 
 
 def decode(lm, x: torch.Tensor, focus, slots: torch.Tensor, cfg: FocusConfig):
-    """Run the decoder `lm` (a CausalLM) over the embeddings x (1, T, D) as its forward does, and
-    score the focus targets on the way. Returns (final hidden states (1, T, D), the weighted target
+    """Run the decoder `lm` (a CausalLM) over the embeddings x (1, T, D) and score the focus
+    targets on each layer's input. Returns (final hidden states (1, T, D), the weighted target
     loss summed over positions, {"image": mean mass, "words": mean mass} of the targets scored)."""
     T = x.shape[1]
-    cos, sin = rope_cos_sin(lm.config, torch.arange(T, device=x.device), T)
-    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
     image, words = _targets(focus, slots, T, True), _targets(focus, slots, T, False)
-    loss, mass = x.new_zeros((), dtype=torch.float32), {}
-    for li, layer in enumerate(lm.model.layers):
+    terms, mass = [], {}
+
+    def score(li, layer, h, cos, sin):
         for name, tg, layers in (("image", image, cfg.image_layers), ("words", words, cfg.word_layers)):
             if tg is not None and li in layers:
-                lm_ = log_mass(layer, x, cos, sin, tg[0], tg[1], cfg.heads)
-                loss = loss - lm_.sum()
+                lm_ = log_mass(layer, h, cos, sin, tg[0], tg[1], cfg.heads)
+                terms.append(lm_.sum())
                 mass.setdefault(name, []).append(lm_.detach().exp().mean().item())
-        x = layer(x, cos, sin, None, CAUSAL)
-    return lm.model.norm(x), cfg.weight * loss / cfg.unit, {k: sum(v) / len(v) for k, v in mass.items()}
+
+    hidden = lm(x, hidden_only=True, on_layer=score)
+    loss = -torch.stack(terms).sum() if terms else x.new_zeros((), dtype=torch.float32)
+    return hidden, cfg.weight * loss / cfg.unit, {k: sum(v) / len(v) for k, v in mass.items()}

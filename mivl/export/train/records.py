@@ -13,8 +13,9 @@ This is InternVL's own fine-tuning format (`image` + `conversations`), extended 
 `video`. An answer may carry `focus`, where it should look (optional, records of one image or the
 six cameras): the box, in 0..1000 of the image as the model is fed it (the stitched canvas for
 cameras), of the object the answer is about, and the words of the question that name it. The
-trainer can turn it into attention targets (`TrainConfig.focus_weight`). Relative paths are resolved against the JSONL file's folder. In memory, an image may also
-be a NumPy array (HWC uint8 RGB), which is how generated data is fed without touching the disk.
+trainer can turn it into attention targets (`TrainConfig.focus_weight`). Relative paths are
+resolved against the JSONL file's folder. In memory, an image may also be a NumPy array (HWC
+uint8 RGB), which is how generated data is fed without touching the disk.
 """
 from __future__ import annotations
 
