@@ -9,7 +9,7 @@ import cv2
 
 from mivl.calib.synthetic import draw_scene
 
-SEED = int(sys.argv[1]) if len(sys.argv) > 1 else 31
+SEED = int(sys.argv[1]) if len(sys.argv) > 1 else 37
 out = Path(__file__).resolve().parents[1] / "examples" / "sample_scene"
 out.mkdir(parents=True, exist_ok=True)
 scene = draw_scene(SEED, 800, 450, max_objects=1)

@@ -74,6 +74,20 @@ def test_dense_warmup_learns_and_is_reproducible(tiny_dir):
     assert all(torch.equal(before[k], after[k]) for k in before)   # only the vision side trains
 
 
+def test_dense_loss_weighs_the_class_term():
+    import torch
+
+    from mivl.export.train.dense import DenseHeads, dense_loss
+
+    torch.manual_seed(0)
+    heads, feats = DenseHeads(16), torch.randn(2, 256, 16)
+    colours, classes = torch.randint(0, 7, (2, 256)), torch.randint(0, 7, (2, 256))
+    w = torch.where(colours.reshape(-1) > 0, 10.0, 1.0)
+    lk = torch.nn.functional.cross_entropy(heads.cls(feats.reshape(-1, 16)), classes.reshape(-1), reduction="none")
+    one, three = (dense_loss(heads, feats, colours, classes, 10.0, class_weight=c) for c in (1.0, 3.0))
+    assert torch.allclose(three - one, 2 * (lk * w).sum() / w.sum())
+
+
 def test_default_recipe_runs_its_stages_and_skips_finished_ones(tmp_path):
     import json
 
@@ -120,8 +134,10 @@ def test_bf16_stage_starts_from_the_published_rounding(tmp_path):
 
 
 def test_shipped_recipe_reproduces_its_logged_first_step(tmp_path):
-    """The shipped model's recipe, run by today's code, starts as the run that made it did: the
-    dense stage's first loss as logged then (BENCHMARKS.md: 3.9458)."""
+    """The shipped model's recipe, run by today's code, starts from the same first step: the dense
+    stage's first loss. The run that made the model logged 3.9458 (BENCHMARKS.md); vehicles have
+    since been drawn in their own shapes (a truck's cargo box, a bus's windows), which moves the
+    first batch's loss to 3.9465."""
     import json
     from dataclasses import replace
 
@@ -130,4 +146,4 @@ def test_shipped_recipe_reproduces_its_logged_first_step(tmp_path):
     init = make_initial(tmp_path / "init", 0, ONE_TILE)
     run_dense(init, tmp_path / "dense", replace(ONE_TILE.stages[0], steps=1), 0, True, ONE_TILE)
     losses = json.loads((tmp_path / "dense" / "train_log.json").read_text())["losses"]
-    assert abs(losses[0] - 3.9458) < 5e-4, losses
+    assert abs(losses[0] - 3.9465) < 2e-4, losses

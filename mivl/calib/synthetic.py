@@ -84,11 +84,26 @@ def _draw(img: np.ndarray, obj: SceneObject) -> None:
     x1, y1, x2, y2 = obj.box
     c = COLOURS[obj.colour]
     if obj.cls in ("car", "truck", "bus"):
+        # the three differ in shape as on the road, not only in size: a car one window band, a
+        # truck a windowless cargo box behind its cab, a bus a row of windows along its side
+        w, h = x2 - x1, y2 - y1
         cv2.rectangle(img, (x1, y1), (x2, y2), c, -1)
         win = (min(255, c[0] // 3 + 150), min(255, c[1] // 3 + 160), min(255, c[2] // 3 + 180))
-        cv2.rectangle(img, (x1 + (x2 - x1) // 8, y1 + (y2 - y1) // 8),
-                      (x2 - (x2 - x1) // 8, y1 + (y2 - y1) // 2), win, -1)
-        r = max(2, (y2 - y1) // 6)
+        top, bottom = y1 + h // 8, y1 + h // 2
+        if obj.cls == "car":
+            cv2.rectangle(img, (x1 + w // 8, top), (x2 - w // 8, bottom), win, -1)
+        elif obj.cls == "truck":
+            cab = x2 - w // 3
+            cv2.rectangle(img, (cab + w // 16, top), (x2 - w // 16, bottom), win, -1)
+            cv2.line(img, (cab, y1), (cab, y2), (20, 20, 20), max(1, w // 40))
+        else:
+            n = 5
+            pitch = (w - w // 8) / n
+            for k in range(n):
+                a = int(x1 + w // 16 + k * pitch)
+                cv2.rectangle(img, (a + max(1, int(pitch) // 6), top), (int(a + pitch) - max(1, int(pitch) // 6), bottom),
+                              win, -1)
+        r = max(2, h // 6)
         for cx in (x1 + (x2 - x1) // 5, x2 - (x2 - x1) // 5):
             cv2.circle(img, (cx, y2), r, (15, 15, 15), -1)
     elif obj.cls == "pedestrian":

@@ -91,6 +91,8 @@ class Stage:
                                      # (a stage continuing another on new views and questions)
     camera_weight: float = 0.0       # dense: weights of the camera and digit terms of the loss
     digit_weight: float = 0.0
+    class_weight: float = 1.0        # dense: weight of the class term against the colour term
+    balance: bool = False            # dense: each class present weighs alike in the class term
     max_tiles: int = 0               # QA with views: each record's tile budget (1: a view as one tile,
                                      # 256 image tokens); 0: the model's dynamic tiling
     max_objects: int = 0             # objects per camera in its scenes; 0: the recipe's
@@ -127,8 +129,10 @@ ONE_TILE = Recipe("one-tile", (
 SIX_FOCUS = dict(batch_size=4, turns=8, views=2000, six_share=0.5, max_tiles=1, max_objects=1,
                  freeze=("vit", "projector"), focus=1.0)
 SIX_CAMERA = Recipe("six-camera", (
-    Stage("dense", 400, 2e-3, batch_size=4, six_share=0.6, camera_weight=1.0, digit_weight=1.0),
-    Stage("dense2", 600, 1e-3, batch_size=4, six_share=0.7, stream=1, camera_weight=2.0, digit_weight=2.0),
+    Stage("dense", 400, 2e-3, batch_size=4, six_share=0.6, camera_weight=1.0, digit_weight=1.0, class_weight=2.0,
+          balance=True),
+    Stage("dense2", 600, 1e-3, batch_size=4, six_share=0.7, stream=1, camera_weight=2.0, digit_weight=2.0,
+          class_weight=2.0, balance=True),
     Stage("f1", 1000, 1.5e-3, ONE_WORD_KINDS, **SIX_FOCUS),
     Stage("f2", 1500, 1e-3, ONE_WORD_KINDS, **dict(SIX_FOCUS, stream=1)),
     Stage("f3", 400, 1e-3, ONE_WORD_KINDS, **dict(SIX_FOCUS, max_tiles=0, stream=2))),
@@ -178,6 +182,7 @@ def run_dense(src: Path, out: Path, stage: Stage, seed: int, quiet: bool, recipe
     losses, heads = pretrain_vision(ck.model, preprocess_config(ck), stage.steps, stage.batch_size, stage.lr,
                                     seed + stage.stream, max_objects=recipe.max_objects, six_share=stage.six_share,
                                     camera_weight=stage.camera_weight, digit_weight=stage.digit_weight,
+                                    class_weight=stage.class_weight, balance=stage.balance,
                                     heads=heads, quiet=quiet)
     write_checkpoint(ck.model, src, out, torch.float32, {"stage": stage.name, "losses": losses,
                                                          "seconds_this_run": time.perf_counter() - t0})

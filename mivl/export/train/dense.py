@@ -74,14 +74,23 @@ class DenseHeads(nn.Module):
 
 
 def dense_loss(heads: DenseHeads, feats, colours, classes, object_weight: float, cameras=None, digits=None,
-               camera_weight: float = 1.0, digit_weight: float = 1.0):
-    """Cross-entropy per token, object tokens weighted (they are a few percent of the tokens); plus,
-    when given, the camera under each token and the digits of its object's box and centre."""
+               camera_weight: float = 1.0, digit_weight: float = 1.0, class_weight: float = 1.0,
+               balance: bool = False):
+    """Cross-entropy per token, object tokens weighted (they are a few percent of the tokens), the
+    class term times `class_weight`; plus, when given, the camera under each token and the digits
+    of its object's box and centre. `balance`: the class term weighs each class present alike
+    (a bus covers ten times the tokens of a pedestrian; unbalanced, the head learns "bus")."""
     feats, colours, classes = feats.reshape(-1, feats.shape[-1]), colours.reshape(-1), classes.reshape(-1)
     w = torch.where(colours > 0, object_weight, 1.0)
     lc = F.cross_entropy(heads.colour(feats), colours, reduction="none")
     lk = F.cross_entropy(heads.cls(feats), classes, reduction="none")
-    loss = ((lc + lk) * w).sum() / w.sum()
+    wk = w
+    if balance:
+        count = torch.bincount(classes, minlength=heads.cls.out_features).float()
+        on = classes > 0
+        share = w[on].sum() / max(1, int((count[1:] > 0).sum()))      # each class present: the same weight
+        wk = torch.where(on, share / count[classes].clamp(min=1), w)
+    loss = ((lc * w).sum() + class_weight * (lk * wk).sum()) / w.sum()
     if cameras is not None and camera_weight:
         loss = loss + camera_weight * F.cross_entropy(heads.camera(feats), cameras.reshape(-1))
     if digits is not None and digit_weight:
@@ -127,7 +136,7 @@ def dense_accuracy(model, heads, samples) -> dict:
 def pretrain_vision(model, pre, steps: int, batch_size: int = 8, lr: float = 2e-3, seed: int = 0,
                     max_objects: int = 1, six_share: float = 0.3, object_weight: float = 10.0,
                     grid_tiles: int = 1, camera_weight: float = 1.0, digit_weight: float = 1.0,
-                    heads: DenseHeads | None = None, log_every: int = 20,
+                    class_weight: float = 1.0, balance: bool = False, heads: DenseHeads | None = None, log_every: int = 20,
                     quiet: bool = False) -> tuple[list[float], DenseHeads]:
     """Train model.vision_model and model.mlp1 in place on dense token labels (samples of stream
     `seed`); returns the losses and the temporary heads (for dense_accuracy, or to continue with
@@ -148,7 +157,7 @@ def pretrain_vision(model, pre, steps: int, batch_size: int = 8, lr: float = 2e-
                for f in ("pixels", "colours", "classes", "cameras", "digits")}
         feats = model.image_features(cat["pixels"])
         loss = dense_loss(heads, feats, cat["colours"], cat["classes"], object_weight, cat["cameras"], cat["digits"],
-                          camera_weight, digit_weight)
+                          camera_weight, digit_weight, class_weight, balance)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
