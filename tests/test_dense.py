@@ -68,8 +68,16 @@ def test_dense_warmup_learns_and_is_reproducible(tiny_dir):
     k = a.pixels.shape[0]     # one grid tile and the thumbnail
     assert a.pixels.shape == (k, 3, 448, 448) and a.colours.shape == (k, 256) and a.digits.shape == (k, 256, 18)
     before = {k: v.clone() for k, v in ck.model.language_model.state_dict().items()}
-    losses, _ = pretrain_vision(ck.model, pre, steps=12, batch_size=2, lr=3e-3, quiet=True)
+    losses, heads = pretrain_vision(ck.model, pre, steps=12, batch_size=2, lr=3e-3, quiet=True)
     assert np.mean(losses[-3:]) < np.mean(losses[:3])
+    from mivl.calib.synthetic import CLASSES
+    from mivl.export.train.dense import dense_accuracy
+
+    val = [dense_sample(99, i, pre, 3, 0.5) for i in range(4)]
+    acc = dense_accuracy(ck.model, heads, val)
+    counts = {c: sum(int((s.classes == k + 1).sum()) for s in val) for k, c in enumerate(CLASSES)}
+    per = {c: acc[f"class {c}"] for c in CLASSES if counts[c]}      # recall per class, weighted: the total
+    assert per and abs(sum(per[c] * counts[c] for c in per) / sum(counts.values()) - acc["class"]) < 1e-9
     after = ck.model.language_model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)   # only the vision side trains
 

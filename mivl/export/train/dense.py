@@ -102,10 +102,12 @@ def dense_loss(heads: DenseHeads, feats, colours, classes, object_weight: float,
 
 @torch.no_grad()
 def dense_accuracy(model, heads, samples) -> dict:
-    """Accuracy of the heads: colour and class on object tokens, background, the camera on
+    """Accuracy of the heads: colour and class on object tokens, the class per object class
+    ("class car": of the car tokens, the share called car), background, the camera on
     six-camera thumbnail tokens, and each digit place of the object numbers on thumbnail tokens."""
     hit_c = hit_k = n_obj = hit_bg = n_bg = hit_cam = n_cam = 0
     hit_d, n_d = np.zeros(DIGITS), 0
+    hit_per, n_per = np.zeros(len(CLASSES) + 1), np.zeros(len(CLASSES) + 1)
     for s in samples:
         f = model.image_features(torch.from_numpy(s.pixels)).reshape(-1, heads.colour.in_features)
         pc, pk = heads.colour(f).argmax(-1).numpy(), heads.cls(f).argmax(-1).numpy()
@@ -114,6 +116,8 @@ def dense_accuracy(model, heads, samples) -> dict:
         hit_c += int((pc[obj] == colours[obj]).sum())
         hit_k += int((pk[obj] == classes[obj]).sum())
         n_obj += int(obj.sum())
+        np.add.at(n_per, classes[obj], 1)
+        np.add.at(hit_per, classes[obj], pk[obj] == classes[obj])
         hit_bg += int(((pc == 0) & (pk == 0))[~obj].sum())
         n_bg += int((~obj).sum())
         cams = s.cameras.reshape(-1)
@@ -126,6 +130,7 @@ def dense_accuracy(model, heads, samples) -> dict:
         hit_d += (pd[ok] == d[ok]).sum(axis=(0, 1))
         n_d += int(ok.sum()) * len(NUMBERS)
     out = {"colour": hit_c / max(1, n_obj), "class": hit_k / max(1, n_obj), "background": hit_bg / max(1, n_bg)}
+    out.update({f"class {c}": hit_per[k + 1] / n_per[k + 1] for k, c in enumerate(CLASSES) if n_per[k + 1]})
     if n_cam:
         out["camera"] = hit_cam / n_cam
     if n_d:
