@@ -96,6 +96,19 @@ def test_dense_loss_weighs_the_class_term():
     assert torch.allclose(three - one, 2 * (lk * w).sum() / w.sum())
 
 
+def test_balanced_class_weights_give_each_class_present_the_same_total():
+    import torch
+
+    from mivl.export.train.dense import balanced
+
+    classes = torch.tensor([0] * 50 + [1] * 100 + [3] * 10)          # background, 100 car, 10 bus tokens
+    w = torch.where(classes > 0, 10.0, 1.0)
+    b = balanced(classes, w, 7)
+    assert torch.equal(b[:50], w[:50])                                # background keeps its weight
+    assert torch.isclose(b[50:150].sum(), b[150:].sum()) and torch.isclose(b[50:].sum(), w[50:].sum())
+    assert torch.equal(balanced(torch.zeros(5, dtype=torch.long), torch.ones(5), 7), torch.ones(5))
+
+
 def test_default_recipe_runs_its_stages_and_skips_finished_ones(tmp_path):
     import json
 

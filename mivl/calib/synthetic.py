@@ -97,12 +97,11 @@ def _draw(img: np.ndarray, obj: SceneObject) -> None:
             cv2.rectangle(img, (cab + w // 16, top), (x2 - w // 16, bottom), win, -1)
             cv2.line(img, (cab, y1), (cab, y2), (20, 20, 20), max(1, w // 40))
         else:
-            n = 5
-            pitch = (w - w // 8) / n
-            for k in range(n):
+            pitch = (w - w // 8) / 5
+            gap = max(1, int(pitch) // 6)
+            for k in range(5):
                 a = int(x1 + w // 16 + k * pitch)
-                cv2.rectangle(img, (a + max(1, int(pitch) // 6), top), (int(a + pitch) - max(1, int(pitch) // 6), bottom),
-                              win, -1)
+                cv2.rectangle(img, (a + gap, top), (int(a + pitch) - gap, bottom), win, -1)
         r = max(2, h // 6)
         for cx in (x1 + (x2 - x1) // 5, x2 - (x2 - x1) // 5):
             cv2.circle(img, (cx, y2), r, (15, 15, 15), -1)

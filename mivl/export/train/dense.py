@@ -73,6 +73,15 @@ class DenseHeads(nn.Module):
         self.digits = nn.Linear(dim, len(NUMBERS) * DIGITS * 10)
 
 
+def balanced(classes, w, n_classes: int):
+    """Token weights `w` spread anew over the object tokens (class > 0) so that each class present
+    gets the same total, and all of them together the total they had; background keeps its own."""
+    count = torch.bincount(classes, minlength=n_classes).float()
+    on = classes > 0
+    share = w[on].sum() / max(1, int((count[1:] > 0).sum()))
+    return torch.where(on, share / count[classes].clamp(min=1), w)
+
+
 def dense_loss(heads: DenseHeads, feats, colours, classes, object_weight: float, cameras=None, digits=None,
                camera_weight: float = 1.0, digit_weight: float = 1.0, class_weight: float = 1.0,
                balance: bool = False):
@@ -84,12 +93,7 @@ def dense_loss(heads: DenseHeads, feats, colours, classes, object_weight: float,
     w = torch.where(colours > 0, object_weight, 1.0)
     lc = F.cross_entropy(heads.colour(feats), colours, reduction="none")
     lk = F.cross_entropy(heads.cls(feats), classes, reduction="none")
-    wk = w
-    if balance:
-        count = torch.bincount(classes, minlength=heads.cls.out_features).float()
-        on = classes > 0
-        share = w[on].sum() / max(1, int((count[1:] > 0).sum()))      # each class present: the same weight
-        wk = torch.where(on, share / count[classes].clamp(min=1), w)
+    wk = balanced(classes, w, heads.cls.out_features) if balance else w
     loss = ((lc * w).sum() + class_weight * (lk * wk).sum()) / w.sum()
     if cameras is not None and camera_weight:
         loss = loss + camera_weight * F.cross_entropy(heads.camera(feats), cameras.reshape(-1))
@@ -141,8 +145,8 @@ def dense_accuracy(model, heads, samples) -> dict:
 def pretrain_vision(model, pre, steps: int, batch_size: int = 8, lr: float = 2e-3, seed: int = 0,
                     max_objects: int = 1, six_share: float = 0.3, object_weight: float = 10.0,
                     grid_tiles: int = 1, camera_weight: float = 1.0, digit_weight: float = 1.0,
-                    class_weight: float = 1.0, balance: bool = False, heads: DenseHeads | None = None, log_every: int = 20,
-                    quiet: bool = False) -> tuple[list[float], DenseHeads]:
+                    class_weight: float = 1.0, balance: bool = False, heads: DenseHeads | None = None,
+                    log_every: int = 20, quiet: bool = False) -> tuple[list[float], DenseHeads]:
     """Train model.vision_model and model.mlp1 in place on dense token labels (samples of stream
     `seed`); returns the losses and the temporary heads (for dense_accuracy, or to continue with
     them in a later run; they are not part of the checkpoint)."""
