@@ -28,9 +28,8 @@ camera name in two or three pieces (CAM, _BACK, _RIGHT). Stages:
   1. dense, dense2  per-token targets on every tile (`mivl.calib.labels.tile_targets`): colour and
             class (the class term doubled, each class weighing alike); on the thumbnail also the
             camera under the token and the digits of its object's box and centre in 0..1000 of the
-            image. A grid tile cannot know where it lies
-            (InternVL gives tiles no position), the thumbnail can: its tokens carry what "which
-            camera" and "where" need. dense2 continues with dense's heads on new samples;
+            image. A grid tile cannot know where it lies (InternVL gives tiles no position), the
+            thumbnail can: its tokens carry what "which camera" and "where" need. dense2 continues with dense's heads on new samples;
   2. f1, f2  the LLM learns the one-word kinds, the vision side frozen (ViT and projector: QA
             training of the projector wipes the camera out of the object tokens, BENCHMARKS), with
             the attention targets of each answer's focus (`mivl.export.train.focus`: the answer
@@ -125,15 +124,15 @@ ONE_TILE = Recipe("one-tile", (
     Stage("class3", 600, 2e-4, CLASS_HEAVY, freeze=(), turns=2)),
     max_tiles=1, thumbnail=False, max_objects=1, kinds=("colour", "class"))
 
+# the dense stages: the class term doubled and balanced over the classes present
+SIX_DENSE = dict(batch_size=4, class_weight=2.0, balance=True)
 # the QA stages: the LLM alone learns (ViT and projector frozen: each view's image features are
 # computed once), with the attention targets of the answers' focus, each view as one tile
 SIX_FOCUS = dict(batch_size=4, turns=8, views=2000, six_share=0.5, max_tiles=1, max_objects=1,
                  freeze=("vit", "projector"), focus=1.0)
 SIX_CAMERA = Recipe("six-camera", (
-    Stage("dense", 400, 2e-3, batch_size=4, six_share=0.6, camera_weight=1.0, digit_weight=1.0, class_weight=2.0,
-          balance=True),
-    Stage("dense2", 600, 1e-3, batch_size=4, six_share=0.7, stream=1, camera_weight=2.0, digit_weight=2.0,
-          class_weight=2.0, balance=True),
+    Stage("dense", 400, 2e-3, six_share=0.6, camera_weight=1.0, digit_weight=1.0, **SIX_DENSE),
+    Stage("dense2", 600, 1e-3, six_share=0.7, stream=1, camera_weight=2.0, digit_weight=2.0, **SIX_DENSE),
     Stage("f1", 1000, 1.5e-3, ONE_WORD_KINDS, **SIX_FOCUS),
     Stage("f2", 1500, 1e-3, ONE_WORD_KINDS, **dict(SIX_FOCUS, stream=1)),
     Stage("f3", 400, 1e-3, ONE_WORD_KINDS, **dict(SIX_FOCUS, max_tiles=0, stream=2))),
