@@ -96,6 +96,24 @@ def test_dense_loss_weighs_the_class_term():
     assert torch.allclose(three - one, 2 * (lk * w).sum() / w.sum())
 
 
+def test_camera_term_on_objects_weighs_object_tokens_as_the_others():
+    import torch
+
+    from mivl.export.train.dense import DenseHeads, dense_loss
+
+    torch.manual_seed(0)
+    heads, feats = DenseHeads(16), torch.randn(2, 256, 16)
+    colours, classes = torch.randint(0, 7, (2, 256)), torch.randint(0, 7, (2, 256))
+    cameras = torch.randint(0, 7, (2, 256))
+    w = torch.where(colours.reshape(-1) > 0, 10.0, 1.0)
+    lm = torch.nn.functional.cross_entropy(heads.camera(feats.reshape(-1, 16)), cameras.reshape(-1), reduction="none")
+    base = dense_loss(heads, feats, colours, classes, 10.0)
+    plain = dense_loss(heads, feats, colours, classes, 10.0, cameras, camera_weight=2.0)
+    objects = dense_loss(heads, feats, colours, classes, 10.0, cameras, camera_weight=2.0, camera_objects=True)
+    assert torch.allclose(plain - base, 2 * lm.mean())
+    assert torch.allclose(objects - base, 2 * (lm * w).sum() / w.sum())
+
+
 def test_balanced_class_weights_give_each_class_present_the_same_total():
     import torch
 

@@ -116,8 +116,22 @@ def test_focus_tokens_on_every_tile_of_the_six_camera_tiling(tiny_dir):
             assert said.split() == " ".join(subject_words(q)).lower().split() or said.split() == " ".join(
                 subject_words(q)).split()
             assert f.words and max(f.words) < f.positions[0]
+            # the whole-image tile's share: the thumbnail's tokens of the subject
+            assert len(f.whole_tokens) and set(f.whole_tokens.tolist()) == {t for t in f.image_tokens.tolist()
+                                                                          if t // 256 == 12}
             checked += 1
     assert checked >= 10
+
+
+def test_whole_tokens_are_the_only_tile_or_none_without_a_thumbnail(tiny_dir):
+    ck, tok, tpl = _tok_tpl(tiny_dir("qwen2"))
+    views = SyntheticViews(SIX, 7, views=2, turns=4, six_share=1.0, max_objects=2)
+    _, _, _, rec = views.draw(0)
+    one = encode_record(dict(rec, max_tiles=1), tok, tpl, PreprocessConfig(max_tiles=1, use_thumbnail=True), 256)
+    assert one.pixels.shape[0] == 1 and one.focus
+    assert all(np.array_equal(f.whole_tokens, f.image_tokens) for f in one.focus)
+    bare = encode_record(rec, tok, tpl, PreprocessConfig(max_tiles=12, use_thumbnail=False), 256)
+    assert bare.pixels.shape[0] == 12 and bare.focus and all(f.whole_tokens is None for f in bare.focus)
 
 
 def _attention_probs(layer, x, cos, sin):
@@ -184,6 +198,31 @@ def test_decoding_with_focus_computes_what_the_model_computes(tiny_dir):
     assert 0 < net.focus_mass["image"][0] < 1
 
 
+def test_whole_heads_score_the_thumbnail_tokens_alone(tiny_dir):
+    """With whole_heads the decode scores a third target: those heads' mass on the subject's
+    whole-image tokens, which on a one-tile view are all its tokens (the same mass as "image"
+    for the same head)."""
+    ck, tok, s = _sample(tiny_dir)
+    ids, labels, pixels = torch.tensor(s.input_ids), torch.tensor(s.labels), torch.from_numpy(s.pixels)
+    a = TrainingModel(ck.model, tok.token_to_id(IMG_CONTEXT), torch.float32, focus=FocusConfig(1.0, heads=(0,)))
+    b = TrainingModel(ck.model, tok.token_to_id(IMG_CONTEXT), torch.float32,
+                      focus=FocusConfig(1.0, heads=(1,), whole_heads=(0,)))
+    oa, ce = a(pixels, ids, labels, s.focus)
+    ob, _ = b(pixels, ids, labels, s.focus)
+    assert set(b.focus_mass) == {"image", "whole", "words"}
+    assert math.isclose(b.focus_mass["whole"][0], a.focus_mass["image"][0], rel_tol=1e-5)
+    assert not math.isclose(b.focus_mass["image"][0], a.focus_mass["image"][0], rel_tol=1e-3)   # head 1
+    assert ob > ce
+    with pytest.raises(InputError, match="must differ"):
+        FocusConfig(1.0, (1,), heads=(0,), whole_heads=(0, 1)).check(2, 4)
+    with pytest.raises(InputError, match="whole_heads must be indices"):
+        FocusConfig(1.0, (1,), whole_heads=(7,)).check(2, 4)
+    with pytest.raises(InputError, match="need image_layers"):
+        FocusConfig(1.0, image_layers=(), whole_heads=(1,)).check(2, 4)
+    FocusConfig(1.0, (1,), heads=(0,), whole_heads=(1,)).check(2, 4)
+    assert FocusConfig(1.0, heads=(0,), whole_heads=(1,)).unit == 4
+
+
 def test_focus_training_moves_attention_onto_the_subject(tiny_dir):
     """A few steps on the attention targets alone raise the chosen heads' mass on the targets."""
     ck, tok, s = _sample(tiny_dir)
@@ -236,12 +275,13 @@ def test_cli_trains_with_focus(tiny_dir, tmp_path):
     base = [sys.executable, "-m", "mivl.export.cli", "train", str(tiny_dir("qwen2")), "--steps", "2",
             "--batch-size", "1", "--dtype", "fp32"]
     exe = base + ["--data", str(tmp_path / "r.jsonl")]
-    out = subprocess.run(exe + ["-o", str(tmp_path / "ft"), "--focus-weight", "1", "--focus-image-layers", "1"],
-                         capture_output=True, text=True)
+    out = subprocess.run(exe + ["-o", str(tmp_path / "ft"), "--focus-weight", "1", "--focus-image-layers", "1",
+                                "--focus-whole-heads", "1"], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
-    assert "focus image" in out.stdout and "focus words" in out.stdout
+    assert "focus image" in out.stdout and "focus words" in out.stdout and "focus whole" in out.stdout
     log = json.loads((tmp_path / "ft" / "train_log.json").read_text())
     assert log["config"]["focus_weight"] == 1.0 and list(log["config"]["focus_image_layers"]) == [1]
+    assert list(log["config"]["focus_whole_heads"]) == [1]
     out = subprocess.run(exe + ["-o", str(tmp_path / "ft2"), "--focus-weight", "1", "--focus-heads", "x"],
                          capture_output=True, text=True)
     assert out.returncode == 2 and "comma list of integers" in out.stderr

@@ -25,16 +25,20 @@ six-camera canvas 2688x896 is 6x2 + 1 = 13 tiles, a 800x450 frame 2x1 + 1 = 3), 
 three objects per camera, the one-word kinds of `ONE_WORD_KINDS` (camera, camera_colour,
 camera_class, absent on six cameras; colour, class, absent_one on one). Its tokenizer keeps each
 camera name in two or three pieces (CAM, _BACK, _RIGHT). Stages:
-  1. dense, dense2  per-token targets on every tile (`mivl.calib.labels.tile_targets`): colour and
-            class (the class term doubled, each class weighing alike); on the thumbnail also the
+  1. dense, dense2, dense3  per-token targets on every tile (`mivl.calib.labels.tile_targets`):
+            colour and class (the class term doubled, each class weighing alike); on the thumbnail also the
             camera under the token and the digits of its object's box and centre in 0..1000 of the
             image. A grid tile cannot know where it lies (InternVL gives tiles no position), the
-            thumbnail can: its tokens carry what "which camera" and "where" need. dense2 continues with dense's heads on new samples;
+            thumbnail can: its tokens carry what "which camera" and "where" need. dense2 continues
+            with dense's heads on new samples; dense3 too, the camera term weighing object tokens
+            as the colour and class terms do (else the object tokens, which a lookup reads, lose
+            their camera to colour and class);
   2. f1, f2  the LLM learns the one-word kinds, the vision side frozen (ViT and projector: QA
             training of the projector wipes the camera out of the object tokens, BENCHMARKS), with
             the attention targets of each answer's focus (`mivl.export.train.focus`: the answer
             position looks at the question's words naming the subject and at the subject's image
-            tokens), several questions per conversation about a pool of views (`SyntheticViews`),
+            tokens; head 1 at its tokens on the thumbnail alone, the tile that knows the camera),
+            several questions per conversation about a pool of views (`SyntheticViews`),
             each view as one tile (the six-camera canvas as its thumbnail) with one object per
             camera; f2 continues on new views and questions; f3 on the model's own tiling (13
             tiles on six cameras, 3 on one), the targets on every tile and the thumbnail.
@@ -93,10 +97,12 @@ class Stage:
     digit_weight: float = 0.0
     class_weight: float = 1.0        # dense: weight of the class term against the colour term
     balance: bool = False            # dense: each class present weighs alike in the class term
+    camera_objects: bool = False     # dense: the camera term weighs object tokens as the others do
     max_tiles: int = 0               # QA with views: each record's tile budget (1: a view as one tile,
                                      # 256 image tokens); 0: the model's dynamic tiling
     max_objects: int = 0             # objects per camera in its scenes; 0: the recipe's
     focus: float = 0.0               # QA: weight of the attention targets (`mivl.export.train.focus`)
+    whole_heads: tuple[int, ...] = ()  # QA: heads whose target is the subject on the thumbnail alone
 
 
 @dataclass(frozen=True)
@@ -129,10 +135,12 @@ SIX_DENSE = dict(batch_size=4, class_weight=2.0, balance=True)
 # the QA stages: the LLM alone learns (ViT and projector frozen: each view's image features are
 # computed once), with the attention targets of the answers' focus, each view as one tile
 SIX_FOCUS = dict(batch_size=4, turns=8, views=2000, six_share=0.5, max_tiles=1, max_objects=1,
-                 freeze=("vit", "projector"), focus=1.0)
+                 freeze=("vit", "projector"), focus=1.0, whole_heads=(1,))
 SIX_CAMERA = Recipe("six-camera", (
     Stage("dense", 400, 2e-3, six_share=0.6, camera_weight=1.0, digit_weight=1.0, **SIX_DENSE),
     Stage("dense2", 600, 1e-3, six_share=0.7, stream=1, camera_weight=2.0, digit_weight=2.0, **SIX_DENSE),
+    Stage("dense3", 400, 1e-3, six_share=0.7, stream=2, camera_weight=2.0, digit_weight=2.0, camera_objects=True,
+          **SIX_DENSE),
     Stage("f1", 1000, 1.5e-3, ONE_WORD_KINDS, **SIX_FOCUS),
     Stage("f2", 1500, 1e-3, ONE_WORD_KINDS, **dict(SIX_FOCUS, stream=1)),
     Stage("f3", 400, 1e-3, ONE_WORD_KINDS, **dict(SIX_FOCUS, max_tiles=0, stream=2))),
@@ -183,6 +191,7 @@ def run_dense(src: Path, out: Path, stage: Stage, seed: int, quiet: bool, recipe
                                     seed + stage.stream, max_objects=recipe.max_objects, six_share=stage.six_share,
                                     camera_weight=stage.camera_weight, digit_weight=stage.digit_weight,
                                     class_weight=stage.class_weight, balance=stage.balance,
+                                    camera_objects=stage.camera_objects,
                                     heads=heads, quiet=quiet)
     write_checkpoint(ck.model, src, out, torch.float32, {"stage": stage.name, "losses": losses,
                                                          "seconds_this_run": time.perf_counter() - t0})
@@ -194,7 +203,8 @@ def run_qa(src: Path, out: Path, stage: Stage, seed: int, quiet: bool, recipe: R
            features: FeatureCache | None = None) -> Path:
     common = dict(mode="partial" if stage.freeze else "full", freeze=stage.freeze, steps=stage.steps,
                   batch_size=stage.batch_size, lr=stage.lr, warmup_ratio=0.05, min_lr_ratio=0.1, weight_decay=0.0,
-                  seed=seed, save_dtype="fp32", quiet=quiet, focus_weight=stage.focus)
+                  seed=seed, save_dtype="fp32", quiet=quiet, focus_weight=stage.focus,
+                  focus_whole_heads=stage.whole_heads)
     if stage.views:
         data = SyntheticViews(stage.kinds, QA_STREAM + seed + 100 * stage.stream, views=stage.views, turns=stage.turns,
                               six_share=stage.six_share, max_objects=stage.max_objects or recipe.max_objects,

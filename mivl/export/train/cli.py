@@ -82,6 +82,9 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--focus-weight", type=float, default=0.0,
                    help="> 0: attention targets from the answers' focus, with this weight (default 0: off)")
     p.add_argument("--focus-heads", type=index_list, default=(0,), help="comma list of LLM heads (default 0)")
+    p.add_argument("--focus-whole-heads", type=index_list, default=(),
+                   help="comma list of LLM heads that look at the subject on the thumbnail (or the only tile) "
+                        "alone, where tokens know where they lie (default: none)")
     p.add_argument("--focus-image-layers", type=index_list, default=(1, 2),
                    help="LLM layers whose focus heads look at the subject's image tokens (default 1,2)")
     p.add_argument("--focus-word-layers", type=index_list, default=(0,),
@@ -114,7 +117,8 @@ def main_train(argv) -> int:
                       max_length=a.max_length, save_every=a.save_every, resume=not a.no_resume,
                       strategy=a.strategy, device=a.device, save_dtype=a.save_dtype, seed=a.seed,
                       feature_cache_gb=a.feature_cache_gb, focus_weight=a.focus_weight,
-                      focus_heads=a.focus_heads, focus_image_layers=a.focus_image_layers,
+                      focus_heads=a.focus_heads, focus_whole_heads=a.focus_whole_heads,
+                      focus_image_layers=a.focus_image_layers,
                       focus_word_layers=a.focus_word_layers)
     r = train(cfg, data)
     if r.losses:

@@ -31,6 +31,9 @@ class Focus:
     image_tokens: np.ndarray       # indices into the sample's image tokens (tile after tile, 256
                                    # each, as the model reads them) that show the subject
     words: list[int]               # positions of the question's tokens naming the subject (may be empty)
+    whole_tokens: np.ndarray | None = None   # those of image_tokens on the tile showing the whole
+                                   # image (the thumbnail, or the only tile), the one whose tokens
+                                   # know where they lie; None: no such tile
 
 
 @dataclass
@@ -116,8 +119,11 @@ def focus_targets(rec: dict, tiles, tok, ids: list[int], pieces, spans) -> list[
         owners = tile_owners([(x1 * w, y1 * h, x2 * w, y2 * h)], w, h, grid, tiles.pixels.shape[-1])
         start, end = spans[k]
         question = spans[k - 1]          # the user piece before the answer
+        whole = None                     # the thumbnail or the only tile: last
+        if grid.thumbnail or len(owners) == 1:
+            whole = np.flatnonzero(owners[-1] == 0) + (len(owners) - 1) * owners.shape[1]
         out.append(Focus(list(range(start - 1, end - 2)), np.flatnonzero(owners.reshape(-1) == 0),
-                         find_words(tok, ids, question[0], question[1], f.get("words", []))))
+                         find_words(tok, ids, question[0], question[1], f.get("words", [])), whole))
     return out
 
 

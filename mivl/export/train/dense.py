@@ -84,11 +84,14 @@ def balanced(classes, w, n_classes: int):
 
 def dense_loss(heads: DenseHeads, feats, colours, classes, object_weight: float, cameras=None, digits=None,
                camera_weight: float = 1.0, digit_weight: float = 1.0, class_weight: float = 1.0,
-               balance: bool = False):
+               balance: bool = False, camera_objects: bool = False):
     """Cross-entropy per token, object tokens weighted (they are a few percent of the tokens), the
     class term times `class_weight`; plus, when given, the camera under each token and the digits
     of its object's box and centre. `balance`: the class term weighs each class present alike
-    (a bus covers ten times the tokens of a pedestrian; unbalanced, the head learns "bus")."""
+    (a bus covers ten times the tokens of a pedestrian; unbalanced, the head learns "bus").
+    `camera_objects`: the camera term weighs object tokens as the others do (unweighted, the
+    background's camera is learned and the object tokens', which a "which camera" lookup reads,
+    gives way to colour and class)."""
     feats, colours, classes = feats.reshape(-1, feats.shape[-1]), colours.reshape(-1), classes.reshape(-1)
     w = torch.where(colours > 0, object_weight, 1.0)
     lc = F.cross_entropy(heads.colour(feats), colours, reduction="none")
@@ -96,7 +99,8 @@ def dense_loss(heads: DenseHeads, feats, colours, classes, object_weight: float,
     wk = balanced(classes, w, heads.cls.out_features) if balance else w
     loss = ((lc * w).sum() + class_weight * (lk * wk).sum()) / w.sum()
     if cameras is not None and camera_weight:
-        loss = loss + camera_weight * F.cross_entropy(heads.camera(feats), cameras.reshape(-1))
+        lm = F.cross_entropy(heads.camera(feats), cameras.reshape(-1), reduction="none")
+        loss = loss + camera_weight * ((lm * w).sum() / w.sum() if camera_objects else lm.mean())
     if digits is not None and digit_weight:
         d = digits.reshape(-1)
         if (d != IGNORE).any():
@@ -108,8 +112,8 @@ def dense_loss(heads: DenseHeads, feats, colours, classes, object_weight: float,
 def dense_accuracy(model, heads, samples) -> dict:
     """Accuracy of the heads: colour and class on object tokens, the class per object class
     ("class car": of the car tokens, the share called car), background, the camera on
-    six-camera thumbnail tokens, and each digit place of the object numbers on thumbnail tokens."""
-    hit_c = hit_k = n_obj = hit_bg = n_bg = hit_cam = n_cam = 0
+    six-camera thumbnail tokens (all, and "camera objects": those showing an object), and each digit place of the object numbers on thumbnail tokens."""
+    hit_c = hit_k = n_obj = hit_bg = n_bg = hit_cam = n_cam = hit_cam_obj = n_cam_obj = 0
     hit_d, n_d = np.zeros(DIGITS), 0
     hit_per, n_per = np.zeros(len(CLASSES) + 1), np.zeros(len(CLASSES) + 1)
     for s in samples:
@@ -126,8 +130,11 @@ def dense_accuracy(model, heads, samples) -> dict:
         n_bg += int((~obj).sum())
         cams = s.cameras.reshape(-1)
         six = cams > 0
-        hit_cam += int((heads.camera(f).argmax(-1).numpy()[six] == cams[six]).sum())
+        cam_ok = heads.camera(f).argmax(-1).numpy() == cams
+        hit_cam += int(cam_ok[six].sum())
         n_cam += int(six.sum())
+        hit_cam_obj += int(cam_ok[six & obj].sum())
+        n_cam_obj += int((six & obj).sum())
         d = s.digits.reshape(-1, len(NUMBERS), DIGITS)
         pd = heads.digits(f).reshape(-1, len(NUMBERS), DIGITS, 10).argmax(-1).numpy()
         ok = d[:, 0, 0] != IGNORE
@@ -137,6 +144,8 @@ def dense_accuracy(model, heads, samples) -> dict:
     out.update({f"class {c}": hit_per[k + 1] / n_per[k + 1] for k, c in enumerate(CLASSES) if n_per[k + 1]})
     if n_cam:
         out["camera"] = hit_cam / n_cam
+    if n_cam_obj:
+        out["camera objects"] = hit_cam_obj / n_cam_obj
     if n_d:
         out.update({f"digit{p}": float(hit_d[p]) / n_d for p in range(DIGITS)})
     return out
@@ -145,8 +154,8 @@ def dense_accuracy(model, heads, samples) -> dict:
 def pretrain_vision(model, pre, steps: int, batch_size: int = 8, lr: float = 2e-3, seed: int = 0,
                     max_objects: int = 1, six_share: float = 0.3, object_weight: float = 10.0,
                     grid_tiles: int = 1, camera_weight: float = 1.0, digit_weight: float = 1.0,
-                    class_weight: float = 1.0, balance: bool = False, heads: DenseHeads | None = None,
-                    log_every: int = 20, quiet: bool = False) -> tuple[list[float], DenseHeads]:
+                    class_weight: float = 1.0, balance: bool = False, camera_objects: bool = False,
+                    heads: DenseHeads | None = None, log_every: int = 20, quiet: bool = False) -> tuple[list[float], DenseHeads]:
     """Train model.vision_model and model.mlp1 in place on dense token labels (samples of stream
     `seed`); returns the losses and the temporary heads (for dense_accuracy, or to continue with
     them in a later run; they are not part of the checkpoint)."""
@@ -166,7 +175,7 @@ def pretrain_vision(model, pre, steps: int, batch_size: int = 8, lr: float = 2e-
                for f in ("pixels", "colours", "classes", "cameras", "digits")}
         feats = model.image_features(cat["pixels"])
         loss = dense_loss(heads, feats, cat["colours"], cat["classes"], object_weight, cat["cameras"], cat["digits"],
-                          camera_weight, digit_weight, class_weight, balance)
+                          camera_weight, digit_weight, class_weight, balance, camera_objects)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()

@@ -7,10 +7,13 @@ it. When a record's answer carries a focus (`records.py`; `data.Focus` after enc
 are added to the answer loss at every position that predicts a piece of that answer:
   - word layers: the chosen heads put their attention on the question's tokens naming the subject;
   - image layers: the chosen heads put their attention on the image tokens showing it (every tile
-    of the tiling, the thumbnail included).
+    of the tiling, the thumbnail included); `whole_heads`, if any, on those of the tile showing the
+    whole image only (the thumbnail, or the only tile). InternVL gives grid tiles no position, so
+    only that tile's tokens can tell where the subject is (which camera); on 13 tiles they are a
+    twelfth of the subject's tokens, and a head spread over all of them reads mostly grid tokens.
 Each target is -log(the head's attention mass on the target tokens). The sum over positions, heads
-and layers is divided by len(heads) * len(image_layers) and weighted by `weight` (the unit in which
-the probe of BENCHMARKS.md measured it). The targets only shape training: the model's computation
+and layers is divided by (len(heads) + len(whole_heads)) * len(image_layers) and weighted by
+`weight` (the unit in which the probe of BENCHMARKS.md measured it). The targets only shape training: the model's computation
 and its checkpoint are the ordinary InternVL ones.
 """
 from __future__ import annotations
@@ -29,22 +32,29 @@ class FocusConfig:
     weight: float
     image_layers: tuple[int, ...] = (1, 2)
     word_layers: tuple[int, ...] = (0,)
-    heads: tuple[int, ...] = (0,)
+    heads: tuple[int, ...] = (0,)            # words (word layers), every tile (image layers)
+    whole_heads: tuple[int, ...] = ()        # the whole-image tile only (image layers)
 
     def check(self, n_layers: int, n_heads: int) -> None:
         if not (self.weight > 0 and math.isfinite(self.weight)):
             raise InputError(f"focus weight must be a positive number, got {self.weight}")
         for name, values, bound in (("image_layers", self.image_layers, n_layers),
-                                    ("word_layers", self.word_layers, n_layers), ("heads", self.heads, n_heads)):
+                                    ("word_layers", self.word_layers, n_layers), ("heads", self.heads, n_heads),
+                                    ("whole_heads", self.whole_heads, n_heads)):
             bad = [v for v in values if not isinstance(v, int) or not 0 <= v < bound]
             if bad or (name == "heads" and not values):
                 raise InputError(f"focus {name} must be indices in 0..{bound - 1} (the LLM's), got {list(values)}")
         if not self.image_layers and not self.word_layers:
             raise InputError("focus needs image_layers or word_layers")
+        both = sorted(set(self.heads) & set(self.whole_heads))
+        if both:
+            raise InputError(f"focus heads and whole_heads must differ; both have {both}")
+        if self.whole_heads and not self.image_layers:
+            raise InputError("focus whole_heads need image_layers")
 
     @property
     def unit(self) -> int:
-        return max(1, len(self.heads) * len(self.image_layers))
+        return max(1, (len(self.heads) + len(self.whole_heads)) * len(self.image_layers))
 
 
 def log_mass(layer, x: torch.Tensor, cos, sin, positions: torch.Tensor, targets: torch.Tensor,
@@ -64,11 +74,18 @@ def log_mass(layer, x: torch.Tensor, cos, sin, positions: torch.Tensor, targets:
     return lp.masked_fill(~targets, float("-inf")).logsumexp(-1)
 
 
-def _targets(focus, slots: torch.Tensor, T: int, image: bool):
-    """(positions, (P, T) bool targets) of the image or the word targets of a sample's focus."""
+def _targets(focus, slots: torch.Tensor, T: int, kind: str):
+    """(positions, (P, T) bool targets) of the "image", "whole" or "words" targets of a sample's
+    focus (`data.Focus`: image_tokens, whole_tokens, words)."""
     pos, rows = [], []
     for f in focus:
-        idx = slots[torch.from_numpy(f.image_tokens)] if image else torch.tensor(f.words, dtype=torch.long)
+        if kind == "words":
+            idx = torch.tensor(f.words, dtype=torch.long)
+        else:
+            tokens = f.image_tokens if kind == "image" else f.whole_tokens
+            if tokens is None:
+                continue
+            idx = slots[torch.from_numpy(tokens)]
         if len(idx) == 0:
             continue
         row = torch.zeros(T, dtype=torch.bool, device=slots.device)
@@ -83,15 +100,17 @@ def _targets(focus, slots: torch.Tensor, T: int, image: bool):
 def decode(lm, x: torch.Tensor, focus, slots: torch.Tensor, cfg: FocusConfig):
     """Run the decoder `lm` (a CausalLM) over the embeddings x (1, T, D) and score the focus
     targets on each layer's input. Returns (final hidden states (1, T, D), the weighted target
-    loss summed over positions, {"image": mean mass, "words": mean mass} of the targets scored)."""
+    loss summed over positions, {"image" | "whole" | "words": mean mass} of the targets scored)."""
     T = x.shape[1]
-    image, words = _targets(focus, slots, T, True), _targets(focus, slots, T, False)
+    targets = [(name, _targets(focus, slots, T, name), layers, heads) for name, layers, heads in (
+        ("image", cfg.image_layers, cfg.heads), ("whole", cfg.image_layers, cfg.whole_heads),
+        ("words", cfg.word_layers, cfg.heads)) if heads]
     terms, mass = [], {}
 
     def score(li, layer, h, cos, sin):
-        for name, tg, layers in (("image", image, cfg.image_layers), ("words", words, cfg.word_layers)):
+        for name, tg, layers, heads in targets:
             if tg is not None and li in layers:
-                lm_ = log_mass(layer, h, cos, sin, tg[0], tg[1], cfg.heads)
+                lm_ = log_mass(layer, h, cos, sin, tg[0], tg[1], heads)
                 terms.append(lm_.sum())
                 mass.setdefault(name, []).append(lm_.detach().exp().mean().item())
 

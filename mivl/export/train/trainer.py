@@ -75,6 +75,7 @@ class TrainConfig:
     focus_image_layers: tuple = (1, 2)   # LLM layers whose focus_heads learn to look at the subject's image tokens
     focus_word_layers: tuple = (0,)      # LLM layers whose focus_heads learn to look at the words naming it
     focus_heads: tuple = (0,)
+    focus_whole_heads: tuple = ()        # heads that learn to look at the subject on the whole-image tile only
 
     def check(self) -> None:
         if self.mode not in MODES:
@@ -103,7 +104,7 @@ class TrainConfig:
         if not self.focus_weight:
             return None
         return FocusConfig(self.focus_weight, tuple(self.focus_image_layers), tuple(self.focus_word_layers),
-                           tuple(self.focus_heads))
+                           tuple(self.focus_heads), tuple(self.focus_whole_heads))
 
 
 @dataclass
