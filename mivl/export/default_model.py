@@ -26,10 +26,11 @@ three objects per camera, the one-word kinds of `ONE_WORD_KINDS` (camera, camera
 camera_class, absent on six cameras; colour, class, absent_one on one). Its tokenizer keeps each
 camera name in two or three pieces (CAM, _BACK, _RIGHT). Stages:
   1. dense, dense2, dense3  per-token targets on every tile (`mivl.calib.labels.tile_targets`):
-            colour and class (the class term doubled, each class weighing alike); on the thumbnail also the
-            camera under the token and the digits of its object's box and centre in 0..1000 of the
-            image. A grid tile cannot know where it lies (InternVL gives tiles no position), the
-            thumbnail can: its tokens carry what "which camera" and "where" need. dense2 continues
+            colour and class (the class term doubled, each class weighing alike); on the thumbnail
+            also the camera under the token and the digits of its object's box and centre in
+            0..1000 of the image. A grid tile cannot know where it lies (InternVL gives tiles no
+            position), the thumbnail can: its tokens carry what "which camera" and "where" need.
+            dense2 continues
             with dense's heads on new samples; dense3 too, the camera term weighing object tokens
             as the colour and class terms do (else the object tokens, which a lookup reads, lose
             their camera to colour and class);

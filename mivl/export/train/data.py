@@ -119,10 +119,11 @@ def focus_targets(rec: dict, tiles, tok, ids: list[int], pieces, spans) -> list[
         owners = tile_owners([(x1 * w, y1 * h, x2 * w, y2 * h)], w, h, grid, tiles.pixels.shape[-1])
         start, end = spans[k]
         question = spans[k - 1]          # the user piece before the answer
-        whole = None                     # the thumbnail or the only tile: last
+        tokens = np.flatnonzero(owners.reshape(-1) == 0)
+        whole = None                     # the thumbnail or the only tile: the last one
         if grid.thumbnail or len(owners) == 1:
-            whole = np.flatnonzero(owners[-1] == 0) + (len(owners) - 1) * owners.shape[1]
-        out.append(Focus(list(range(start - 1, end - 2)), np.flatnonzero(owners.reshape(-1) == 0),
+            whole = tokens[tokens // owners.shape[1] == len(owners) - 1]
+        out.append(Focus(list(range(start - 1, end - 2)), tokens,
                          find_words(tok, ids, question[0], question[1], f.get("words", [])), whole))
     return out
 

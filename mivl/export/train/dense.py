@@ -112,7 +112,8 @@ def dense_loss(heads: DenseHeads, feats, colours, classes, object_weight: float,
 def dense_accuracy(model, heads, samples) -> dict:
     """Accuracy of the heads: colour and class on object tokens, the class per object class
     ("class car": of the car tokens, the share called car), background, the camera on
-    six-camera thumbnail tokens (all, and "camera objects": those showing an object), and each digit place of the object numbers on thumbnail tokens."""
+    six-camera thumbnail tokens (all, and "camera objects": those showing an object), and each
+    digit place of the object numbers on thumbnail tokens."""
     hit_c = hit_k = n_obj = hit_bg = n_bg = hit_cam = n_cam = hit_cam_obj = n_cam_obj = 0
     hit_d, n_d = np.zeros(DIGITS), 0
     hit_per, n_per = np.zeros(len(CLASSES) + 1), np.zeros(len(CLASSES) + 1)
@@ -155,7 +156,8 @@ def pretrain_vision(model, pre, steps: int, batch_size: int = 8, lr: float = 2e-
                     max_objects: int = 1, six_share: float = 0.3, object_weight: float = 10.0,
                     grid_tiles: int = 1, camera_weight: float = 1.0, digit_weight: float = 1.0,
                     class_weight: float = 1.0, balance: bool = False, camera_objects: bool = False,
-                    heads: DenseHeads | None = None, log_every: int = 20, quiet: bool = False) -> tuple[list[float], DenseHeads]:
+                    heads: DenseHeads | None = None, log_every: int = 20,
+                    quiet: bool = False) -> tuple[list[float], DenseHeads]:
     """Train model.vision_model and model.mlp1 in place on dense token labels (samples of stream
     `seed`); returns the losses and the temporary heads (for dense_accuracy, or to continue with
     them in a later run; they are not part of the checkpoint)."""

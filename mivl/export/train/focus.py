@@ -13,8 +13,8 @@ are added to the answer loss at every position that predicts a piece of that ans
     twelfth of the subject's tokens, and a head spread over all of them reads mostly grid tokens.
 Each target is -log(the head's attention mass on the target tokens). The sum over positions, heads
 and layers is divided by (len(heads) + len(whole_heads)) * len(image_layers) and weighted by
-`weight` (the unit in which the probe of BENCHMARKS.md measured it). The targets only shape training: the model's computation
-and its checkpoint are the ordinary InternVL ones.
+`weight` (the unit in which the probe of BENCHMARKS.md measured it). The targets only shape
+training: the model's computation and its checkpoint are the ordinary InternVL ones.
 """
 from __future__ import annotations
 
