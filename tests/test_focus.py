@@ -37,9 +37,11 @@ def _focused(answer="red", focus=None, **extra):
 def test_focus_schema_is_checked():
     check_record(_focused(focus={"box": [10, 20, 300, 400], "words": ["red", "traffic light"]}))
     check_record(_focused(focus={"box": [0, 0, 1000, 1000]}))
+    check_record(_focused(focus={"words": ["red", "bus"]}))         # words alone: nothing shows it
     bad = [({"box": [10, 20, 5, 400]}, "x1 < x2"), ({"box": [10, 20, 30, 1001]}, "0..1000"),
            ({"box": [10, 20, 30, float("nan")]}, "0..1000"), ({"box": [1, 2, 3]}, "x1, y1"),
-           ({"box": [1, 2, 3, True]}, "x1, y1"), ({"words": ["a"]}, "must be"),
+           ({"box": [1, 2, 3, True]}, "x1, y1"), ({}, "must be"), ({"words": []}, "needs words"),
+           ({"box": None}, "needs words"), ({"words": "red"}, "list of"),
            ({"box": [1, 2, 3, 4], "where": 1}, "must be"), ({"box": [1, 2, 3, 4], "words": "red"}, "list of"),
            ({"box": [1, 2, 3, 4], "words": [""]}, "non-empty"), ("box", "must be")]
     for focus, msg in bad:
@@ -63,6 +65,16 @@ def test_subject_words_name_colour_class_and_camera():
     assert subject_words(q2) == ["red", "traffic light"]
     q3 = tasks.Question("camera", "Which camera shows the red cone in CAM_BACK_LEFT?", "x", None, (), o)
     assert subject_words(q3) == ["red", "CAM_BACK_LEFT"]        # CAM_BACK is not a word of CAM_BACK_LEFT
+    # absence (no subject): the colour and class the question names
+    absent = tasks.Question("absent", "Which camera shows the red bus?\nOptions: CAM_BACK, CAM_FRONT.", "none",
+                            None, ("CAM_BACK", "CAM_FRONT"))
+    assert subject_words(absent) == ["red", "bus"]
+    one = tasks.Question("absent_one", "What colour is the traffic light?\nOptions: red, blue.", "none", "CAM_BACK",
+                         ("red", "blue"))
+    assert subject_words(one) == ["traffic light"]
+    assert subject_words(tasks.Question("absent_one", "What is the yellow object?\nOptions: car, bus.", "none",
+                                        "CAM_BACK", ("car", "bus"))) == ["yellow"]
+    assert subject_words(tasks.Question("caption", "Describe the red car.", "x", "CAM_BACK")) == []
 
 
 def test_questions_carry_their_subjects_box_as_fed():
@@ -71,7 +83,7 @@ def test_questions_carry_their_subjects_box_as_fed():
     frames = {c: scene.cameras[c] for c in scene.cameras}
     seen = set()
     for _ in range(40):
-        for kind, camera in (("camera", None), ("colour", None), ("absent", None)):
+        for kind, camera in (("camera", None), ("colour", None), ("absent", None), ("absent_one", None)):
             q = ask_kind(kind, scene, rng, (800, 450), camera)
             if q is None:
                 continue
@@ -79,13 +91,13 @@ def test_questions_carry_their_subjects_box_as_fed():
             check_record(rec)
             f = rec["conversations"][1].get("focus")
             seen.add((kind, f is not None))
-            if q.subject is None:
-                assert f is None
+            if q.subject is None:    # absence: the words naming what is asked, no box
+                assert f == {"words": subject_words(q)} and f["words"]
             elif q.camera is None:   # six cameras: the box on the stitched canvas
                 assert f["box"] == box_1000(canvas_boxes([q.subject], 800, 450)[0], CANVAS_W, CANVAS_H)
             else:
                 assert f["box"] == box_1000(q.subject.box, 800, 450)
-    assert seen == {("camera", True), ("colour", True), ("absent", False)}
+    assert seen == {("camera", True), ("colour", True), ("absent", True), ("absent_one", True)}
 
 
 def _tok_tpl(path):
@@ -196,6 +208,27 @@ def test_decoding_with_focus_computes_what_the_model_computes(tiny_dir):
     assert torch.allclose(ce, plain, rtol=1e-5) and objective > ce
     assert set(net.focus_mass) == {"image", "words"}
     assert 0 < net.focus_mass["image"][0] < 1
+
+
+def test_absence_focus_is_words_alone(tiny_dir):
+    """An absence question's focus (words, no box) becomes a Focus with no image tokens: on the
+    13-tile six-camera input only the words target is scored, and it adds to the objective."""
+    ck, tok, tpl = _tok_tpl(tiny_dir("qwen2"))
+    scene = draw_scene(5, 800, 450, max_objects=2)
+    q = ask_kind("absent", scene, np.random.default_rng(1), (800, 450))
+    rec = tasks.from_questions([q], dict(scene.cameras))
+    s = encode_record(rec, tok, tpl, PreprocessConfig(max_tiles=12, use_thumbnail=True), 256)
+    assert s.pixels.shape[0] == 13 and len(s.focus) == 1
+    f = s.focus[0]
+    assert len(f.image_tokens) == 0 and f.whole_tokens is None
+    said = tok.decode([s.input_ids[p] for p in f.words]).split()
+    assert [w.lower() for w in said] == " ".join(subject_words(q)).lower().split()
+    assert tok.decode([s.input_ids[p + 1] for p in f.positions]) == q.answer == "none"
+    net = TrainingModel(ck.model, tok.token_to_id(IMG_CONTEXT), torch.float32,
+                        focus=FocusConfig(1.0, heads=(0,), whole_heads=(1,)))
+    ids, labels, pixels = torch.tensor(s.input_ids), torch.tensor(s.labels), torch.from_numpy(s.pixels)
+    objective, ce = net(pixels, ids, labels, s.focus)
+    assert set(net.focus_mass) == {"words"} and objective > ce
 
 
 def test_whole_heads_score_the_thumbnail_tokens_alone(tiny_dir):

@@ -63,12 +63,17 @@ class Question:
 
 
 def subject_words(q: Question) -> list[str]:
-    """The words of q's question line that name its subject: its colour, its class (a word or
-    two), the camera it is asked in."""
-    if q.subject is None:
+    """The words of q's question line that name what it asks about: its subject's colour, its
+    class (a word or two), the camera it is asked in; for an absence question (no subject: nothing
+    shows it), the colour and class it names."""
+    if q.subject is not None:
+        names = (q.subject.colour, q.subject.cls, *CAMERAS)
+    elif q.kind in ABSENT_KINDS:
+        names = (*COLOURS, *CLASSES, *CAMERAS)
+    else:
         return []
     line = q.text.split("\n")[0]
-    return [w for w in (q.subject.colour, q.subject.cls, *CAMERAS) if re.search(rf"\b{re.escape(w)}\b", line)]
+    return [w for w in names if re.search(rf"\b{re.escape(w)}\b", line)]
 
 
 def box_1000(box, width: int, height: int) -> list[int]:

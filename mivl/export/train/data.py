@@ -30,10 +30,11 @@ class Focus:
                                    # closing end mark excluded)
     image_tokens: np.ndarray       # indices into the sample's image tokens (tile after tile, 256
                                    # each, as the model reads them) that show the subject
+                                   # (empty for a focus of words alone)
     words: list[int]               # positions of the question's tokens naming the subject (may be empty)
     whole_tokens: np.ndarray | None = None   # those of image_tokens on the tile showing the whole
                                    # image (the thumbnail, or the only tile), the one whose tokens
-                                   # know where they lie; None: no such tile
+                                   # know where they lie; None: no such tile, or no box
 
 
 @dataclass
@@ -114,15 +115,16 @@ def focus_targets(rec: dict, tiles, tok, ids: list[int], pieces, spans) -> list[
         f = turn.get("focus")
         if f is None or tiles is None:
             continue
-        (w, h), grid = tiles.sizes[0], tiles.grids[0]
-        x1, y1, x2, y2 = (v / 1000 for v in f["box"])
-        owners = tile_owners([(x1 * w, y1 * h, x2 * w, y2 * h)], w, h, grid, tiles.pixels.shape[-1])
         start, end = spans[k]
         question = spans[k - 1]          # the user piece before the answer
-        tokens = np.flatnonzero(owners.reshape(-1) == 0)
-        whole = None                     # the thumbnail or the only tile: the last one
-        if grid.thumbnail or len(owners) == 1:
-            whole = tokens[tokens // owners.shape[1] == len(owners) - 1]
+        tokens, whole = np.zeros(0, dtype=np.int64), None   # words alone: nothing shows it
+        if f.get("box") is not None:
+            (w, h), grid = tiles.sizes[0], tiles.grids[0]
+            x1, y1, x2, y2 = (v / 1000 for v in f["box"])
+            owners = tile_owners([(x1 * w, y1 * h, x2 * w, y2 * h)], w, h, grid, tiles.pixels.shape[-1])
+            tokens = np.flatnonzero(owners.reshape(-1) == 0)
+            if grid.thumbnail or len(owners) == 1:   # the thumbnail or the only tile: the last one
+                whole = tokens[tokens // owners.shape[1] == len(owners) - 1]
         out.append(Focus(list(range(start - 1, end - 2)), tokens,
                          find_words(tok, ids, question[0], question[1], f.get("words", [])), whole))
     return out

@@ -5,7 +5,8 @@ learning the lookup itself ("the object the question names -> its camera / colou
 answer position must find the question's words that name the subject and the image tokens that show
 it. When a record's answer carries a focus (`records.py`; `data.Focus` after encoding), two targets
 are added to the answer loss at every position that predicts a piece of that answer:
-  - word layers: the chosen heads put their attention on the question's tokens naming the subject;
+  - word layers: the chosen heads put their attention on the question's tokens naming the subject
+    (for an absence question, whose focus is words alone, the only target: what is asked about);
   - image layers: the chosen heads put their attention on the image tokens showing it (every tile
     of the tiling, the thumbnail included); `whole_heads`, if any, on those of the tile showing the
     whole image only (the thumbnail, or the only tile). InternVL gives grid tiles no position, so

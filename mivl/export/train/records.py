@@ -12,7 +12,9 @@
 This is InternVL's own fine-tuning format (`image` + `conversations`), extended by `cameras` and
 `video`. An answer may carry `focus`, where it should look (optional, records of one image or the
 six cameras): the box, in 0..1000 of the image as the model is fed it (the stitched canvas for
-cameras), of the object the answer is about, and the words of the question that name it. The
+cameras), of the object the answer is about, and the words of the question that name it; words
+alone where nothing shows what is asked about ("Which camera shows the red bus?" with no red bus,
+`{"words": ["red", "bus"]}`). The
 trainer can turn it into attention targets (`TrainConfig.focus_weight`). Relative paths are
 resolved against the JSONL file's folder. In memory, an image may also be a NumPy array (HWC
 uint8 RGB), which is how generated data is fed without touching the disk.
@@ -68,10 +70,13 @@ def check_focus(focus, n_images: int, where: str, video: bool = False) -> None:
     if n_images != 1 or video:
         raise InputError(f"{where}: focus needs a record of one image or the six cameras, "
                          f"not {'a video' if video else f'{n_images} images'}")
-    if not isinstance(focus, dict) or set(focus) - {"box", "words"} or "box" not in focus:
-        raise InputError(f"{where}: must be {{\"box\": [x1, y1, x2, y2], \"words\": [str, ...]}}")
-    box, words = focus["box"], focus.get("words", [])
-    if (not isinstance(box, (list, tuple)) or len(box) != 4
+    if not isinstance(focus, dict) or set(focus) - {"box", "words"} or not focus:
+        raise InputError(f"{where}: must be {{\"box\": [x1, y1, x2, y2], \"words\": [str, ...]}} "
+                         "(either may be left out, not both)")
+    box, words = focus.get("box"), focus.get("words", [])
+    if box is None and not words:
+        raise InputError(f"{where}: a focus without a box needs words, got {focus!r}")
+    if box is not None and (not isinstance(box, (list, tuple)) or len(box) != 4
             or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1000 for v in box)
             or not (box[0] < box[2] and box[1] < box[3])):
         raise InputError(f"{where}: box must be [x1, y1, x2, y2] in 0..1000 with x1 < x2 and y1 < y2, got {box!r}")

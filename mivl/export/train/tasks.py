@@ -54,9 +54,11 @@ def video(frames: list, question: str, answer: str, rid: str = "") -> dict:
 def focus(q: Question, frame_size: tuple[int, int]) -> dict | None:
     """Where q's answer should look (the record's `focus`): its subject's box in 0..1000 of the
     image as fed (the six-camera canvas when q is about all six; frames of frame_size) and the
-    words naming it. None when q has no subject (absence questions)."""
+    words naming it. An absence question (nothing shows what it names) looks at its words alone;
+    None when q names nothing."""
     if q.subject is None:
-        return None
+        words = subject_words(q)
+        return {"words": words} if words else None
     w, h = frame_size
     if q.camera is None:
         box, size = canvas_boxes([q.subject], w, h)[0], (CANVAS_W, CANVAS_H)
