@@ -492,3 +492,27 @@ def test_bf16_autocast_trains(tiny_dir, tmp_path):
     r = train(TrainConfig(str(tiny_dir("qwen2")), str(tmp_path / "o"), steps=6, batch_size=2, lr=5e-3,
                           dtype="bf16", quiet=True, warmup_ratio=0.0), _records(2))
     assert r.losses[-1] < 0.7 * r.losses[0], r.losses
+
+
+def test_autocast_is_bf16_only_where_the_hardware_computes_it(monkeypatch):
+    """auto: bf16 on a GPU or a CPU with bf16 instructions (AVX-512 BF16, AMX, Arm BF16), else fp32
+    (bf16 emulated on an AVX2 CPU runs a training step several times slower)."""
+    from mivl.export.train import trainer
+
+    assert trainer.cpu_has_bf16("processor : 0\nflags\t\t: fpu avx2 avx512f avx512_bf16 amx_tile\n")
+    assert trainer.cpu_has_bf16("Features\t: fp asimd bf16 i8mm\n")
+    assert not trainer.cpu_has_bf16("flags\t\t: fpu fma avx f16c avx2\n")
+    assert not trainer.cpu_has_bf16("flags\t\t: avx512bf16x\nFeatures: bf16\n")   # the first flags line only
+    assert not trainer.cpu_has_bf16("")
+    assert trainer.autocast_dtype("auto", "cuda:0") == torch.bfloat16
+    assert trainer.autocast_dtype("fp32", "cuda:0") == torch.float32
+    assert trainer.autocast_dtype("bf16", "cpu") == torch.bfloat16
+    for native, want in ((False, torch.float32), (True, torch.bfloat16)):
+        monkeypatch.setattr(trainer, "cpu_has_bf16", lambda native=native: native)
+        assert trainer.autocast_dtype("auto", "cpu") == want
+    with pytest.raises(InputError, match="dtype takes fp32, bf16, auto"):
+        trainer.autocast_dtype("fp16", "cpu")
+    with pytest.raises(InputError, match="dtype takes"):
+        TrainConfig("ck", "out", dtype="fp16").check()
+    with pytest.raises(InputError, match="save_dtype takes fp32, bf16"):
+        TrainConfig("ck", "out", save_dtype="auto").check()

@@ -88,7 +88,8 @@ class Stage:
     turns: int = 1                   # questions per image (QA stages)
     from_bf16: bool = False          # start from the previous stage's weights rounded to bf16 (as published)
     views: int = 0                   # QA: > 0, a fixed pool of views asked again and again (SyntheticViews,
-                                     # ViT tokens cached, bf16 autocast); 0, a new scene per record
+                                     # ViT tokens cached; autocast "auto": bf16 where the CPU has
+                                     # it in hardware); 0, a new scene per record
     six_share: float = 0.3           # share of six-camera views
     stream: int = 0                  # dense: sample stream (seed + stream); a later dense stage
                                      # continues with the previous one's heads on new samples.
@@ -210,7 +211,7 @@ def run_qa(src: Path, out: Path, stage: Stage, seed: int, quiet: bool, recipe: R
         data = SyntheticViews(stage.kinds, QA_STREAM + seed + 100 * stage.stream, views=stage.views, turns=stage.turns,
                               six_share=stage.six_share, max_objects=stage.max_objects or recipe.max_objects,
                               max_tiles=stage.max_tiles or None)
-        cfg = TrainConfig(str(src), str(out), dtype="bf16", save_every=25, log_every=5,
+        cfg = TrainConfig(str(src), str(out), dtype="auto", save_every=25, log_every=5,
                           feature_cache_gb=4.0 if "vit" in stage.freeze else 0.0, **common)
     else:
         data = SyntheticTasks(stage.kinds, QA_STREAM + seed, turns=stage.turns, max_objects=recipe.max_objects)

@@ -46,7 +46,7 @@ def source(paths: list[str], general: bool, seed: int):
 
 
 def train_parser() -> argparse.ArgumentParser:
-    from .trainer import MODES, PARTS
+    from .trainer import AUTOCAST, MODES, PARTS
 
     p = argparse.ArgumentParser(prog="mivl-export train", description="Fine-tune an InternVL checkpoint "
                                 "(full, partial or LoRA); writes the original checkpoint layout.")
@@ -67,7 +67,9 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=1e-5)
     p.add_argument("--warmup-ratio", type=float, default=0.03)
     p.add_argument("--weight-decay", type=float, default=0.01)
-    p.add_argument("--dtype", choices=["bf16", "fp32"], default="bf16")
+    p.add_argument("--dtype", choices=AUTOCAST, default="auto",
+                   help="autocast dtype (weights stay fp32); auto (default): bf16 on a GPU or a CPU with bf16 "
+                        "in hardware, fp32 elsewhere (bf16 is emulated, several times slower, on other CPUs)")
     p.add_argument("--grad-checkpointing", action="store_true")
     p.add_argument("--max-length", type=int, default=8192)
     p.add_argument("--save-every", type=int, default=0)
@@ -129,6 +131,7 @@ def main_train(argv) -> int:
 
 def distill_parser() -> argparse.ArgumentParser:
     from .distill import ALIGN_MODES, DistillConfig
+    from .trainer import AUTOCAST
 
     d = DistillConfig("", "")
     p = argparse.ArgumentParser(prog="mivl-export distill", description="Distil the vision encoder into a "
@@ -159,7 +162,8 @@ def distill_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-every", type=int, default=d.save_every)
     p.add_argument("--work", help="stage checkpoints and resume state (default OUTPUT.work)")
     p.add_argument("--no-resume", action="store_true")
-    p.add_argument("--dtype", choices=["bf16", "fp32"], default=d.dtype)
+    p.add_argument("--dtype", choices=AUTOCAST, default=d.dtype, help="autocast dtype (default %(default)s; auto: "
+                   "bf16 where the GPU or CPU computes it in hardware)")
     p.add_argument("--save-dtype", choices=["bf16", "fp32"], default=d.save_dtype)
     p.add_argument("--device", default=d.device)
     p.add_argument("--seed", type=int, default=d.seed)

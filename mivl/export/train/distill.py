@@ -53,8 +53,9 @@ from ..model.config import parse_config
 from ..model.internvl import InternVLChat
 from ..reference import preprocess_config
 from . import distributed as D
-from .trainer import (STATE_DIR, TrainConfig, latest_state, load_state, make_optimizer, original_config, save_state,
-                      optimizer_step, step_indices, train, write_checkpoint)
+from .trainer import (AUTOCAST, DTYPES, STATE_DIR, TrainConfig, autocast_dtype, latest_state, load_state,
+                      make_optimizer, optimizer_step, original_config, save_state, step_indices, train,
+                      write_checkpoint)
 
 ALIGN_MODES = {"projector": dict(mode="partial", freeze=("vit", "llm")),
                "lora": dict(mode="lora", lora_parts=("llm",)),
@@ -92,7 +93,7 @@ class DistillConfig:
     save_every: int = 50
     resume: bool = True
     work: str | None = None              # stage checkpoints and resume state (default OUTPUT.work)
-    dtype: str = "fp32"                  # autocast dtype: fp32 | bf16
+    dtype: str = "fp32"                  # autocast dtype: fp32 | bf16 | auto (trainer.autocast_dtype)
     save_dtype: str = "bf16"
     device: str = "auto"
     seed: int = 0
@@ -107,8 +108,10 @@ class DistillConfig:
             raise InputError("align_steps and save_every must be >= 0")
         if self.align_mode not in ALIGN_MODES:
             raise InputError(f"align_mode must be one of {', '.join(ALIGN_MODES)}, got {self.align_mode!r}")
-        if self.dtype not in ("fp32", "bf16") or self.save_dtype not in ("fp32", "bf16"):
-            raise InputError("dtype and save_dtype take fp32 or bf16")
+        if self.dtype not in AUTOCAST:
+            raise InputError(f"dtype takes {', '.join(AUTOCAST)}, got {self.dtype!r}")
+        if self.save_dtype not in DTYPES:
+            raise InputError(f"save_dtype takes {', '.join(DTYPES)}, got {self.save_dtype!r}")
         if not (self.lr > 0 and self.align_lr > 0):
             raise InputError("learning rates must be positive")
 
@@ -282,8 +285,8 @@ def _distill_stage(cfg: DistillConfig, teacher_ck, student, layer_map, stage_dir
         p.requires_grad = False
     for p in student.vision_model.parameters():
         p.requires_grad = True
-    dtype = torch.bfloat16 if cfg.dtype == "bf16" else torch.float32
-    loss_mod = DistillLoss(student.vision_model.train(), teacher_vit, distill_pairs(layer_map, cfg.last_k), dtype)
+    loss_mod = DistillLoss(student.vision_model.train(), teacher_vit, distill_pairs(layer_map, cfg.last_k),
+                           autocast_dtype(cfg.dtype, world.device))
     net = D.wrap(loss_mod.to(world.device), world, "ddp")
     trainable = [p for p in net.parameters() if p.requires_grad]
     opt, sched = make_optimizer(net, cfg)      # the trainer's AdamW groups and warmup + cosine schedule
@@ -401,7 +404,7 @@ def distill(cfg: DistillConfig | None = None, align_dataset=None, **options) -> 
         D.barrier(world)
     elif not cfg.align_steps and world.main:
         ck = load_checkpoint(stage_dir)
-        write_checkpoint(ck.model, stage_dir, out, torch.bfloat16 if cfg.save_dtype == "bf16" else torch.float32,
+        write_checkpoint(ck.model, stage_dir, out, DTYPES[cfg.save_dtype],
                          json.loads((stage_dir / "train_log.json").read_text()))
     if world.main:
         (out / LOG_FILE).write_text(json.dumps({"teacher": str(teacher_ck.path), "layers": layers, "width": width,

@@ -37,7 +37,37 @@ from .lora import add_lora, merge_lora
 MODES = ("full", "partial", "lora")
 PARTS = ("vit", "projector", "llm")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+AUTOCAST = (*DTYPES, "auto")
 STATE_DIR = "train_state"
+# CPU flags of bf16 arithmetic in hardware (x86: AVX-512 BF16, AMX; Arm: the BF16 extension)
+NATIVE_BF16 = {"avx512_bf16", "amx_bf16", "bf16"}
+
+
+def cpu_has_bf16(cpuinfo: str | None = None) -> bool:
+    """Whether this CPU computes bf16 in hardware (its /proc/cpuinfo flags). Without it PyTorch
+    converts to fp32 and back around every op: bf16 autocast then runs several times slower than
+    fp32 (BENCHMARKS.md, "Autocast on a CPU without bf16")."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return False
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            return bool(NATIVE_BF16 & set(value.split()))
+    return False
+
+
+def autocast_dtype(name: str, device: str) -> torch.dtype:
+    """The autocast dtype of a run: fp32, bf16, or auto (bf16 on a GPU or a CPU with bf16 in
+    hardware, fp32 elsewhere)."""
+    if name not in AUTOCAST:
+        raise InputError(f"dtype takes {', '.join(AUTOCAST)}, got {name!r}")
+    if name != "auto":
+        return DTYPES[name]
+    native = device.startswith("cuda") or cpu_has_bf16()
+    return torch.bfloat16 if native else torch.float32
 
 
 @dataclass
@@ -57,7 +87,8 @@ class TrainConfig:
     warmup_ratio: float = 0.03
     min_lr_ratio: float = 0.0
     max_grad_norm: float = 1.0
-    dtype: str = "bf16"                  # autocast dtype: bf16 | fp32 (weights stay fp32)
+    dtype: str = "auto"                  # autocast dtype: bf16 | fp32 | auto (`autocast_dtype`;
+                                         # weights stay fp32)
     grad_checkpointing: bool = False
     max_length: int = 8192
     save_every: int = 0                  # 0: only at the end
@@ -87,8 +118,10 @@ class TrainConfig:
             raise InputError("partial fine-tuning needs freeze=(some of vit, projector, llm)")
         if self.mode == "partial" and set(self.freeze) == set(PARTS):
             raise InputError("everything is frozen: nothing to train")
-        if self.dtype not in DTYPES or self.save_dtype not in DTYPES:
-            raise InputError(f"dtype and save_dtype take {', '.join(DTYPES)}")
+        if self.dtype not in AUTOCAST:
+            raise InputError(f"dtype takes {', '.join(AUTOCAST)}, got {self.dtype!r}")
+        if self.save_dtype not in DTYPES:
+            raise InputError(f"save_dtype takes {', '.join(DTYPES)}, got {self.save_dtype!r}")
         if self.steps < 1 or self.batch_size < 1:
             raise InputError("steps and batch_size must be positive")
         if self.feature_cache_gb < 0:
@@ -363,7 +396,8 @@ def train(cfg: TrainConfig, dataset, feature_cache: FeatureCache | None = None) 
     focus = cfg.focus()
     if focus is not None:
         focus.check(len(model.language_model.model.layers), model.language_model.config.num_attention_heads)
-    inner = TrainingModel(model, tok.token_to_id(IMG_CONTEXT), DTYPES[cfg.dtype], cache, focus).to(world.device)
+    autocast = autocast_dtype(cfg.dtype, world.device)
+    inner = TrainingModel(model, tok.token_to_id(IMG_CONTEXT), autocast, cache, focus).to(world.device)
     net = D.wrap(inner, world, cfg.strategy)
     opt, sched = make_optimizer(net, cfg)
     start, losses = 0, []
@@ -393,7 +427,8 @@ def train(cfg: TrainConfig, dataset, feature_cache: FeatureCache | None = None) 
     if world.main:
         if cfg.mode == "lora":
             merge_lora(model)
-        log = {"config": asdict(cfg), "losses": losses, "seconds_this_run": seconds, "world_size": world.size}
+        log = {"config": asdict(cfg), "autocast": str(autocast).removeprefix("torch."), "losses": losses,
+               "seconds_this_run": seconds, "world_size": world.size}
         write_checkpoint(model.cpu(), ckpt.path, out, DTYPES[cfg.save_dtype], log)
         shutil.rmtree(out / STATE_DIR, ignore_errors=True)
     D.barrier(world)
