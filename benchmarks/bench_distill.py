@@ -59,7 +59,8 @@ def time_tiles(models: dict[str, Path], rounds: int = 5) -> dict[str, float]:
     """Best ONNX Runtime CPU time per tile of each vision model, alternating (one process)."""
     res = child(f"""
 import time, numpy as np, onnxruntime as ort
-so = ort.SessionOptions(); so.intra_op_num_threads = {os.cpu_count()}
+from mivl.runtimes.ort import session_options
+so = session_options({os.cpu_count()})
 models = {{k: ort.InferenceSession(v, so, providers=['CPUExecutionProvider']) for k, v in {
         {k: str(v) for k, v in models.items()}!r}.items()}}
 x = np.random.default_rng(0).standard_normal((1, 3, 448, 448)).astype(np.float32)

@@ -84,6 +84,7 @@ for p, src in {files!r}.items():
     lat = child(f"""
 import time, numpy as np, torch, onnxruntime as ort
 from mivl.export.checkpoint import load_checkpoint
+from mivl.runtimes.ort import session_options
 torch.set_num_threads({os.cpu_count()})
 ck = load_checkpoint({str(ckpt)!r})
 x = np.random.default_rng(0).standard_normal((1, 3, 448, 448)).astype(np.float32)
@@ -95,7 +96,7 @@ RESULT = {{}}
 for prec in {[p for p, _ in rows]!r}:
     outs = {{}}
     for kind, path in (('written', {files!r}[prec]), ('fused', {fused!r}[prec])):
-        so = ort.SessionOptions(); so.intra_op_num_threads = {os.cpu_count()}
+        so = session_options({os.cpu_count()})
         s = ort.InferenceSession(path, so, providers=['CPUExecutionProvider'])
         runs['ort_' + prec + '_' + kind] = (lambda s: lambda: s.run(None, {{'pixel_values': x}}))(s)
         outs[kind] = runs['ort_' + prec + '_' + kind]()[0]

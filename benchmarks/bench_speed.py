@@ -91,7 +91,8 @@ def bench_vision_batch(work: Path) -> list[str]:
         bench_vision(work, "1B")
     res = child(f"""
 import time, numpy as np, onnxruntime as ort
-so = ort.SessionOptions(); so.intra_op_num_threads = {os.cpu_count()}; so.log_severity_level = 3
+from mivl.runtimes.ort import session_options
+so = session_options({os.cpu_count()})
 s = ort.InferenceSession({str(path)!r}, so, providers=['CPUExecutionProvider'])
 x = np.random.default_rng(0).standard_normal((13, 3, 448, 448)).astype(np.float32)
 s.run(None, {{'pixel_values': x[:1]}})

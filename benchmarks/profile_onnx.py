@@ -15,6 +15,8 @@ import time
 import numpy as np
 import onnxruntime as ort
 
+from mivl.runtimes.ort import session_options
+
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -23,8 +25,7 @@ def main():
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     a = ap.parse_args()
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = a.threads
+    so = session_options(a.threads)
     so.enable_profiling = True
     so.profile_file_prefix = os.path.join(tempfile.mkdtemp(), "profile")
     s = ort.InferenceSession(a.model, so, providers=["CPUExecutionProvider"])

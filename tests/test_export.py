@@ -47,6 +47,34 @@ def test_int8_bundle_is_qdq_and_close(bundle_dir):
         open_bundle(bundle_dir("internlm2", "fp32")).file("vision.onnx"))
 
 
+def test_int8_vision_runs_exact_integer_matmuls_on_every_cpu(bundle_dir):
+    """The SDK's ONNX Runtime sessions ask for exact INT8 MatMuls: on an x86 CPU without VNNI the
+    default u8s8 kernel saturates 16-bit pair sums (the tiny INT8 encoder fell to mean cosine 0.986
+    there), so the runtime's session must compute what the Q/DQ graph says, as its float
+    reference (each DequantizeLinear -> MatMul run in float, no integer kernel) does."""
+    import onnxruntime as ort
+
+    from mivl.calib.synthetic import draw_scene
+    from mivl.edge.preprocess import PreprocessConfig, preprocess_images
+    from mivl.runtimes.ort import EXACT_INT8, ort_session, session_options
+
+    opts = session_options(3)
+    assert opts.get_session_config_entry(EXACT_INT8[0]) == "1" and opts.intra_op_num_threads == 3
+    b = open_bundle(bundle_dir("qwen2", "int8"))
+    path = b.file(b.vision["file"])
+    runtime = ort_session(path, ["CPUExecutionProvider"], 2, "vision encoder")
+    assert runtime.get_session_options().get_session_config_entry(EXACT_INT8[0]) == "1"
+    plain = ort.SessionOptions()
+    plain.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    reference = ort.InferenceSession(str(path), plain, providers=["CPUExecutionProvider"])
+    x = preprocess_images([draw_scene(123, 800, 450, max_objects=3).cameras["CAM_FRONT"]],
+                          PreprocessConfig(max_tiles=6, use_thumbnail=True)).pixels
+    a, r = (s.run(None, {s.get_inputs()[0].name: x})[0] for s in (runtime, reference))
+    a, r = a.reshape(-1, a.shape[-1]).astype(np.float64), r.reshape(-1, r.shape[-1]).astype(np.float64)
+    cos = (a * r).sum(-1) / np.linalg.norm(a, axis=-1) / np.linalg.norm(r, axis=-1)
+    assert cos.mean() > 0.9999 and cos.min() > 0.999, (cos.mean(), cos.min())
+
+
 def test_int8_weight_matmuls_run_as_integer_matmuls_on_the_cpu(bundle_dir, tmp_path):
     """What ONNX Runtime's CPU provider makes of the INT8 graph: every weight MatMul of the encoder
     (qkv, proj, fc1, fc2) fused into QLinearMatMul (integer dot products: VNNI where the CPU has

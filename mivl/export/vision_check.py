@@ -7,6 +7,7 @@ import numpy as np
 import torch
 
 from ..edge.errors import ValidationError
+from ..runtimes.ort import session_options
 from .model.internvl import InternVLChat
 from .tolerances import VISION
 from .vision_onnx import INPUT
@@ -21,9 +22,7 @@ def cosine_per_token(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def run_onnx(path: Path, pixels: np.ndarray, batch: int = 4) -> np.ndarray:
     import onnxruntime as ort
 
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(str(path), session_options(), providers=["CPUExecutionProvider"])
     return np.concatenate([sess.run(None, {INPUT: pixels[i:i + batch]})[0]
                            for i in range(0, len(pixels), batch)])
 
@@ -44,9 +43,7 @@ def run_split(vit_path: Path, projector_path: Path, norm_path: Path, eps: float,
     from .vision_onnx import PROJECTOR_INPUT
 
     gamma, beta = read_norm(norm_path)
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    proj = ort.InferenceSession(str(projector_path), opts, providers=["CPUExecutionProvider"])
+    proj = ort.InferenceSession(str(projector_path), session_options(), providers=["CPUExecutionProvider"])
     hidden = run_onnx(vit_path, pixels, batch)
     return proj.run(None, {PROJECTOR_INPUT: unshuffle_layernorm(hidden, gamma, beta, eps)})[0]
 
