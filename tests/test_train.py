@@ -504,7 +504,9 @@ def test_autocast_is_bf16_only_where_the_hardware_computes_it(monkeypatch):
     assert not trainer.cpu_has_bf16("flags\t\t: fpu fma avx f16c avx2\n")
     assert not trainer.cpu_has_bf16("flags\t\t: avx512bf16x\nFeatures: bf16\n")   # the first flags line only
     assert not trainer.cpu_has_bf16("")
-    assert trainer.autocast_dtype("auto", "cuda:0") == torch.bfloat16
+    for native, want in ((True, torch.bfloat16), (False, torch.float32)):   # Ampere and later / older GPUs
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True, n=native: n)
+        assert trainer.autocast_dtype("auto", "cuda:0") == want
     assert trainer.autocast_dtype("fp32", "cuda:0") == torch.float32
     assert trainer.autocast_dtype("bf16", "cpu") == torch.bfloat16
     for native, want in ((False, torch.float32), (True, torch.bfloat16)):

@@ -53,7 +53,7 @@ from ..model.config import parse_config
 from ..model.internvl import InternVLChat
 from ..reference import preprocess_config
 from . import distributed as D
-from .trainer import (AUTOCAST, DTYPES, STATE_DIR, TrainConfig, autocast_dtype, latest_state, load_state,
+from .trainer import (DTYPES, STATE_DIR, TrainConfig, autocast_dtype, check_dtypes, latest_state, load_state,
                       make_optimizer, optimizer_step, original_config, save_state, step_indices, train,
                       write_checkpoint)
 
@@ -108,10 +108,7 @@ class DistillConfig:
             raise InputError("align_steps and save_every must be >= 0")
         if self.align_mode not in ALIGN_MODES:
             raise InputError(f"align_mode must be one of {', '.join(ALIGN_MODES)}, got {self.align_mode!r}")
-        if self.dtype not in AUTOCAST:
-            raise InputError(f"dtype takes {', '.join(AUTOCAST)}, got {self.dtype!r}")
-        if self.save_dtype not in DTYPES:
-            raise InputError(f"save_dtype takes {', '.join(DTYPES)}, got {self.save_dtype!r}")
+        check_dtypes(self.dtype, self.save_dtype)
         if not (self.lr > 0 and self.align_lr > 0):
             raise InputError("learning rates must be positive")
 

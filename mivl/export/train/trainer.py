@@ -59,14 +59,24 @@ def cpu_has_bf16(cpuinfo: str | None = None) -> bool:
     return False
 
 
+def check_dtypes(dtype: str, save_dtype: str = "fp32") -> None:
+    """A run's autocast dtype (fp32, bf16, auto) and the dtype its checkpoint is saved in."""
+    if dtype not in AUTOCAST:
+        raise InputError(f"dtype takes {', '.join(AUTOCAST)}, got {dtype!r}")
+    if save_dtype not in DTYPES:
+        raise InputError(f"save_dtype takes {', '.join(DTYPES)}, got {save_dtype!r}")
+
+
 def autocast_dtype(name: str, device: str) -> torch.dtype:
-    """The autocast dtype of a run: fp32, bf16, or auto (bf16 on a GPU or a CPU with bf16 in
-    hardware, fp32 elsewhere)."""
-    if name not in AUTOCAST:
-        raise InputError(f"dtype takes {', '.join(AUTOCAST)}, got {name!r}")
+    """The autocast dtype of a run: fp32, bf16, or auto (bf16 on a GPU that computes it, Ampere
+    and later, Jetson Orin included, or on a CPU with bf16 in hardware; fp32 elsewhere)."""
+    check_dtypes(name)
     if name != "auto":
         return DTYPES[name]
-    native = device.startswith("cuda") or cpu_has_bf16()
+    if device.startswith("cuda"):
+        native = torch.cuda.is_bf16_supported(including_emulation=False)
+    else:
+        native = cpu_has_bf16()
     return torch.bfloat16 if native else torch.float32
 
 
@@ -118,10 +128,7 @@ class TrainConfig:
             raise InputError("partial fine-tuning needs freeze=(some of vit, projector, llm)")
         if self.mode == "partial" and set(self.freeze) == set(PARTS):
             raise InputError("everything is frozen: nothing to train")
-        if self.dtype not in AUTOCAST:
-            raise InputError(f"dtype takes {', '.join(AUTOCAST)}, got {self.dtype!r}")
-        if self.save_dtype not in DTYPES:
-            raise InputError(f"save_dtype takes {', '.join(DTYPES)}, got {self.save_dtype!r}")
+        check_dtypes(self.dtype, self.save_dtype)
         if self.steps < 1 or self.batch_size < 1:
             raise InputError("steps and batch_size must be positive")
         if self.feature_cache_gb < 0:
