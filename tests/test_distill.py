@@ -237,3 +237,12 @@ def test_student_exports_and_runs_like_its_reference(teacher, tmp_path):
     got = run_runtime(bundle, cases, tmp_path)
     want = Reference(student).ask(cases[0]["question"], images=[str(img)], max_new_tokens=6)
     assert got[0]["tokens"] == want.token_ids
+
+
+def test_layer_map_option_is_read_as_the_other_index_lists():
+    from mivl.export.train.cli import distill_parser
+
+    assert distill_parser().parse_args(["t", "-o", "s", "--layer-map", "1, 3"]).layer_map == (1, 3)
+    assert distill_parser().parse_args(["t", "-o", "s"]).layer_map is None
+    with pytest.raises(SystemExit):
+        distill_parser().parse_args(["t", "-o", "s", "--layer-map", "1,x"])

@@ -6,7 +6,7 @@ import pytest
 
 from mivl.calib.evaluate import score
 from mivl.calib.questions import (KINDS, NONE, SIX_CAMERA_KINDS, Question, ask_kind, box_1000, box_text,
-                                  draw_conversation, draw_question, iou, judge)
+                                  draw_conversation, draw_question, draw_scene_conversation, iou, judge)
 from mivl.calib.synthetic import CLASSES, COLOURS, SceneObject, draw_scene
 from mivl.edge.parse import parse_camera_points
 
@@ -102,6 +102,24 @@ def test_conversations_keep_to_one_view():
         assert len(frames) == (6 if six else 1)
 
 
+def test_the_scene_of_a_drawn_conversation_is_the_one_asked_about():
+    """draw_scene_conversation gives draw_conversation's questions and frames, and the whole scene
+    they come from: the subject is among its objects, the frames are its cameras (JPEG'd)."""
+    for i in range(12):
+        qs, frames = draw_conversation(9, i, KINDS, turns=2, max_objects=3)
+        qs2, scene, frames2 = draw_scene_conversation(9, i, KINDS, turns=2, max_objects=3)
+        assert qs == qs2 and frames.keys() == frames2.keys()
+        assert all(np.array_equal(frames[k], frames2[k]) for k in frames)
+        assert all(q.subject is None or q.subject in scene.objects for q in qs)
+        for k in frames:     # the frame is the scene's camera after a JPEG round trip
+            assert np.abs(frames[k].astype(int) - scene.cameras[k].astype(int)).mean() < 4
+
+
+def test_score_says_what_it_asked():
+    res = score(lambda q, frames: "none", 4, seed=3, kinds=("absent", "colour"), max_objects=2)
+    assert (res["seed"], res["kinds"], res["max_objects"]) == (3, ["absent", "colour"], 2)
+
+
 def test_existing_streams_are_unchanged_by_the_new_kinds():
     """The held-out colour/class/camera stream the README's figures come from draws the same
     questions as before the new kinds existed (pinned from the code before them)."""
@@ -110,3 +128,26 @@ def test_existing_streams_are_unchanged_by_the_new_kinds():
         ("camera", "CAM_BACK", None), ("colour", "yellow", "CAM_BACK"), ("camera", "CAM_BACK_LEFT", None)]
     assert got[0].text == ("Which camera shows the white truck?\nOptions: CAM_BACK_RIGHT, CAM_BACK_LEFT, "
                            "CAM_FRONT_RIGHT, CAM_BACK, CAM_FRONT_LEFT.\nAnswer with one of the options.")
+
+
+def test_wrong_answers_are_told_apart_from_guesses():
+    """benchmarks/answer_errors.py: a wrong colour is a near miss when another object of the camera
+    (or of the class, elsewhere) has it, a guess otherwise; "none" to a shown object is "none"."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+    from answer_errors import category
+
+    from mivl.calib.synthetic import Scene
+
+    bus = SceneObject("bus", "red", "CAM_BACK", (10, 10, 200, 100))
+    cone = SceneObject("cone", "blue", "CAM_BACK", (300, 200, 320, 240))
+    car = SceneObject("bus", "green", "CAM_FRONT", (10, 10, 200, 100))
+    scene = Scene({}, [bus, cone, car])
+    q = Question("camera_colour", "What colour is the bus in CAM_BACK?", "red", None, ("red", "blue"), bus)
+    assert [category(q, scene, a) for a in ("blue", "green.", "white", "none")] == [
+        "same camera", "elsewhere", "guess", "none"]
+    absent = Question("absent", "Which camera shows the blue bus?\nOptions: CAM_FRONT, CAM_BACK_LEFT.",
+                      "none", None, ("CAM_FRONT", "CAM_BACK_LEFT"))
+    assert [category(absent, scene, a) for a in ("CAM_FRONT", "CAM_BACK_LEFT")] == ["elsewhere", "guess"]

@@ -22,7 +22,7 @@ class SixCameraClip:
         self.width, self.height, self.seed = width, height, seed
         rng = np.random.default_rng([seed, 99])
         self.speed = [float(rng.uniform(-0.012, 0.012)) * width for _ in self.scene.objects]
-        self._bg = {name: _background(np.random.default_rng([seed, i]), width, height, "FRONT" in name)
+        self._bg = {name: _background(np.random.default_rng([seed, i]), width, height)
                     for i, name in enumerate(CAMERAS)}
 
     def objects(self, t: int) -> list[SceneObject]:

@@ -308,6 +308,14 @@ def draw_conversation(seed: int, i: int, kinds=KINDS, size: tuple[int, int] = SC
     the first of a kind drawn from `kinds`, the others of any kind of `kinds` that fits the same
     view, never the same kind about the same object twice. Scenes hold 0..max_objects objects
     per camera. A pure function of its arguments."""
+    qs, scene, frames = draw_scene_conversation(seed, i, kinds, size, turns, max_objects)
+    return qs, frames
+
+
+def draw_scene_conversation(seed: int, i: int, kinds=KINDS, size: tuple[int, int] = SCENE_SIZE, turns: int = 1,
+                            max_objects: int = MAX_OBJECTS) -> tuple[list[Question], Scene, dict[str, np.ndarray]]:
+    """`draw_conversation` with the whole scene its questions are about (every camera, every
+    object): what an analysis of the answers needs to tell a near miss from a guess."""
     from .synthetic import draw_scene
 
     rng = np.random.default_rng([seed, i, 1])
@@ -328,5 +336,5 @@ def draw_conversation(seed: int, i: int, kinds=KINDS, size: tuple[int, int] = SC
                 qs.append(more)
         quality = int(rng.integers(75, 96))
         shown = scene.cameras if q.camera is None else {q.camera: scene.cameras[q.camera]}
-        return qs, {k: jpeg_roundtrip(v, quality) for k, v in shown.items()}
+        return qs, scene, {k: jpeg_roundtrip(v, quality) for k, v in shown.items()}
     raise RuntimeError(f"no question of kinds {kinds} in 100 scenes")

@@ -58,7 +58,8 @@ class Scene:
         return [o for o in self.objects if o.camera == name]
 
 
-def _background(rng: np.random.Generator, w: int, h: int, front: bool) -> np.ndarray:
+def _background(rng: np.random.Generator, w: int, h: int) -> np.ndarray:
+    """Sky, ground, a road with its dashed centre line and pixel noise; alike for every camera."""
     import cv2
 
     img = np.empty((h, w, 3), np.uint8)
@@ -142,8 +143,7 @@ def draw_scene(seed: int, width: int = 1600, height: int = 900, max_objects: int
             objects.append(SceneObject(cls, colour, name, _place(rng, cls, width, height)))
 
     def render(name: str) -> np.ndarray:
-        img = _background(np.random.default_rng([seed, CAMERAS.index(name)]), width, height,
-                          "FRONT" in name)
+        img = _background(np.random.default_rng([seed, CAMERAS.index(name)]), width, height)
         for obj in objects:
             if obj.camera == name:
                 _draw(img, obj)

@@ -103,14 +103,28 @@ def _match(softmax, producer, consumers, constants, heads: int):
 
 
 def _last_dim(tensor, producer, constants):
-    """c of the (n, t, c) Reshape target that merges the heads, or None. The traced graph reads n, t
-    and c from the block input's shape (Gather(Shape(x), i)); such an entry stands for that size
-    (a valid graph then has c = heads * head_dim), a constant entry for itself."""
+    """c of the (n, t, c) Reshape target that merges the heads, or None; -1 where the traced graph
+    reads it from the block input's shape (a valid graph then has c = heads * head_dim)."""
+    target = _reshape_target(tensor, 3, producer, constants)
+    return target and target[2]
+
+
+def _shape_tail(tensor, producer, constants):
+    """The last three entries (3, heads, head_dim) of the (n, t, 3, heads, head_dim) Reshape target
+    `tensor` as ints, or None unless all three are constants."""
+    target = _reshape_target(tensor, 5, producer, constants)
+    return target[2:] if target and -1 not in target[2:] else None
+
+
+def _reshape_target(tensor, rank: int, producer, constants):
+    """The `rank` entries of a Reshape target as ints, or None. The traced graph builds a target
+    with Concat from constants and sizes read off the block input (Gather(Shape(x), i), at the
+    target's own position i): such an entry is -1, the input's own size there."""
     if tensor in constants:
         v = np.asarray(constants[tensor]).reshape(-1)
-        return int(v[-1]) if v.size == 3 else None
+        return [int(x) for x in v] if v.size == rank else None
     concat = producer.get(tensor)
-    if concat is None or concat.op_type != "Concat" or len(concat.input) != 3:
+    if concat is None or concat.op_type != "Concat" or len(concat.input) != rank:
         return None
     sizes = []
     for i, t in enumerate(concat.input):
@@ -126,24 +140,8 @@ def _last_dim(tensor, producer, constants):
         shape = producer.get(node.input[0])
         if shape is None or shape.op_type != "Shape":
             return None
-        sizes.append(-1)                           # the input's own size at this position
-    return sizes[2]
-
-
-def _shape_tail(tensor, producer, constants):
-    """The last three entries (3, heads, head_dim) of the Reshape target `tensor` as ints, or None."""
-    if tensor in constants:
-        v = np.asarray(constants[tensor]).reshape(-1)
-        return [int(x) for x in v[-3:]] if v.size == 5 else None
-    concat = producer.get(tensor)
-    if concat is None or concat.op_type != "Concat" or len(concat.input) != 5:
-        return None
-    tail = []
-    for t in concat.input[2:]:
-        if t not in constants:
-            return None
-        tail.append(int(np.asarray(constants[t]).reshape(-1)[0]))
-    return tail
+        sizes.append(-1)
+    return sizes
 
 
 def _prune(graph) -> None:

@@ -142,7 +142,7 @@ def distill_parser() -> argparse.ArgumentParser:
     p.add_argument("--layers", type=int, help="student depth (default: half the teacher's)")
     p.add_argument("--width", type=int, help="student width (default: the teacher's; a multiple of the head size)")
     p.add_argument("--last-k", type=int, default=d.last_k, help="distil the student's last K layers (default 4)")
-    p.add_argument("--layer-map", help="teacher layer (from 0) of each student layer, comma-separated "
+    p.add_argument("--layer-map", type=index_list, help="teacher layer (from 0) of each student layer, comma-separated "
                    "(default: every k-th, ending at the last)")
     p.add_argument("--data", default=d.data, help="tiles to distil on: 'synthetic', an image folder or a "
                    "records .jsonl (default synthetic)")
@@ -171,14 +171,10 @@ def distill_parser() -> argparse.ArgumentParser:
 
 
 def main_distill(argv) -> int:
-    from ...edge.errors import InputError
     from .distill import DistillConfig, distill
 
     a = distill_parser().parse_args(argv)
-    try:
-        layer_map = tuple(int(x) for x in a.layer_map.split(",")) if a.layer_map else None
-    except ValueError:
-        raise InputError(f"--layer-map takes comma-separated teacher layer numbers, got {a.layer_map!r}") from None
+    layer_map = a.layer_map or None
     kinds = tuple(k.strip() for k in a.align_kinds.split(",")) if a.align_kinds else ()
     cfg = DistillConfig(a.teacher, a.output, layers=a.layers, width=a.width, last_k=a.last_k, layer_map=layer_map,
                         data=a.data, steps=a.steps, batch_size=a.batch_size, micro_batch=a.micro_batch, lr=a.lr,

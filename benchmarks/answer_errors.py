@@ -1,0 +1,66 @@
+"""What the wrong answers of a `mivl eval --json` run are: near misses or guesses.
+
+Each question of the run is drawn again with its whole scene (`draw_scene_conversation`: the
+stream, kinds and objects per camera are in the JSON), and each wrong answer to a one-word kind is
+put in the first of these that fits:
+  none             "none" to a question about something shown
+  same camera      the colour / class of another object in the camera asked about
+  elsewhere        the colour of an object of the same class (the class of one of the same colour)
+                   in another camera; for camera questions, a camera showing an object of the
+                   subject's colour or class; for absence questions, one showing the colour or the
+                   class asked about
+  guess            none of these
+
+    .venv/bin/mivl eval BUNDLE --kinds ... --max-objects 3 --json > eval.json
+    .venv/bin/python benchmarks/answer_errors.py eval.json
+"""
+import argparse
+import json
+import re
+from collections import Counter
+
+from mivl.calib.questions import NONE, draw_scene_conversation
+
+
+def category(q, scene, got: str) -> str:
+    got = got.strip().rstrip(".").strip()
+    if got.lower() == NONE:
+        return "none"
+    o = q.subject
+    if q.kind in ("colour", "camera_colour", "class", "camera_class"):
+        attr, other = ("colour", "cls") if "colour" in q.kind else ("cls", "colour")
+        if got in {getattr(x, attr) for x in scene.in_camera(o.camera) if x is not o}:
+            return "same camera"
+        if got in {getattr(x, attr) for x in scene.objects if x is not o and getattr(x, other) == getattr(o, other)}:
+            return "elsewhere"
+        return "guess"
+    if q.kind == "camera":
+        near = {x.camera for x in scene.objects if x is not o and (x.colour == o.colour or x.cls == o.cls)}
+        return "elsewhere" if got in near else "guess"
+    if q.kind == "absent":
+        colour, cls = re.match(r"Which camera shows the (\w+) (.+)\?", q.text.split("\n")[0]).groups()
+        near = {x.camera for x in scene.objects if x.colour == colour or x.cls == cls}
+        return "elsewhere" if got in near else "guess"
+    return "guess"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("eval_json", help="the output of `mivl eval ... --json`")
+    a = p.parse_args()
+    run = json.loads(open(a.eval_json).read())
+    kinds = tuple(run["kinds"])
+    counts: dict[str, Counter] = {}
+    for row in run["answers"]:
+        if row["correct"]:
+            continue
+        (q, *_), scene, _ = draw_scene_conversation(run["seed"], row["i"], kinds, max_objects=run["max_objects"])
+        if q.text != row["question"]:
+            raise SystemExit(f"question {row['i']} draws differently now: {q.text!r} != {row['question']!r}")
+        counts.setdefault(row["kind"], Counter())[category(q, scene, row["got"])] += 1
+    for kind, c in sorted(counts.items()):
+        print(f"{kind:<14} wrong {sum(c.values()):>3}: " + ", ".join(f"{k} {v}" for k, v in c.most_common()))
+
+
+if __name__ == "__main__":
+    main()
