@@ -10,6 +10,8 @@ put in the first of these that fits:
                    subject's colour or class; for absence questions, one showing the colour or the
                    class asked about
   guess            none of these
+and a wrong `where` or grounding answer in one of: wrong camera / wrong phrase (the camera of the
+point, the `<ref>` phrase copied wrong), malformed (no point or box to parse), off the object.
 
     .venv/bin/mivl eval BUNDLE --kinds ... --max-objects 3 --json > eval.json
     .venv/bin/python benchmarks/answer_errors.py eval.json
@@ -20,10 +22,21 @@ import re
 from collections import Counter
 
 from mivl.calib.questions import NONE, draw_scene_conversation
+from mivl.edge.parse import parse_boxes, parse_camera_points
 
 
 def category(q, scene, got: str) -> str:
-    got = got.strip().rstrip(".").strip()
+    got = got.strip()
+    if q.kind == "where":
+        cam = re.match(r"<c\d+,(CAM_[A-Z_]+)", got)
+        if cam is None or cam.group(1) != q.subject.camera:
+            return "wrong camera"
+        return "off the object" if parse_camera_points(got) else "malformed"
+    if q.kind == "grounding":
+        if got.split("</ref>")[0] != q.answer.split("</ref>")[0]:
+            return "wrong phrase"
+        return "off the object" if parse_boxes(got) else "malformed"
+    got = got.rstrip(".").strip()
     if got.lower() == NONE:
         return "none"
     o = q.subject

@@ -151,3 +151,12 @@ def test_wrong_answers_are_told_apart_from_guesses():
     absent = Question("absent", "Which camera shows the blue bus?\nOptions: CAM_FRONT, CAM_BACK_LEFT.",
                       "none", None, ("CAM_FRONT", "CAM_BACK_LEFT"))
     assert [category(absent, scene, a) for a in ("CAM_FRONT", "CAM_BACK_LEFT")] == ["elsewhere", "guess"]
+    where = Question("where", "Where is the red bus?", "<c1,CAM_BACK,450,800>", None, (), bus)
+    assert [category(where, scene, a) for a in ("<c1,CAM_FRONT,450,800>", "<c1,CAM_BACK,8,8,8>",
+                                                "<c1,CAM_BACK,999,999>")] == [
+        "wrong camera", "malformed", "off the object"]
+    ground = Question("grounding", "...", "<ref>the red bus</ref><box>[[1, 2, 250, 222]]</box>", "CAM_BACK", (), bus)
+    assert [category(ground, scene, a) for a in ("<ref>the red car</ref><box>[[1, 2, 250, 222]]</box>",
+                                                 "<ref>the red bus</ref><box>[[8, 8, 8]]</box>",
+                                                 "<ref>the red bus</ref><box>[[500, 500, 600, 600]]</box>")] == [
+        "wrong phrase", "malformed", "off the object"]
