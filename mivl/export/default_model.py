@@ -42,8 +42,9 @@ camera name in two or three pieces (CAM, _BACK, _RIGHT). Stages:
             several questions per conversation about a pool of views (`SyntheticViews`),
             each view as one tile (the six-camera canvas as its thumbnail) with one object per
             camera; f2 continues on new views and questions; f3 on the model's own tiling (13
-            tiles on six cameras, 3 on one), the targets on every tile and the thumbnail.
-The three-object scenes, `where` and grounding are not trained by this recipe yet.
+            tiles on six cameras, 3 on one), the targets on every tile and the thumbnail;
+  3. f4     the model's own tiling on busy scenes: up to three objects per camera, new views.
+`where` and grounding are not trained by this recipe yet (a probe of both: BENCHMARKS.md).
 QA stages draw from streams apart from the held-out one (`mivl.calib.evaluate.EVAL_SEED`). What the
 recipes reach is in BENCHMARKS.md ("Embedded default model").
 """
@@ -145,7 +146,8 @@ SIX_CAMERA = Recipe("six-camera", (
           **SIX_DENSE),
     Stage("f1", 1000, 1.5e-3, ONE_WORD_KINDS, **SIX_FOCUS),
     Stage("f2", 1500, 1e-3, ONE_WORD_KINDS, **dict(SIX_FOCUS, stream=1)),
-    Stage("f3", 400, 1e-3, ONE_WORD_KINDS, **dict(SIX_FOCUS, max_tiles=0, stream=2))),
+    Stage("f3", 400, 1e-3, ONE_WORD_KINDS, **dict(SIX_FOCUS, max_tiles=0, stream=2)),
+    Stage("f4", 800, 7e-4, ONE_WORD_KINDS, **dict(SIX_FOCUS, max_tiles=0, max_objects=3, stream=3))),
     max_tiles=12, thumbnail=True, max_objects=3, kinds=ONE_WORD_KINDS, cased_tokenizer=True)
 
 RECIPES = {r.name: r for r in (ONE_TILE, SIX_CAMERA)}
