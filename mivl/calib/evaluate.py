@@ -29,7 +29,8 @@ def score(ask, n: int = 200, seed: int = EVAL_SEED, kinds=MC_KINDS, keep: bool =
         if keep:
             rows.append({"i": i, "kind": q.kind, "question": q.text, "answer": q.answer, "got": got, **verdict})
     total = [v["correct"] for vs in per.values() for v in vs]
-    out = {"n": len(total), "seed": seed, "kinds": list(kinds), "max_objects": max_objects, "accuracy": sum(total) / max(1, len(total)),
+    out = {"n": len(total), "seed": seed, "kinds": list(kinds), "max_objects": max_objects,
+           "accuracy": sum(total) / max(1, len(total)),
            "per_kind": {k: kind_figures(vs) for k, vs in sorted(per.items())},
            "seconds": time.perf_counter() - t0}
     if keep:
