@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from mivl.export.vision_check import cosine_per_token
 from mivl.runtimes.ort import session_options
 
 
 def cosine(a, b) -> str:
-    a, b = a.reshape(-1, a.shape[-1]).astype(np.float64), b.reshape(-1, b.shape[-1]).astype(np.float64)
-    c = (a * b).sum(-1) / np.linalg.norm(a, axis=-1) / np.linalg.norm(b, axis=-1)
+    c = cosine_per_token(a, b)
     return f"{c.min():.5f} / {c.mean():.5f}"
 
 
