@@ -78,7 +78,13 @@ def test_demo_runs_headless_on_the_synthetic_clip(bundle_dir, tmp_path):
     assert any(p.startswith("find ") for p in probes)
     known = [r for r in log[0]["results"] if "truth" in r]      # every default probe's answer is known
     assert len(known) == len(probes) and all(isinstance(r["correct"], bool) for r in known)
-    assert all(r["camera"] for r in known if not r["probe"].startswith("find "))
+    assert all(r["camera"] for r in known if not r["probe"].startswith(("find ", "Which camera")))
+    from mivl.edge.multiview import CAMERAS
+    cams = [r for r in log[0]["results"] if r["probe"].startswith("Which camera shows the ")]
+    assert len(cams) == 2 and all(r["truth"] in CAMERAS for r in cams)
+    for r in cams:        # right exactly when the answer names the camera that shows it
+        assert r["correct"] == (r["answer"].split(" (")[0] == r["truth"])
+        assert r["camera"] in (None, r["answer"].split(" (")[0])
     from mivl.calib.clip import SixCameraClip
     clip = SixCameraClip(3, max_objects=1)           # the demo's default clip (--seed 3 --objects 1)
     for tick in log:

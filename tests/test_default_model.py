@@ -1,23 +1,85 @@
 """The committed default model (mivl/assets/default_model): what it is configured for, that its
 recipe says so, and what it answers on held-out questions (question stream 20260, never trained
-on) through the PyTorch reference."""
+on), through the PyTorch reference and through the runtime (its INT8 bundle, as scripts/demo.sh
+exports it).
+
+The floors are the committed model's own figures (README, "Six-camera demo") less a margin of about
+two questions a kind: they hold it from regressing. They are below the targets the SDK aims at
+(0.90 on every one-word kind): what the model does not reach is said in README.
+"""
 import json
 
-from mivl.export.default_model import ASSET, DEFAULT
+import pytest
+
+from mivl.export.default_model import ASSET, DEFAULT, ONE_WORD_KINDS
+
+N = 200
+# (max objects per camera) -> kind -> floor; the model's figures on the first 200 questions of the
+# held-out stream through the reference are in the comments
+FLOORS = {
+    1: {"camera": 0.68, "camera_colour": 0.60, "camera_class": 0.50, "absent": 0.28, "colour": 0.88,
+        "class": 0.75, "absent_one": 0.82},
+    3: {"camera": 0.58, "camera_colour": 0.20, "camera_class": 0.42, "absent": 0.02, "colour": 0.72,
+        "class": 0.62, "absent_one": 0.68},
+}
+OVERALL = {1: 0.68, 3: 0.50}
 
 
 def test_default_model_is_what_its_recipe_makes():
     cfg = json.loads((ASSET / "config.json").read_text())
-    assert cfg["max_dynamic_patch"] == DEFAULT.max_tiles and cfg["use_thumbnail"] is DEFAULT.thumbnail
+    # the paper's driving layout: six cameras stitched 2x3 = 6x2 tiles + thumbnail
+    assert cfg["max_dynamic_patch"] == DEFAULT.max_tiles == 12 and cfg["use_thumbnail"] is DEFAULT.thumbnail is True
+    assert cfg["dynamic_image_size"] is True
     size = sum(f.stat().st_size for f in ASSET.iterdir())
     assert size <= 20 * 2 ** 20, size
     log = json.loads((ASSET / "train_log.json").read_text())
     assert [s["name"] for s in log["stages"]] == [s.name for s in DEFAULT.stages]
+    assert all(log["logs"][s.name]["steps"] == s.steps for s in DEFAULT.stages)
 
 
-def test_default_model_answers_held_out_questions():
-    """Colour and class questions about one camera, 100 held-out ones: well above chance (~0.22)."""
-    from mivl.export.default_model import evaluate_reference
+@pytest.fixture(scope="module")
+def reference_answers():
+    from mivl.calib.evaluate import asker, score
+    from mivl.export.reference import Reference
 
-    r = evaluate_reference(ASSET, n=100, kinds=("colour", "class"))
-    assert r["accuracy"] >= 0.85, r["per_kind"]
+    ref = Reference(ASSET)
+    return {m: score(asker(ref, max_new_tokens=16), N, kinds=ONE_WORD_KINDS, keep=True, max_objects=m)
+            for m in FLOORS}
+
+
+@pytest.mark.parametrize("max_objects", sorted(FLOORS))
+def test_default_model_answers_held_out_questions(reference_answers, max_objects):
+    """Each one-word kind on 200 held-out questions, one and up to three objects per camera."""
+    r = reference_answers[max_objects]
+    got = {k: round(v["accuracy"], 3) for k, v in r["per_kind"].items()}
+    assert set(got) == set(ONE_WORD_KINDS)
+    assert all(got[k] >= FLOORS[max_objects][k] for k in got), (got, FLOORS[max_objects])
+    assert r["accuracy"] >= OVERALL[max_objects], r["accuracy"]
+    # asked about something shown, it does not answer "none"
+    shown = [a for a in r["answers"] if a["kind"] in ("camera", "camera_colour", "camera_class")]
+    assert sum(a["got"].strip().lower() == "none" for a in shown) <= 0.05 * len(shown)
+
+
+@pytest.fixture(scope="module")
+def int8_bundle(tmp_path_factory):
+    from mivl.export.api import export
+
+    out = tmp_path_factory.mktemp("default") / "bundle"
+    export(ASSET, out, precision="int8", quiet=True,
+           keep_float=("projector", "attention", "patch_embed", "last_block"))
+    return out
+
+
+def test_default_model_int8_bundle_answers_as_the_reference(int8_bundle, reference_answers):
+    """The INT8 bundle through the runtime, on the busy-scene questions: the reference's answer
+    word for word on >= 97% of them, and the same floors."""
+    from mivl.calib.evaluate import asker, score
+    from mivl.edge.session import Session
+
+    with Session(int8_bundle, threads=2) as s:
+        r = score(asker(s, max_new_tokens=16), N, kinds=ONE_WORD_KINDS, keep=True, max_objects=3)
+    ref = reference_answers[3]["answers"]
+    same = sum(a["got"].strip() == b["got"].strip() for a, b in zip(r["answers"], ref))
+    assert same >= 0.97 * N, same
+    got = {k: v["accuracy"] for k, v in r["per_kind"].items()}
+    assert all(got[k] >= FLOORS[3][k] for k in got), (got, FLOORS[3])

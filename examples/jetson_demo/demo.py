@@ -10,8 +10,9 @@ Each tick reads one frame from every camera and runs the probes:
   --ask TEXT      a free question about the six cameras (DriveLM <c..> points are drawn)
   --describe CAM  a description of one camera's objects
 With --synthetic and no probe given, it asks questions whose answers the clip knows (colour and
-class of an object in two cameras) and finds two objects (right when the point falls inside the
-object in the right camera); the HUD counts the right ones.
+class of an object in two cameras, which camera shows each of two objects, the six cameras asked
+together) and finds those two objects (right when the point falls inside the object in the right
+camera); the HUD counts the right ones.
 It overlays the answers and boxes per camera and a HUD with the latency breakdown (preprocess,
 vision, prefill, decode) and memory. With a display it opens a window (q quits); headless (or
 --headless) it writes OUT/demo.mp4, PNG snapshots every --snapshot-every ticks and OUT/log.jsonl.
@@ -31,7 +32,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from sources import SyntheticRig, open_rig  # noqa: E402
 
-from mivl.calib.questions import options_text  # noqa: E402
+from mivl.calib.questions import camera_question, judge, options_text  # noqa: E402
 from mivl.edge.chunks import grounding_question  # noqa: E402
 from mivl.edge.multiview import CAMERAS  # noqa: E402
 
@@ -72,6 +73,14 @@ def run_probe(session, probe: tuple[str, str], frames: dict) -> dict:
         ok = got.lower() == truth.lower()
         out = {"probe": question.splitlines()[0], "camera": cam, "boxes": [], "truth": truth, "correct": ok,
                "answer": got + (" (right)" if ok else f" (truth: {truth})")}
+    elif kind == "camera":         # which camera shows an object, asked on all six, truth known
+        q = arg
+        a = session.ask(q.prompt, cameras=frames, channels="BGR", max_new_tokens=12)
+        timings.append(a.timings)
+        got = a.text.strip()
+        ok = judge(q, got, next(iter(frames.values())).shape[1::-1])["correct"]
+        out = {"probe": q.text.splitlines()[0], "camera": got if got in frames else None, "six": True, "boxes": [],
+               "truth": q.answer, "correct": ok, "answer": got + (" (right)" if ok else f" (truth: {q.answer})")}
     elif kind == "describe":
         a = session.ask("Describe the objects in this image.", images=[frames[arg]], channels="BGR",
                         max_new_tokens=48)
@@ -144,7 +153,8 @@ def hud(results: list[dict], tick: int, wall_s: float) -> np.ndarray:
     known = [r["correct"] for r in results if "correct" in r]
     if known:
         rows.append(f"questions with known answers: {sum(known)}/{len(known)} right")
-    rows += [f"{r['probe']}: {r['answer'][:110]}" for r in results if r.get("camera") is None or r["probe"] == "ask"]
+    rows += [f"{r['probe']}: {r['answer'][:110]}" for r in results
+             if r.get("camera") is None or r.get("six") or r["probe"] == "ask"]
     rows += [f"{r['probe']}: {r['answer'][:100]}" for r in results if r["probe"].startswith("find")]
     for k, text in enumerate(rows[:8]):
         cv2.putText(panel, text, (10, 22 + 20 * k), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (230, 230, 230), 1)
@@ -159,21 +169,27 @@ def compose(frames: dict, results: list[dict], tick: int, wall_s: float) -> np.n
 
 # ------------------------------------------------------------------ main loop
 def default_bundle() -> Path:
-    """The default model, exported once (INT8) to out/default-bundle: the embedded trained model
-    when the package has one (mivl/assets/default_model), else the tiny random checkpoint that
-    scripts/demo.sh uses."""
+    """The default model exported (INT8) to out/default-bundle: the embedded trained model when the
+    package has one (mivl/assets/default_model), else the tiny random checkpoint that scripts/demo.sh
+    uses. Exported again when the bundle there was made from other weights (an older default model)."""
+    from mivl.export.checkpoint import sha256_files, weight_files
+    from mivl.export.default_model import ASSET
+
     root = Path(__file__).resolve().parents[2] / "out"
     out = root / "default-bundle"
-    if not (out / "manifest.json").is_file():
+    src = ASSET
+    if not (ASSET / "config.json").is_file():
+        from mivl.export.tiny import make_tiny
+        src = root / "default-checkpoint"
+        if not (src / "config.json").is_file():
+            make_tiny("qwen2", src, 0, overwrite=True)
+    try:
+        made_from = json.loads((out / "manifest.json").read_text())["source"]["weights_sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        made_from = None
+    if made_from != sha256_files(weight_files(src)):
         from mivl.export.api import export
-        from mivl.export.default_model import ASSET
 
-        src = ASSET
-        if not (ASSET / "config.json").is_file():
-            from mivl.export.tiny import make_tiny
-            src = root / "default-checkpoint"
-            if not (src / "config.json").is_file():
-                make_tiny("qwen2", src, 0, overwrite=True)
         print(f"exporting {src} to {out} ...", flush=True)
         export(src, out, precision="int8", quiet=True, force=True,
                keep_float=("projector", "attention", "patch_embed", "last_block"))
@@ -205,7 +221,8 @@ def parse_args(argv=None):
 
 def synthetic_probes(rig: SyntheticRig, tick: int) -> list[tuple[str, object]]:
     """Questions with known answers about the clip at `tick`: colour and class of an object in each
-    of two cameras, then where two objects are (each with its box at that tick)."""
+    of two cameras, which camera shows each of two objects, then where those two are (each with its
+    box at that tick)."""
     from mivl.calib.synthetic import CLASSES, COLOURS
 
     objs = rig.clip.scene.objects
@@ -216,7 +233,9 @@ def synthetic_probes(rig: SyntheticRig, tick: int) -> list[tuple[str, object]]:
     keys = [(o.colour, o.cls) for o in objs]
     now = rig.clip.objects(tick)
     unique = [(f"{o.colour} {o.cls}", now[k]) for k, o in enumerate(objs) if keys.count((o.colour, o.cls)) == 1]
-    return probes + [("find", u) for u in unique[:2]]
+    picked = unique[:2]
+    return (probes + [("camera", camera_question(*name.split(" ", 1), o.camera, CAMERAS, o)) for name, o in picked]
+            + [("find", u) for u in picked])
 
 
 def main(argv=None) -> int:

@@ -210,8 +210,8 @@ def main_make_default(argv) -> int:
     p = argparse.ArgumentParser(prog="mivl-export make-default",
                                 description="Train the embedded default model on synthetic driving scenes.")
     p.add_argument("--recipe", choices=sorted(RECIPES), default=DEFAULT.name,
-                   help=f"{DEFAULT.name} (default): the shipped model; six-camera: 12 tiles + thumbnail, the "
-                        "one-word question kinds")
+                   help=f"{DEFAULT.name} (default): the shipped model, 12 tiles + thumbnail, the one-word "
+                        "question kinds; one-tile: the earlier model, one tile, colour and class")
     p.add_argument("-o", "--output", help=f"where to publish (default {ASSET} for {DEFAULT.name}, "
                    "out/default-model-RECIPE otherwise)")
     p.add_argument("--work", help="folder of the stages' checkpoints and resume state (default "
