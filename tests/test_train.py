@@ -252,6 +252,27 @@ def test_synthetic_views_repeat_their_pixels_with_new_questions():
         SyntheticViews(("grounding",), views=3, six_share=0.0, max_objects=0)[0]
 
 
+def test_synthetic_views_absent_share_sets_how_often_the_answer_is_none():
+    """Busy scenes, 8 questions a view: presence questions fill the turns, so without reserve_absent
+    absence questions are far fewer than absent_share (as the default model's f1-f5 were trained);
+    with it, the share holds."""
+    from mivl.export.default_model import ONE_WORD_KINDS
+    from mivl.export.train.synthetic import SyntheticViews
+
+    def none_share(share, reserve):
+        d = SyntheticViews(ONE_WORD_KINDS, seed=3, views=40, turns=8, six_share=0.5, max_objects=3,
+                           absent_share=share, reserve_absent=reserve)
+        kinds = [q.kind for i in range(40) for q in d.draw(i)[1]]
+        return sum(k in ("absent", "absent_one") for k in kinds) / len(kinds)
+
+    assert none_share(0.25, False) < 0.15 and none_share(0.1, False) < none_share(0.4, False) < 0.25
+    for share in (0.1, 0.25, 0.4):
+        assert abs(none_share(share, True) - share) < 0.05, share
+    for bad in (1.0, -0.1):
+        with pytest.raises(InputError, match="absent_share"):
+            SyntheticViews(absent_share=bad)
+
+
 def test_synthetic_views_draw_names_what_each_record_asks():
     from mivl.edge.multiview import CAMERAS
     from mivl.export.train.synthetic import SyntheticViews

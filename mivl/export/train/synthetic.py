@@ -43,18 +43,19 @@ class SyntheticViews:
     pixels repeat exactly, so with a frozen vision side the trainer's feature cache computes each
     view's image features once (`TrainConfig.feature_cache_gb`). `max_tiles`: the records' tile
     budget (1: each view as one 448 tile, the six-camera canvas included; None: the model's).
-    `absent_share`: about that share of the questions are about something not there (`ask_view`). A
-    pure function of its arguments."""
+    `absent_share`, `reserve_absent`: how many questions are about something not there (`ask_view`).
+    A pure function of its arguments."""
 
     def __init__(self, kinds=DOMAIN_KINDS, seed: int = 0, views: int = 500, turns: int = 4,
                  six_share: float = 0.5, size: tuple[int, int] = SCENE_SIZE, max_objects: int = MAX_OBJECTS,
-                 length: int = ENDLESS, max_tiles: int | None = None, absent_share: float = 0.25):
+                 length: int = ENDLESS, max_tiles: int | None = None, absent_share: float = 0.25,
+                 reserve_absent: bool = False):
         if (views < 1 or turns < 1 or not 0 <= six_share <= 1 or (max_tiles is not None and max_tiles < 1)
                 or not 0 <= absent_share < 1):
             raise InputError(f"views, turns and max_tiles must be >= 1, six_share in 0..1 and absent_share in "
                              f"0..1 (1 excluded); got views={views}, turns={turns}, six_share={six_share}, "
                              f"max_tiles={max_tiles}, absent_share={absent_share}")
-        self.max_tiles, self.absent_share = max_tiles, absent_share
+        self.max_tiles, self.absent_share, self.reserve_absent = max_tiles, absent_share, reserve_absent
         self.kinds, self.seed, self.views, self.turns, self.six_share = tuple(kinds), seed, views, turns, six_share
         self.size, self.max_objects, self.length = size, max_objects, length
         six = [k for k in self.kinds if k in SIX_CAMERA_KINDS]
@@ -88,7 +89,8 @@ class SyntheticViews:
             v = (i + k) % self.views
             scene, camera, quality = self.view(v)
             rng = np.random.default_rng([self.seed, i, 12] + ([k] if k else []))
-            qs = ask_view(scene, rng, self.kinds, self.size, camera, self.turns, self.absent_share)
+            qs = ask_view(scene, rng, self.kinds, self.size, camera, self.turns, self.absent_share,
+                          self.reserve_absent)
             if qs:
                 shown = CAMERAS if camera is None else (camera,)
                 frames = {c: jpeg_roundtrip(scene.cameras[c], quality) for c in shown}
