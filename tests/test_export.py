@@ -22,12 +22,30 @@ def test_fp32_bundle_meets_the_precision_ladder(bundle_dir, family):
     assert r["passed"]
     assert r["vision"]["min_cosine"] >= 0.99999                  # per token, against PyTorch fp32
     assert r["llm"]["greedy_identical"] and r["llm"]["max_rel_logit_error"] <= 1e-3
+    # f32 weights run with an f32 KV cache: float rounding only (llama.cpp's f16 cache alone gives ~1e-3)
+    assert r["llm"]["max_rel_logit_error"] <= 1e-4
     assert r["llm"]["image_prompts"] >= 2                         # the embedding-injection path too
     m = b.manifest
     assert m["vision"]["input"] == {"name": "pixel_values", "shape": ["tiles", 3, 448, 448], "dtype": "float32"}
     assert m["vision"]["output"]["shape"] == ["tiles", 256, 64] and m["llm"]["n_embd"] == 64
     assert set(m["files"]) == {"vision.onnx", "llm.f32.gguf", "report.json"}
     assert m["prompt"]["img_context_id"] == m["prompt"]["special_tokens"]["<IMG_CONTEXT>"]
+
+
+def test_llm_kv_cache_follows_the_weights(bundle_dir):
+    """The runtime opens an f32 LLM with an f32 KV cache (as export validated it), the others with f16."""
+    from mivl.runtimes.backends import open_llm
+    from mivl.runtimes.llm_llamacpp import LlamaCppLLM
+
+    for precision, kv in (("fp32", "f32"), ("int8", "f16")):
+        b = open_bundle(bundle_dir("qwen2", precision))
+        llm, _ = open_llm(b.path, b.llm, b.prompt, "cpu", 1, 512, 512, False)
+        try:
+            assert llm.kv_type == kv
+        finally:
+            llm.close()
+    with pytest.raises(InputError, match="kv_type"):
+        LlamaCppLLM(str(b.path / b.llm["file"]), kv_type="q8_0")
 
 
 def test_fp16_bundle(bundle_dir):

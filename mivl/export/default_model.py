@@ -1,7 +1,7 @@
 """The recipes of the embedded default model: a tiny InternVL trained from scratch by the SDK's own
 trainer on synthetic driving scenes, so that the demo gets real answers.
 
-    mivl-export make-default                       # the shipped six-camera model (~114 min on 2 cores, resumable)
+    mivl-export make-default                       # the shipped six-camera model (~155 min on 2 cores, resumable)
     mivl-export make-default --recipe one-tile     # the earlier one-tile model (~75 min)
 
 Architecture (both): InternViT at the real 448px / patch-14 geometry (1025 tokens per tile) but 64

@@ -76,11 +76,11 @@ def compare(llm, data) -> list[dict]:
     return results
 
 
-def validate(model: str, cases_path: str, out_path: str, flash_attn: bool = False) -> None:
+def validate(model: str, cases_path: str, out_path: str, flash_attn: bool = False, kv_type: str = "f16") -> None:
     from ..runtimes.llm_llamacpp import LlamaCppLLM
 
     data = np.load(cases_path)
-    llm = LlamaCppLLM(model, n_ctx=int(data["n_ctx"]), n_batch=512, flash_attn=flash_attn)
+    llm = LlamaCppLLM(model, n_ctx=int(data["n_ctx"]), n_batch=512, flash_attn=flash_attn, kv_type=kv_type)
     results = {"cases": compare(llm, data), "tokenizer": compare_tokenizer(llm, data)}
     llm.close()
     with open(out_path, "w") as f:
@@ -105,7 +105,7 @@ def main(argv=None) -> None:
     if argv[:1] == ["quantize"]:
         quantize(*argv[1:4])
     elif argv[:1] == ["validate"]:
-        validate(argv[1], argv[2], argv[3], "--flash-attn" in argv)
+        validate(argv[1], argv[2], argv[3], "--flash-attn" in argv, "f32" if "--kv-f32" in argv else "f16")
     else:
         raise SystemExit(__doc__)
 

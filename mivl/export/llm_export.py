@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from ..edge.errors import InputError, MivlError
+from ..runtimes.llm_llamacpp import kv_type_for
 from .gguf_export import write_gguf
 from .llm_check import FTYPES
 from .reference import Reference
@@ -117,6 +118,7 @@ def check_llm(path: Path, quant: str, cases: dict, flash_attn: bool = False) -> 
         cases_file, out = Path(tmp) / "cases.npz", Path(tmp) / "out.json"
         np.savez(cases_file, **cases)
         args = ["validate", str(path), str(cases_file), str(out)] + (["--flash-attn"] if flash_attn else [])
+        args += ["--kv-f32"] if kv_type_for(quant) == "f32" else []     # as the runtime opens it
         _run(args)
         results = json.loads(out.read_text())
     fig = figures(results["cases"], quant, LLM[quant], flash_attn=flash_attn)

@@ -30,12 +30,12 @@ def open_llm(root: Path, llm: dict, prompt: dict, device: str, threads: int | No
     if fmt != "gguf":
         raise BundleError(f"the bundle's LLM format {fmt!r} is not one this runtime knows (gguf, onnx)")
     from .gguf_check import check_gguf
-    from .llm_llamacpp import LlamaCppLLM
+    from .llm_llamacpp import LlamaCppLLM, kv_type_for
 
     check_gguf(root / llm["file"], llm)     # llama.cpp aborts the process on headers it cannot use
     gpu_layers = 0 if device == "cpu" else -1 if llama_has_gpu() else 0
     backend = LlamaCppLLM(str(root / llm["file"]), n_ctx=n_ctx, n_batch=n_batch, n_threads=threads,
-                          n_gpu_layers=gpu_layers, flash_attn=flash_attn)
+                          n_gpu_layers=gpu_layers, flash_attn=flash_attn, kv_type=kv_type_for(str(llm.get("quant"))))
     return backend, "llama.cpp" + (" (GPU)" if gpu_layers else " (CPU)")
 
 

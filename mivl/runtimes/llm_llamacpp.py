@@ -48,12 +48,24 @@ def _silence(llama_cpp) -> None:
     llama_cpp.llama_log_set(_LOG_CB, ctypes.c_void_p(0))
 
 
+KV_TYPES = {"f32": 0, "f16": 1}    # ggml_type of the KV cache: GGML_TYPE_F32, GGML_TYPE_F16
+
+
+def kv_type_for(quant: str) -> str:
+    """The KV cache's type for LLM weights of `quant`: f32 weights keep f32 keys and values (the
+    fp32 preset is the reference-grade one: llama.cpp's default f16 cache alone moves the logits
+    by up to ~1e-3 of their range), every other quantisation llama.cpp's f16."""
+    return "f32" if quant == "f32" else "f16"
+
+
 class LlamaCppLLM:
     """A GGUF model and one decoding context (sequence 0)."""
 
     def __init__(self, path: str, n_ctx: int = 4096, n_batch: int = 512, n_threads: int | None = None,
                  n_gpu_layers: int = 0, flash_attn: bool = False, embeddings_only_logits: bool = False,
-                 n_ubatch: int = 256):
+                 n_ubatch: int = 256, kv_type: str = "f16"):
+        if kv_type not in KV_TYPES:
+            raise InputError(f"kv_type must be one of {', '.join(KV_TYPES)}; got {kv_type!r}")
         ll = self._ll = _llama()
         if not os.path.isfile(path):
             raise BundleError(f"GGUF file not found: {path}")
@@ -82,6 +94,7 @@ class LlamaCppLLM:
         cp.n_threads = threads
         cp.n_threads_batch = threads
         cp.flash_attn_type = 1 if flash_attn else 0  # LLAMA_FLASH_ATTN_TYPE_ENABLED / _DISABLED
+        cp.type_k = cp.type_v = KV_TYPES[kv_type]
         self.ctx = ll.llama_init_from_model(self.model, cp)
         if not self.ctx:
             ll.llama_model_free(self.model)
@@ -89,7 +102,7 @@ class LlamaCppLLM:
             raise MivlError(f"llama.cpp could not create a context of {n_ctx} tokens (out of memory?)")
         self.n_ctx = ll.llama_n_ctx(self.ctx)
         self.n_batch = n_batch
-        self.flash_attn = flash_attn
+        self.flash_attn, self.kv_type = flash_attn, kv_type
         self._tok_batch = ll.llama_batch_init(n_batch, 0, 1)
         self._emb_batch = ll.llama_batch_init(n_batch, self.n_embd, 1)
         self.n_past = 0
