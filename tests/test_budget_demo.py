@@ -35,7 +35,11 @@ def test_budget_is_computed_from_the_bundle(bundle_dir):
     assert s.n_embd == b.manifest["llm"]["n_embd"] and s.n_layer == 2 and s.n_head_kv == 2
     r = budget(b, n_ctx=2048)
     kv = [v for k, v in r["parts"].items() if k.startswith("KV cache")][0]
-    assert kv == kv_cache_bytes(s, 2048) == 2 * 2 * 2048 * 2 * (64 // 4) * 2
+    # an fp32 bundle's f32 LLM runs with an f32 KV cache; a quantised one with f16
+    assert kv == kv_cache_bytes(s, 2048, 4) == 2 * 2 * 2048 * 2 * (64 // 4) * 4
+    assert "KV cache (n_ctx 2048, f32)" in r["parts"]
+    q8 = budget(open_bundle(bundle_dir("qwen2", "int8")), n_ctx=2048)
+    assert q8["parts"]["KV cache (n_ctx 2048, f16)"] == kv_cache_bytes(s, 2048, 2)
     assert r["parts"]["LLM weights"] == b.file(b.manifest["llm"]["file"]).stat().st_size
     assert r["total"] == sum(r["parts"].values())
     assert [d["device"] for d in r["devices"]] == [d[0] for d in DEVICES] and all(d["fits"] for d in r["devices"])
@@ -49,7 +53,7 @@ def test_cli_info_budget_and_eval(bundle_dir):
     out = subprocess.run([sys.executable, "-m", "mivl.edge.cli", "info", bundle, "--budget", "--n-ctx", "4096"],
                          capture_output=True, text=True, env=env)
     assert out.returncode == 0, out.stderr
-    assert "Orin Nano 8GB" in out.stdout and "KV cache (n_ctx 4096, f16)" in out.stdout and "fits" in out.stdout
+    assert "Orin Nano 8GB" in out.stdout and "KV cache (n_ctx 4096, f32)" in out.stdout and "fits" in out.stdout
     out = subprocess.run([sys.executable, "-m", "mivl.edge.cli", "eval", bundle, "--questions", "3", "--json"],
                          capture_output=True, text=True, env=env)
     assert out.returncode == 0, out.stderr

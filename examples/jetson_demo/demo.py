@@ -234,7 +234,7 @@ def synthetic_probes(rig: SyntheticRig, tick: int) -> list[tuple[str, object]]:
     now = rig.clip.objects(tick)
     unique = [(f"{o.colour} {o.cls}", now[k]) for k, o in enumerate(objs) if keys.count((o.colour, o.cls)) == 1]
     picked = unique[:2]
-    return (probes + [("camera", camera_question(*name.split(" ", 1), o.camera, CAMERAS, o)) for name, o in picked]
+    return (probes + [("camera", camera_question(o.colour, o.cls, o.camera, CAMERAS, o)) for _, o in picked]
             + [("find", u) for u in picked])
 
 

@@ -1,7 +1,8 @@
 """Memory a bundle needs on a device, against the Jetson Orin modules.
 
 Computed from the bundle alone: weights (the vision ONNX / TensorRT engine and the GGUF as stored),
-the LLM's KV cache at the chosen context (f16 K and V, llama.cpp's default), the LLM's compute
+the LLM's KV cache at the chosen context (K and V in f16, or f32 under f32 weights and in ONNX
+Runtime: `mivl.runtimes.llm_llamacpp.kv_type_for`), the LLM's compute
 buffer for one n_batch ubatch (attention scores without flash attention, MLP and logits of one
 row), and the vision encoder's activations for the tile batch (one layer's attention scores, MLP
 and hidden states for every tile, fp32 or fp16 as the engine runs). On Jetson, CPU and GPU share
@@ -13,6 +14,7 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..runtimes.llm_llamacpp import kv_type_for
 from .bundle import vision_files
 from .errors import BundleError
 
@@ -123,11 +125,13 @@ def budget(bundle, n_ctx: int | None = None, n_batch: int = 512, tiles: int | No
     weights_l = sum(b.file(f).stat().st_size for f in m["files"]
                     if f == m["llm"]["file"] or f == m["llm"]["file"] + ".data")
     act_bytes = 2 if (engine or v.get("precision") in ("fp16", "int8")) else 4
-    kv_bytes = 4 if onnx_llm else 2      # ONNX Runtime's cache is fp32 host arrays; llama.cpp's f16
+    # ONNX Runtime's cache is fp32 host arrays; llama.cpp's follows the weights, as the runtime opens it
+    kv_type = "f32" if onnx_llm else kv_type_for(str(m["llm"].get("quant")))
+    kv_bytes = 4 if kv_type == "f32" else 2
     parts = {
         "vision weights": weights_v,
         "LLM weights": weights_l,
-        f"KV cache (n_ctx {n_ctx}, {'f32' if onnx_llm else 'f16'})": kv_cache_bytes(shape, n_ctx, kv_bytes),
+        f"KV cache (n_ctx {n_ctx}, {kv_type})": kv_cache_bytes(shape, n_ctx, kv_bytes),
         f"LLM compute (n_batch {n_batch})": llm_compute_bytes(shape, n_ctx, n_batch),
         f"vision activations ({tiles} tiles)": vision_activation_bytes(v, tiles, act_bytes),
         "runtime": RUNTIME_OVERHEAD,
