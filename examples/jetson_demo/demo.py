@@ -42,6 +42,11 @@ COLOURS = [(0, 255, 255), (255, 0, 255), (0, 255, 0), (255, 128, 0)]
 
 
 # ------------------------------------------------------------------ probes
+def marked(answer: str, correct: bool, truth: str) -> str:
+    """An answer as the HUD and log show it: "(right)", or the truth beside it."""
+    return answer + (" (right)" if correct else f" (truth: {truth})")
+
+
 def run_probe(session, probe: tuple[str, str], frames: dict) -> dict:
     kind, arg = probe
     timings = []
@@ -64,7 +69,7 @@ def run_probe(session, probe: tuple[str, str], frames: dict) -> dict:
             x1, y1, x2, y2 = truth.box
             out["truth"] = {"camera": truth.camera, "box": list(truth.box)}
             out["correct"] = cam == truth.camera and x1 <= x <= x2 and y1 <= y <= y2
-            out["answer"] += " (right)" if out["correct"] else f" (truth: {truth.camera} {list(truth.box)})"
+            out["answer"] = marked(out["answer"], out["correct"], f"{truth.camera} {list(truth.box)}")
     elif kind == "mc":             # a multiple-choice question about one camera, truth known
         cam, question, truth = arg
         a = session.ask(question, images=[frames[cam]], channels="BGR", max_new_tokens=8)
@@ -72,7 +77,7 @@ def run_probe(session, probe: tuple[str, str], frames: dict) -> dict:
         got = a.text.strip().rstrip(".")
         ok = got.lower() == truth.lower()
         out = {"probe": question.splitlines()[0], "camera": cam, "boxes": [], "truth": truth, "correct": ok,
-               "answer": got + (" (right)" if ok else f" (truth: {truth})")}
+               "answer": marked(got, ok, truth)}
     elif kind == "camera":         # which camera shows an object, asked on all six, truth known
         q = arg
         a = session.ask(q.prompt, cameras=frames, channels="BGR", max_new_tokens=12)
@@ -80,7 +85,7 @@ def run_probe(session, probe: tuple[str, str], frames: dict) -> dict:
         got = a.text.strip()
         ok = judge(q, got, next(iter(frames.values())).shape[1::-1])["correct"]
         out = {"probe": q.text.splitlines()[0], "camera": got if got in frames else None, "six": True, "boxes": [],
-               "truth": q.answer, "correct": ok, "answer": got + (" (right)" if ok else f" (truth: {q.answer})")}
+               "truth": q.answer, "correct": ok, "answer": marked(got, ok, q.answer)}
     elif kind == "describe":
         a = session.ask("Describe the objects in this image.", images=[frames[arg]], channels="BGR",
                         max_new_tokens=48)

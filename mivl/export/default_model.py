@@ -1,7 +1,7 @@
 """The recipes of the embedded default model: a tiny InternVL trained from scratch by the SDK's own
 trainer on synthetic driving scenes, so that the demo gets real answers.
 
-    mivl-export make-default                       # the shipped six-camera model (~155 min on 2 cores, resumable)
+    mivl-export make-default                       # the shipped six-camera model (~155 min, resumable)
     mivl-export make-default --recipe one-tile     # the earlier one-tile model (~75 min)
 
 Architecture (both): InternViT at the real 448px / patch-14 geometry (1025 tokens per tile) but 64
@@ -222,7 +222,8 @@ def run_qa(src: Path, out: Path, stage: Stage, seed: int, quiet: bool, recipe: R
     if stage.views:
         data = SyntheticViews(stage.kinds, QA_STREAM + seed + 100 * stage.stream, views=stage.views, turns=stage.turns,
                               six_share=stage.six_share, max_objects=stage.max_objects or recipe.max_objects,
-                              max_tiles=stage.max_tiles or None, absent_share=stage.absent_share, reserve_absent=stage.reserve_absent)
+                              max_tiles=stage.max_tiles or None, absent_share=stage.absent_share,
+                              reserve_absent=stage.reserve_absent)
         cfg = TrainConfig(str(src), str(out), dtype="auto", save_every=25, log_every=5,
                           feature_cache_gb=4.0 if "vit" in stage.freeze else 0.0, **common)
     else:
