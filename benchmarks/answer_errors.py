@@ -21,21 +21,16 @@ import json
 import re
 from collections import Counter
 
-from mivl.calib.questions import NONE, draw_scene_conversation
-from mivl.edge.parse import parse_boxes, parse_camera_points
+from mivl.calib.questions import NONE, draw_scene_conversation, judge
 
 
 def category(q, scene, got: str) -> str:
     got = got.strip()
-    if q.kind == "where":
-        cam = re.match(r"<c\d+,(CAM_[A-Z_]+)", got)
-        if cam is None or cam.group(1) != q.subject.camera:
-            return "wrong camera"
-        return "off the object" if parse_camera_points(got) else "malformed"
-    if q.kind == "grounding":
-        if got.split("</ref>")[0] != q.answer.split("</ref>")[0]:
-            return "wrong phrase"
-        return "off the object" if parse_boxes(got) else "malformed"
+    if q.kind in ("where", "grounding"):
+        v = judge(q, got)
+        if not v.get("camera", v.get("phrase")):
+            return "wrong camera" if q.kind == "where" else "wrong phrase"
+        return "off the object" if v["formed"] else "malformed"
     got = got.rstrip(".").strip()
     if got.lower() == NONE:
         return "none"

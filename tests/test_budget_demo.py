@@ -59,6 +59,13 @@ def test_cli_info_budget_and_eval(bundle_dir):
     assert out.returncode == 0, out.stderr
     res = json.loads(out.stdout)
     assert res["n"] == 3 and len(res["answers"]) == 3 and 0.0 <= res["accuracy"] <= 1.0
+    out = subprocess.run([sys.executable, "-m", "mivl.edge.cli", "eval", bundle, "--questions", "4", "--kinds",
+                          "where,grounding", "--max-objects", "1", "--seed", "1"], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
+    lines = {line.split()[0]: line for line in out.stdout.splitlines()[1:]}
+    assert set(lines) == {"where", "grounding"}, out.stdout          # each kind with what it got right
+    assert all(f in lines["where"] for f in ("point hit", "well formed", "camera right")), out.stdout
+    assert all(f in lines["grounding"] for f in ("mean iou", "well formed", "phrase right")), out.stdout
     out = subprocess.run([sys.executable, "-m", "mivl.edge.cli", "eval", bundle, "--kinds", "nonsense"],
                          capture_output=True, text=True, env=env)
     assert out.returncode == 2 and "--kinds takes" in out.stderr

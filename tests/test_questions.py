@@ -68,7 +68,13 @@ def test_grounding_is_scored_by_iou():
     assert v["correct"] and 0.5 < v["iou"] < 1
     v = judge(q, box_text(far), SIZE)
     assert not v["correct"] and v["iou"] < 0.5
-    assert judge(q, "a red bus", SIZE) == {"correct": False, "iou": 0.0}
+    assert judge(q, "a red bus", SIZE) == {"correct": False, "iou": 0.0, "formed": False, "phrase": False}
+    # what a wrong answer got right: a box parsed, the <ref> phrase copied
+    v = judge(q, "<ref>the red bus</ref>" + box_text(far), SIZE)
+    assert (v["formed"], v["phrase"], v["correct"]) == (True, True, False)
+    v = judge(q, "<ref>the red bus</ref><box>[[8, 666, 8, 6, 6, 6]]</box>", SIZE)
+    assert (v["formed"], v["phrase"]) == (False, True)
+    assert judge(q, "<ref>the red car</ref>" + box_text(near), SIZE)["phrase"] is False
 
 
 def test_where_is_scored_by_the_point_inside_the_object():
@@ -77,10 +83,20 @@ def test_where_is_scored_by_the_point_inside_the_object():
     # CAM_BACK is column 1, row 1 of the 2x3 canvas: x = (896 + cx / 800 * 896) / 2688 * 1000
     inside_x = round((896 + 500 / 800 * 896) / 2688 * 1000)
     inside_y = round((448 + 250 / 450 * 448) / 896 * 1000)
-    assert judge(q, f"<c1,CAM_BACK,{inside_x},{inside_y}>", SIZE) == {"correct": True, "hit": True}
+    assert judge(q, f"<c1,CAM_BACK,{inside_x},{inside_y}>", SIZE) == {"correct": True, "hit": True, "formed": True,
+                                                                        "camera": True}
     assert not judge(q, f"<c1,CAM_FRONT,{inside_x},{inside_y - 500}>", SIZE)["correct"]   # wrong camera
     assert not judge(q, f"<c1,CAM_BACK,{inside_x + 100},{inside_y}>", SIZE)["correct"]     # outside the box
     assert not judge(q, "CAM_BACK", SIZE)["correct"]
+    # what a wrong answer got right: a point parsed, the camera named
+    v = judge(q, f"<c1,CAM_BACK,{inside_x + 100},{inside_y}>", SIZE)
+    assert (v["formed"], v["camera"], v["hit"]) == (True, True, False)
+    v = judge(q, "<c1,CAM_BACK,8,8,8,8>", SIZE)        # the camera named, the numbers malformed
+    assert (v["formed"], v["camera"], v["hit"]) == (False, True, False)
+    v = judge(q, "<c1,CAM_BACK_LEFT,8>", SIZE)         # another camera whose name starts alike
+    assert (v["formed"], v["camera"]) == (False, False)
+    assert judge(q, "<c1,CAM_BACK", SIZE)["camera"] is True          # cut off after the name
+    assert judge(q, "CAM_BACK", SIZE)["camera"] is False             # not a DriveLM reference
 
 
 def test_score_reports_each_kind_with_its_metric():
@@ -89,6 +105,9 @@ def test_score_reports_each_kind_with_its_metric():
     assert set(truth["per_kind"]) == set(kinds) and truth["accuracy"] == 1.0
     assert truth["per_kind"]["grounding"]["mean_iou"] == pytest.approx(1.0)
     assert truth["per_kind"]["where"]["point_hit"] == 1.0
+    assert truth["per_kind"]["where"]["well_formed"] == truth["per_kind"]["where"]["camera_right"] == 1.0
+    assert truth["per_kind"]["grounding"]["well_formed"] == truth["per_kind"]["grounding"]["phrase_right"] == 1.0
+    assert "well_formed" not in truth["per_kind"]["camera"]
     nothing = score(lambda q, frames: "none", 60, seed=3, kinds=kinds)
     assert nothing["per_kind"]["absent"]["accuracy"] == 1.0
     assert all(v["accuracy"] == 0 for k, v in nothing["per_kind"].items() if k != "absent")

@@ -16,7 +16,8 @@ EVAL_SEED = 20260
 def score(ask, n: int = 200, seed: int = EVAL_SEED, kinds=MC_KINDS, keep: bool = False,
           max_objects: int = MAX_OBJECTS) -> dict:
     """Per kind: n, accuracy (grounding: IoU >= 0.5; where: the point inside the object), and
-    mean_iou for grounding, point_hit for where."""
+    mean_iou, well_formed, phrase_right for grounding, point_hit, well_formed, camera_right for
+    where (`questions.judge`)."""
     per: dict[str, list[dict]] = {}
     rows = []
     t0 = time.perf_counter()
@@ -44,6 +45,9 @@ def kind_figures(verdicts: list[dict]) -> dict:
         out["mean_iou"] = sum(v["iou"] for v in verdicts) / len(verdicts)
     if "hit" in verdicts[0]:
         out["point_hit"] = sum(v["hit"] for v in verdicts) / len(verdicts)
+    for key, name in (("formed", "well_formed"), ("camera", "camera_right"), ("phrase", "phrase_right")):
+        if key in verdicts[0]:
+            out[name] = sum(v[key] for v in verdicts) / len(verdicts)
     return out
 
 

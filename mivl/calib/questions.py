@@ -255,6 +255,23 @@ def is_correct(question: Question, answer: str, size: tuple[int, int] | None = N
     return judge(question, answer, size)["correct"]
 
 
+_REF = re.compile(r"<ref>(.*?)</ref>", re.S)
+_NAMED_CAMERA = re.compile(r"<c\d+,(CAM_[A-Z_]+)")
+
+
+def ref_phrase(answer: str) -> str | None:
+    """The phrase of the answer's first `<ref>..</ref>`, or None."""
+    m = _REF.search(answer)
+    return m.group(1) if m else None
+
+
+def named_camera(answer: str) -> str | None:
+    """The camera the answer's first DriveLM reference names (`<c1,CAM_BACK,..`), even when its
+    numbers are missing or malformed; None when there is none or the name is not a camera's."""
+    m = _NAMED_CAMERA.search(answer)
+    return m.group(1) if m and m.group(1) in CAMERAS else None
+
+
 def iou(a, b) -> float:
     ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
     iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
@@ -270,7 +287,8 @@ def judge(question: Question, answer: str, size: tuple[int, int] | None = None) 
     (case-insensitive for multiple choice). Grounding: the first parsed box's IoU with the truth's
     (0..1000 of the image), right at >= 0.5. Where: the first DriveLM point, mapped back to its
     camera's pixels (`size`: the camera frames' size), right when it names the object's camera and
-    falls inside its box."""
+    falls inside its box. For both, what a wrong answer still got right: "formed" (a box / point
+    parses), "phrase" (the `<ref>` phrase copied) and "camera" (`named_camera` is the object's)."""
     from ..edge.parse import parse_boxes, parse_camera_points
 
     got = answer.strip()
@@ -278,13 +296,14 @@ def judge(question: Question, answer: str, size: tuple[int, int] | None = None) 
         boxes = parse_boxes(got)
         truth = parse_boxes(question.answer)[0].box
         v = iou(boxes[0].box, truth) if boxes else 0.0
-        return {"correct": v >= IOU_RIGHT, "iou": v}
+        return {"correct": v >= IOU_RIGHT, "iou": v, "formed": bool(boxes),
+                "phrase": ref_phrase(got) == ref_phrase(question.answer)}
     if question.kind == "where":
         o = question.subject
         pts = parse_camera_points(got, {c: size or (1600, 900) for c in CAMERAS})
         hit = bool(pts) and pts[0].camera == o.camera and (
             o.box[0] <= pts[0].pixels[0] <= o.box[2] and o.box[1] <= pts[0].pixels[1] <= o.box[3])
-        return {"correct": hit, "hit": hit}
+        return {"correct": hit, "hit": hit, "formed": bool(pts), "camera": named_camera(got) == o.camera}
     if question.options:
         return {"correct": got.rstrip(".").strip().lower() == question.answer.lower()}
     return {"correct": got == question.answer}

@@ -165,8 +165,9 @@ def main_eval(argv) -> int:
     print(f"accuracy {res['accuracy']:.3f} on {res['n']} held-out questions (stream {a.seed}, "
           f"up to {a.max_objects} object(s) per camera, "
           f"{res['seconds']:.0f} s)")
+    figures = ("mean_iou", "point_hit", "well_formed", "camera_right", "phrase_right")
     for k, v in res["per_kind"].items():
-        extra = "".join(f", {name.replace('_', ' ')} {v[name]:.3f}" for name in ("mean_iou", "point_hit") if name in v)
+        extra = "".join(f", {name.replace('_', ' ')} {v[name]:.3f}" for name in figures if name in v)
         print(f"  {k:<13} {v['accuracy']:.3f}  ({v['n']}{extra})")
     return 0
 
