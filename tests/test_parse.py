@@ -1,4 +1,4 @@
-from mivl.edge.parse import parse_boxes, parse_camera_points, parse_objects
+from mivl.edge.parse import named_camera, parse_boxes, parse_camera_points, parse_objects, ref_phrase
 
 
 def test_grounding_boxes_to_pixels():
@@ -17,6 +17,15 @@ def test_drivelm_points_to_camera_pixels():
     assert abs(pts[0].pixels[0] - 800) < 1e-6 and abs(pts[0].pixels[1] - 450) < 1e-6
     assert pts[1].pixels == (0.0, 0.0)
     assert len(parse_objects("<c2,CAM_FRONT,500,250> <box>[[1,2,3,4]]</box>")) == 2
+
+
+def test_named_camera_and_ref_phrase_read_what_a_malformed_answer_still_says():
+    assert named_camera("<c1,CAM_BACK_LEFT,8,8,8,8>") == "CAM_BACK_LEFT"      # no point parses
+    assert parse_camera_points("<c1,CAM_BACK_LEFT,8,8,8,8>") == []
+    assert named_camera("<c1,CAM_FRONT") == "CAM_FRONT"                        # cut off
+    assert named_camera("<c1,CAM_MIDDLE,1,2>") is None and named_camera("CAM_BACK") is None
+    assert ref_phrase("<ref>the red bus</ref><box>[[8, 6, 6]]</box>") == "the red bus"
+    assert ref_phrase("<ref>the <b>red</ref>") is None and ref_phrase("no ref") is None
 
 
 # ---- a model's answer is untrusted: linear time, never raises, finite clamped coordinates ----------
@@ -44,6 +53,7 @@ def test_adversarial_answer_parses_in_linear_time(name):
     assert len(text) >= 1_000_000
     t0 = time.perf_counter()
     parse_objects(text, (640, 480), None)
+    named_camera(text), ref_phrase(text)
     assert time.perf_counter() - t0 < 1.0, name
 
 

@@ -255,23 +255,6 @@ def is_correct(question: Question, answer: str, size: tuple[int, int] | None = N
     return judge(question, answer, size)["correct"]
 
 
-_REF = re.compile(r"<ref>(.*?)</ref>", re.S)
-_NAMED_CAMERA = re.compile(r"<c\d+,(CAM_[A-Z_]+)")
-
-
-def ref_phrase(answer: str) -> str | None:
-    """The phrase of the answer's first `<ref>..</ref>`, or None."""
-    m = _REF.search(answer)
-    return m.group(1) if m else None
-
-
-def named_camera(answer: str) -> str | None:
-    """The camera the answer's first DriveLM reference names (`<c1,CAM_BACK,..`), even when its
-    numbers are missing or malformed; None when there is none or the name is not a camera's."""
-    m = _NAMED_CAMERA.search(answer)
-    return m.group(1) if m and m.group(1) in CAMERAS else None
-
-
 def iou(a, b) -> float:
     ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
     iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
@@ -288,8 +271,9 @@ def judge(question: Question, answer: str, size: tuple[int, int] | None = None) 
     (0..1000 of the image), right at >= 0.5. Where: the first DriveLM point, mapped back to its
     camera's pixels (`size`: the camera frames' size), right when it names the object's camera and
     falls inside its box. For both, what a wrong answer still got right: "formed" (a box / point
-    parses), "phrase" (the `<ref>` phrase copied) and "camera" (`named_camera` is the object's)."""
-    from ..edge.parse import parse_boxes, parse_camera_points
+    parses), "phrase" (the `<ref>` phrase copied) and "camera" (the camera named is the object's,
+    numbers parsed or not)."""
+    from ..edge.parse import named_camera, parse_boxes, parse_camera_points, ref_phrase
 
     got = answer.strip()
     if question.kind == "grounding":

@@ -21,6 +21,8 @@ ONE_BOX = re.compile(r"\[\s*(" + NUMBER + r")\s*,\s*(" + NUMBER + r")\s*,\s*(" +
                      + NUMBER + r")\s*\]")
 DRIVELM = re.compile(r"<c(?P<id>\d{1,9}),(?P<cam>CAM_[A-Z_]{1,16}),(?P<x>" + NUMBER + r"),(?P<y>"
                      + NUMBER + r")>")
+DRIVELM_CAMERA = re.compile(r"<c\d{1,9},(CAM_[A-Z_]{1,16})")    # a reference's camera, numbers or not
+REF = re.compile(r"<ref>([^<]{0,512})</ref>")
 MAX_LABEL = 512                                   # characters kept of a <ref> phrase
 
 
@@ -103,6 +105,19 @@ def parse_camera_points(text: str, camera_sizes: dict[str, tuple[int, int]] | No
         px = (min(max(cx, 0.0), CELL_W) / CELL_W * w, min(max(cy, 0.0), CELL_H) / CELL_H * h)
         out.append(CameraPoint(int(m.group("id")), cam, (x, y), px))
     return out
+
+
+def named_camera(text: str) -> str | None:
+    """The camera the text's first DriveLM reference names (`<c1,CAM_BACK,..`), even when its
+    numbers are missing or malformed; None when there is none or the name is not a camera's."""
+    m = DRIVELM_CAMERA.search(text)
+    return m.group(1) if m and m.group(1) in CAMERAS else None
+
+
+def ref_phrase(text: str) -> str | None:
+    """The phrase of the text's first `<ref>..</ref>` (up to 512 characters, no markup), or None."""
+    m = REF.search(text)
+    return m.group(1) if m else None
 
 
 def parse_objects(text: str, image_size=None, camera_sizes=None) -> list:
