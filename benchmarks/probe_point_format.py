@@ -1,0 +1,138 @@
+"""Probe: why the default model's `where` answers are malformed, and a text-only warm-up for them.
+
+The tokenizer spells a DriveLM point digit by digit (`<c`, `1`, `,CAM`, `_BACK`, `,`, `4`, `8`, `4`,
+`,`, ...), so after a digit the LLM must know how many digits of this number it has written: a head
+that reads the last few tokens. `tokens` prints, teacher-forced on held-out `where` questions (six
+cameras, 13 tiles), each answer token's probability and the model's top three: a model that reads
+only the current token gives every digit after a digit about 4/6 / 10 and "," or ">" 1/6 each, so
+greedy decoding closes the number after one digit. `positions` measures what a point needs from the
+image side: how well the image tokens the LLM reads tell their own place.
+
+`warmup` trains the LLM alone on text-only `where` conversations (no image; a random camera and
+point as the answer, batch 8, AdamW, lr 1e-3): short contexts, where a head reading the last few
+tokens is learnt fast. It teaches the format and an answer that ignores the image; the stage after
+it (with images) is what must teach the lookup. Writes an ordinary checkpoint.
+
+    .venv/bin/python benchmarks/probe_point_format.py tokens out/default-model-work-six-camera/f6
+    .venv/bin/python benchmarks/probe_point_format.py positions out/default-model-work-six-camera/f6
+    .venv/bin/python benchmarks/probe_point_format.py warmup out/default-model-work-six-camera/f6 out/t1 --steps 400
+"""
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from mivl.calib.evaluate import EVAL_SEED
+from mivl.calib.questions import SCENE_SIZE, draw_question
+from mivl.calib.synthetic import CLASSES, COLOURS, draw_scene
+from mivl.edge.multiview import CAMERAS
+from mivl.export.reference import Reference
+from mivl.export.train.trainer import write_checkpoint
+
+
+def answer_ids(ref: Reference, text: str) -> list[int]:
+    return list(ref.tok.encode(text)) + [min(ref.stop_ids)]
+
+
+def tokens(a) -> None:
+    ref = Reference(a.checkpoint)
+    for i in range(a.questions):
+        q, frames = draw_question(EVAL_SEED, i, ("where",), max_objects=a.max_objects)
+        tiles = ref.tiles(cameras=frames)
+        ids, ans = ref.prompt_ids(q.prompt, tiles), answer_ids(ref, q.answer)
+        lp = ref.model.prompt_logits(torch.tensor(ids + ans), ref.image_embeds(tiles), ref.img_context_id)
+        lp = lp.log_softmax(-1)[len(ids) - 1:-1]
+        row = [f"{ref.tok.decode([t])!r} {lp[j, t].exp():.2f} [" +
+               " ".join(repr(ref.tok.decode([int(k)])) for k in lp[j].topk(3).indices) + "]"
+               for j, t in enumerate(ans[:-1])]
+        print(q.answer, "\n  " + "\n  ".join(row))
+
+
+def positions(a) -> None:
+    """How well a linear map reads each image token's own place (row, column in its tile's 16x16
+    grid; the tile's index among the grid tiles) from the LLM's image inputs: ridge regression
+    fitted on 3/4 of the tokens of `--scenes` six-camera scenes, mean absolute error and R^2 on the
+    rest, the thumbnail and the grid tiles apart."""
+    ref = Reference(a.checkpoint)
+    thumb, grid = ([], []), ([], [])
+    rc = np.array([(i // 16, i % 16) for i in range(256)], float)
+    for s in range(a.scenes):
+        scene = draw_scene(1000 + s, *SCENE_SIZE, max_objects=3)
+        e = ref.image_embeds(ref.tiles(cameras=dict(scene.cameras))).float()
+        e = e.reshape(-1, 256, e.shape[-1]).numpy()
+        thumb[0].append(e[-1])
+        thumb[1].append(rc)
+        for t in range(len(e) - 1):
+            grid[0].append(e[t])
+            grid[1].append(np.c_[rc, np.full(256, t)])
+    for name, (xs, ys) in (("thumbnail", thumb), ("grid tiles", grid)):
+        x, y = np.concatenate(xs), np.concatenate(ys)
+        x = np.c_[x, np.ones(len(x))]
+        n = len(x) * 3 // 4
+        w = np.linalg.solve(x[:n].T @ x[:n] + 1e-2 * np.eye(x.shape[1]), x[:n].T @ y[:n])
+        err = x[n:] @ w - y[n:]
+        for j, what in enumerate(("row", "column", "tile index")[:y.shape[1]]):
+            r2 = 1 - (err[:, j] ** 2).mean() / y[n:, j].var()
+            unit = "tiles" if what == "tile index" else "tokens"
+            print(f"{name:<10} {what:<10} mean abs error {np.abs(err[:, j]).mean():.2f} {unit}, R^2 {r2:.3f}")
+
+
+def warmup(a) -> None:
+    ref = Reference(a.src)
+    lm = ref.model.language_model.train()
+    rng = np.random.default_rng(a.seed)
+    colours, classes = list(COLOURS), a.classes.split(",")
+
+    def conversation():
+        q = f"Where is the {colours[rng.integers(len(colours))]} {classes[rng.integers(len(classes))]}?"
+        point = f"<c1,{CAMERAS[rng.integers(6)]},{rng.integers(0, 1001)},{rng.integers(0, 1001)}>"
+        return ref.prompt_ids(q, None), answer_ids(ref, point)
+
+    opt = torch.optim.AdamW(lm.parameters(), lr=a.lr, weight_decay=0.0)
+    t0 = time.perf_counter()
+    for step in range(a.steps):
+        loss = 0.0
+        for _ in range(a.batch):
+            ids, ans = conversation()
+            logits = lm(lm.embed(torch.tensor([ids + ans])))[0, len(ids) - 1:-1]
+            loss = loss + F.cross_entropy(logits.float(), torch.tensor(ans)) / a.batch
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if step % 100 == 0 or step == a.steps - 1:     # greedy on a new question of the stream
+            with torch.no_grad():
+                g = ref.model.generate(torch.tensor(conversation()[0]), None, ref.img_context_id, ref.stop_ids, 20)
+            print(f"step {step} loss {loss.item():.3f} greedy {ref.tok.decode(g.tokens)!r} "
+                  f"({time.perf_counter() - t0:.0f} s)", flush=True)
+    write_checkpoint(ref.model, Path(a.src), Path(a.out), torch.float32,
+                     {"stage": "point-format warm-up", "steps": a.steps, "lr": a.lr, "batch": a.batch, "seed": a.seed})
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    t = sub.add_parser("tokens", help="teacher-forced token probabilities of held-out where answers")
+    t.add_argument("checkpoint")
+    t.add_argument("--questions", type=int, default=3)
+    t.add_argument("--max-objects", type=int, default=1)
+    s = sub.add_parser("positions", help="how well the image tokens tell their own place (linear probe)")
+    s.add_argument("checkpoint")
+    s.add_argument("--scenes", type=int, default=12)
+    w = sub.add_parser("warmup", help="text-only where-format warm-up of the LLM")
+    w.add_argument("src")
+    w.add_argument("out")
+    w.add_argument("--steps", type=int, default=400)
+    w.add_argument("--lr", type=float, default=1e-3)
+    w.add_argument("--batch", type=int, default=8)
+    w.add_argument("--seed", type=int, default=0)
+    w.add_argument("--classes", default=",".join(CLASSES), help="the classes questions name (comma list)")
+    a = p.parse_args()
+    torch.set_num_threads(2)
+    {"tokens": tokens, "positions": positions, "warmup": warmup}[a.cmd](a)
+
+
+if __name__ == "__main__":
+    main()
