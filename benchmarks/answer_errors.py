@@ -28,8 +28,10 @@ def category(q, scene, got: str) -> str:
     got = got.strip()
     if q.kind in ("where", "grounding"):
         v = judge(q, got)
-        if not v.get("camera", v.get("phrase")):
-            return "wrong camera" if q.kind == "where" else "wrong phrase"
+        if q.kind == "where" and not v["camera"]:
+            return "wrong camera"
+        if q.kind == "grounding" and not v["phrase"]:
+            return "wrong phrase"
         return "off the object" if v["formed"] else "malformed"
     got = got.rstrip(".").strip()
     if got.lower() == NONE:
