@@ -11,6 +11,9 @@ import time
 from .questions import MAX_OBJECTS, MC_KINDS, draw_question, judge
 
 EVAL_SEED = 20260
+# a kind's figures beyond accuracy: the mean of each of its verdicts' keys (`questions.judge`)
+FIGURES = {"iou": "mean_iou", "hit": "point_hit", "formed": "well_formed", "camera": "camera_right",
+           "phrase": "phrase_right"}
 
 
 def score(ask, n: int = 200, seed: int = EVAL_SEED, kinds=MC_KINDS, keep: bool = False,
@@ -41,11 +44,7 @@ def score(ask, n: int = 200, seed: int = EVAL_SEED, kinds=MC_KINDS, keep: bool =
 
 def kind_figures(verdicts: list[dict]) -> dict:
     out = {"n": len(verdicts), "accuracy": sum(v["correct"] for v in verdicts) / len(verdicts)}
-    if "iou" in verdicts[0]:
-        out["mean_iou"] = sum(v["iou"] for v in verdicts) / len(verdicts)
-    if "hit" in verdicts[0]:
-        out["point_hit"] = sum(v["hit"] for v in verdicts) / len(verdicts)
-    for key, name in (("formed", "well_formed"), ("camera", "camera_right"), ("phrase", "phrase_right")):
+    for key, name in FIGURES.items():
         if key in verdicts[0]:
             out[name] = sum(v[key] for v in verdicts) / len(verdicts)
     return out

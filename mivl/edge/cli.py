@@ -137,7 +137,7 @@ def main_info(argv) -> int:
 
 
 def main_eval(argv) -> int:
-    from ..calib.evaluate import EVAL_SEED, asker, score
+    from ..calib.evaluate import EVAL_SEED, FIGURES, asker, score
     from ..calib.questions import KINDS, MAX_OBJECTS, MC_KINDS
     from .session import Session
 
@@ -165,9 +165,8 @@ def main_eval(argv) -> int:
     print(f"accuracy {res['accuracy']:.3f} on {res['n']} held-out questions (stream {a.seed}, "
           f"up to {a.max_objects} object(s) per camera, "
           f"{res['seconds']:.0f} s)")
-    figures = ("mean_iou", "point_hit", "well_formed", "camera_right", "phrase_right")
     for k, v in res["per_kind"].items():
-        extra = "".join(f", {name.replace('_', ' ')} {v[name]:.3f}" for name in figures if name in v)
+        extra = "".join(f", {name.replace('_', ' ')} {v[name]:.3f}" for name in FIGURES.values() if name in v)
         print(f"  {k:<13} {v['accuracy']:.3f}  ({v['n']}{extra})")
     return 0
 

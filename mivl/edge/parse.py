@@ -19,11 +19,11 @@ from .multiview import CAMERAS, CANVAS_H, CANVAS_W, CELL_H, CELL_W, cell_of
 NUMBER = r"-?\d{1,12}(?:\.\d{0,12})?"            # bounded: no 4,300-digit int() conversions
 ONE_BOX = re.compile(r"\[\s*(" + NUMBER + r")\s*,\s*(" + NUMBER + r")\s*,\s*(" + NUMBER + r")\s*,\s*("
                      + NUMBER + r")\s*\]")
-DRIVELM = re.compile(r"<c(?P<id>\d{1,9}),(?P<cam>CAM_[A-Z_]{1,16}),(?P<x>" + NUMBER + r"),(?P<y>"
-                     + NUMBER + r")>")
-DRIVELM_CAMERA = re.compile(r"<c\d{1,9},(CAM_[A-Z_]{1,16})")    # a reference's camera, numbers or not
-REF = re.compile(r"<ref>([^<]{0,512})</ref>")
+DRIVELM_HEAD = r"<c(?P<id>\d{1,9}),(?P<cam>CAM_[A-Z_]{1,16})"
+DRIVELM = re.compile(DRIVELM_HEAD + r",(?P<x>" + NUMBER + r"),(?P<y>" + NUMBER + r")>")
+DRIVELM_CAMERA = re.compile(DRIVELM_HEAD)        # a reference's camera, its numbers parsed or not
 MAX_LABEL = 512                                   # characters kept of a <ref> phrase
+REF = re.compile(r"<ref>([^<]{0,%d})</ref>" % MAX_LABEL)
 
 
 @dataclass
@@ -111,7 +111,7 @@ def named_camera(text: str) -> str | None:
     """The camera the text's first DriveLM reference names (`<c1,CAM_BACK,..`), even when its
     numbers are missing or malformed; None when there is none or the name is not a camera's."""
     m = DRIVELM_CAMERA.search(text)
-    return m.group(1) if m and m.group(1) in CAMERAS else None
+    return m.group("cam") if m and m.group("cam") in CAMERAS else None
 
 
 def ref_phrase(text: str) -> str | None:
