@@ -6,7 +6,10 @@ that reads the last few tokens. `tokens` prints, teacher-forced on held-out `whe
 cameras, 13 tiles), each answer token's probability and the model's top three: a model that reads
 only the current token gives every digit after a digit about 4/6 / 10 and "," or ">" 1/6 each, so
 greedy decoding closes the number after one digit. `positions` measures what a point needs from the
-image side: how well the image tokens the LLM reads tell their own place.
+image side: how well the image tokens the LLM reads tell their own place; `ceiling`, what reading
+a point off one token can reach at best: the hit rate when the answer is the centre of the token
+that holds the object's centre, on the thumbnail (and at a half and a third of its token) and on
+the grid tiles, scored by `mivl eval`'s rule (`judge`).
 
 `warmup` trains the LLM alone on text-only `where` conversations (no image; a random camera and
 point as the answer, batch 8, AdamW, lr 1e-3): short contexts, where a head reading the last few
@@ -15,6 +18,7 @@ it (with images) is what must teach the lookup. Writes an ordinary checkpoint.
 
     .venv/bin/python benchmarks/probe_point_format.py tokens out/default-model-work-six-camera/f6
     .venv/bin/python benchmarks/probe_point_format.py positions out/default-model-work-six-camera/f6
+    .venv/bin/python benchmarks/probe_point_format.py ceiling --questions 300 --max-objects 3
     .venv/bin/python benchmarks/probe_point_format.py warmup out/default-model-work-six-camera/f6 out/t1 --steps 400
 """
 import argparse
@@ -26,9 +30,9 @@ import torch
 import torch.nn.functional as F
 
 from mivl.calib.evaluate import EVAL_SEED
-from mivl.calib.questions import SCENE_SIZE, draw_question
+from mivl.calib.questions import SCENE_SIZE, draw_question, judge
 from mivl.calib.synthetic import CLASSES, COLOURS, draw_scene
-from mivl.edge.multiview import CAMERAS
+from mivl.edge.multiview import CAMERAS, CANVAS_H, CANVAS_W, CELL_H, CELL_W, cell_of
 from mivl.export.reference import Reference
 from mivl.export.train.trainer import write_checkpoint
 
@@ -80,6 +84,32 @@ def positions(a) -> None:
             print(f"{name:<10} {what:<10} mean abs error {np.abs(err[:, j]).mean():.2f} {unit}, R^2 {r2:.3f}")
 
 
+TILE, SIDE = 448, 16      # a tile's pixels, and its tokens along a side (after pixel unshuffle)
+
+
+def ceiling(a) -> None:
+    """Point hit of answers read off one token (a token grid of nx x ny over the 0..1000 canvas:
+    the answer is the centre of the cell holding the object's centre), and of the centre of the
+    object's camera; the same held-out questions and rule as `mivl eval`."""
+    grids = {"thumbnail token": (SIDE, SIDE), "half a thumbnail token": (2 * SIDE, 2 * SIDE),
+             "a third of a thumbnail token": (3 * SIDE, 3 * SIDE),
+             "grid-tile token": (SIDE * CANVAS_W // TILE, SIDE * CANVAS_H // TILE)}
+    hits = dict.fromkeys(list(grids) + ["camera centre"], 0)
+    for i in range(a.questions):
+        q, frames = draw_question(EVAL_SEED, i, ("where",), max_objects=a.max_objects)
+        size = next(iter(frames.values())).shape[1::-1]
+        camera, x, y = q.answer[4:-1].split(",")
+        row, col = cell_of(camera)
+        points = {"camera centre": ((col + 0.5) * CELL_W / CANVAS_W * 1000, (row + 0.5) * CELL_H / CANVAS_H * 1000)}
+        for name, (nx, ny) in grids.items():
+            points[name] = ((min(int(int(x) * nx / 1000), nx - 1) + 0.5) * 1000 / nx,
+                            (min(int(int(y) * ny / 1000), ny - 1) + 0.5) * 1000 / ny)
+        for name, (px, py) in points.items():
+            hits[name] += judge(q, f"<c1,{camera},{round(px)},{round(py)}>", size)["hit"]
+    for name, n in hits.items():
+        print(f"{name:<30} point hit {n / a.questions:.3f}")
+
+
 def warmup(a) -> None:
     ref = Reference(a.src)
     lm = ref.model.language_model.train()
@@ -121,6 +151,9 @@ def main() -> None:
     s = sub.add_parser("positions", help="how well the image tokens tell their own place (linear probe)")
     s.add_argument("checkpoint")
     s.add_argument("--scenes", type=int, default=12)
+    c = sub.add_parser("ceiling", help="point hit of answers read off one token, at best")
+    c.add_argument("--questions", type=int, default=300)
+    c.add_argument("--max-objects", type=int, default=3)
     w = sub.add_parser("warmup", help="text-only where-format warm-up of the LLM")
     w.add_argument("src")
     w.add_argument("out")
@@ -131,7 +164,7 @@ def main() -> None:
     w.add_argument("--classes", default=",".join(CLASSES), help="the classes questions name (comma list)")
     a = p.parse_args()
     torch.set_num_threads(2)
-    {"tokens": tokens, "positions": positions, "warmup": warmup}[a.cmd](a)
+    {"tokens": tokens, "positions": positions, "ceiling": ceiling, "warmup": warmup}[a.cmd](a)
 
 
 if __name__ == "__main__":
