@@ -1,5 +1,6 @@
 """Dense vision pretraining: per-token labels of synthetic scenes, and the warm-up that uses them."""
 import numpy as np
+import pytest
 
 from mivl.calib.labels import CLASS_IDS, COLOUR_IDS, IGNORE, canvas_boxes, digits_of, tile_targets, token_labels
 from mivl.calib.synthetic import SceneObject
@@ -185,3 +186,39 @@ def test_shipped_recipe_reproduces_its_logged_first_step(tmp_path):
     run_dense(init, tmp_path / "dense", replace(SIX_CAMERA.stages[0], steps=1), 0, True, SIX_CAMERA)
     losses = json.loads((tmp_path / "dense" / "train_log.json").read_text())["losses"]
     assert abs(losses[0] - 10.1004) < 2e-4, losses
+
+
+def test_anchor_keeps_the_dense_targets_while_the_encoder_learns_answers(tmp_path):
+    """A QA stage with the ViT training and an anchor: the dense stage's heads stay as they were,
+    the step's objective includes their loss (logged apart), the ViT moves; a stage naming no dense
+    stage that has run is refused before training."""
+    import json
+    from dataclasses import replace
+
+    import torch
+
+    from mivl.edge.errors import InputError
+    from mivl.export.checkpoint import load_checkpoint
+    from mivl.export.default_model import SIX_CAMERA, Stage, train_default
+
+    dense = Stage("dense", 2, 2e-3, batch_size=2, six_share=0.5, camera_weight=1, digit_weight=1)
+    qa = Stage("qa", 2, 1e-3, ("colour", "camera"), batch_size=2, turns=2, views=2, six_share=0.5, max_tiles=1,
+               freeze=("projector",), anchor=0.5, anchor_stage="dense")
+    with pytest.raises(InputError, match="anchor_stage"):
+        train_default(tmp_path / "out", work=tmp_path / "w0", stages=(Stage("qa0", 1, 1e-3, ("colour",), batch_size=1,
+                      turns=1, views=1, six_share=0.0, max_tiles=1, freeze=("projector",), anchor=0.5,
+                      anchor_stage="dense"),), quiet=True, recipe=SIX_CAMERA)
+    work = tmp_path / "work"
+    train_default(tmp_path / "out", work=work, stages=(dense,), quiet=True, recipe=SIX_CAMERA)
+    last = train_default(tmp_path / "out", work=work, stages=(dense, qa), quiet=True, recipe=SIX_CAMERA)
+    plain = train_default(tmp_path / "out", work=work, stages=(dense, replace(qa, name="plain", anchor=0.0)),
+                          quiet=True, recipe=SIX_CAMERA)
+    log = json.loads((last / "train_log.json").read_text())
+    assert len(log["anchor_losses_this_run"]) == 2 and all(0 < v < 100 for v in log["anchor_losses_this_run"])
+    before = load_checkpoint(work / "dense").model.state_dict()
+    after = load_checkpoint(last).model.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("vision_model."))
+    assert all(torch.equal(before[k], after[k]) for k in before if k.startswith("mlp1."))
+    without = load_checkpoint(plain).model.state_dict()      # the same stage without the anchor
+    assert "anchor_losses_this_run" not in json.loads((plain / "train_log.json").read_text())
+    assert any(not torch.equal(without[k], after[k]) for k in before if k.startswith("vision_model."))

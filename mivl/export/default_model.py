@@ -1,7 +1,7 @@
 """The recipes of the embedded default model: a tiny InternVL trained from scratch by the SDK's own
 trainer on synthetic driving scenes, so that the demo gets real answers.
 
-    mivl-export make-default                       # the shipped six-camera model (~155 min, resumable)
+    mivl-export make-default                       # the shipped six-camera model (~184 min, resumable)
     mivl-export make-default --recipe one-tile     # the earlier one-tile model (~75 min)
 
 Architecture (both): InternViT at the real 448px / patch-14 geometry (1025 tokens per tile) but 64
@@ -47,7 +47,11 @@ camera name in two or three pieces (CAM, _BACK, _RIGHT). Stages:
      f5     the same on new views with more questions about something not there (`absent_share`
             0.4, not 0.25): absence was the weakest kind;
      f6     the same on new views with absence questions 0.3 of all (`reserve_absent`: in f1-f5
-            the presence questions of a busy view took most turns, and absence got 8-14%).
+            the presence questions of a busy view took most turns, and absence got 8-14%);
+  4. f7     the vision encoder trains with the LLM on the answers (f6's data on new views; the
+            projector stays frozen), its tokens anchored to dense3's targets under dense3's heads,
+            frozen (`train.dense.DenseAnchor`, weight 0.1): the answers teach the tokens the class
+            and colour they ask about, and the anchor keeps the camera in them.
 `where` and grounding are not trained by this recipe yet (a probe of both: BENCHMARKS.md).
 QA stages draw from streams apart from the held-out one (`mivl.calib.evaluate.EVAL_SEED`). What the
 recipes reach is in BENCHMARKS.md ("Embedded default model").
@@ -110,6 +114,8 @@ class Stage:
     max_objects: int = 0             # objects per camera in its scenes; 0: the recipe's
     focus: float = 0.0               # QA: weight of the attention targets (`mivl.export.train.focus`)
     whole_heads: tuple[int, ...] = ()  # QA: heads whose target is the subject on the thumbnail alone
+    anchor: float = 0.0              # QA with the ViT training: weight of the dense stage `anchor_stage`'s
+    anchor_stage: str = ""           # targets, its heads frozen (`train.dense.DenseAnchor`)
     absent_share: float = 0.25       # QA with views: absence questions per presence question asked,
     reserve_absent: bool = False     # as a share; reserve_absent: that share of the turns kept for them
                                      # (`mivl.calib.questions.ask_view`)
@@ -157,7 +163,10 @@ SIX_CAMERA = Recipe("six-camera", (
     Stage("f4", 800, 7e-4, ONE_WORD_KINDS, **dict(SIX_FOCUS, max_tiles=0, max_objects=3, stream=3)),
     Stage("f5", 350, 5e-4, ONE_WORD_KINDS, **dict(SIX_FOCUS, max_tiles=0, max_objects=3, stream=4, absent_share=0.4)),
     Stage("f6", 350, 5e-4, ONE_WORD_KINDS, **dict(SIX_FOCUS, max_tiles=0, max_objects=3, stream=5, absent_share=0.3,
-                                                  reserve_absent=True))),
+                                                  reserve_absent=True)),
+    Stage("f7", 300, 3e-4, ONE_WORD_KINDS, **dict(SIX_FOCUS, max_tiles=0, max_objects=3, stream=6, absent_share=0.3,
+                                                  reserve_absent=True, freeze=("projector",), anchor=0.1,
+                                                  anchor_stage="dense3"))),
     max_tiles=12, thumbnail=True, max_objects=3, kinds=ONE_WORD_KINDS, cased_tokenizer=True)
 
 RECIPES = {r.name: r for r in (ONE_TILE, SIX_CAMERA)}
@@ -229,8 +238,30 @@ def run_qa(src: Path, out: Path, stage: Stage, seed: int, quiet: bool, recipe: R
     else:
         data = SyntheticTasks(stage.kinds, QA_STREAM + seed, turns=stage.turns, max_objects=recipe.max_objects)
         cfg = TrainConfig(str(src), str(out), dtype="fp32", save_every=50, log_every=20, **common)
-    train(cfg, data, feature_cache=features)
+    train(cfg, data, feature_cache=features, anchor=dense_anchor(src, stage, seed, recipe) if stage.anchor else None)
     return out
+
+
+def dense_anchor(src: Path, stage: Stage, seed: int, recipe: Recipe):
+    """The targets of the recipe's dense stage `stage.anchor_stage`, with its heads (in the work
+    folder beside `src`), kept with `stage.anchor`'s weight on new views of that stage's kind
+    (stream 1000 + the stage's)."""
+    from ..edge.errors import InputError
+    from .checkpoint import load_checkpoint
+    from .reference import preprocess_config
+    from .train.dense import DenseAnchor, DenseHeads
+
+    dense = next((s for s in recipe.stages if s.name == stage.anchor_stage and not s.kinds), None)
+    if dense is None or not (src.parent / dense.name / HEADS).is_file():
+        raise InputError(f"stage {stage.name}: anchor_stage {stage.anchor_stage!r} must name a dense stage of "
+                         f"recipe {recipe.name} that has run (its heads beside {src})")
+    ck = load_checkpoint(src)
+    heads = DenseHeads(ck.model.mlp1[-1].out_features)
+    heads.load_state_dict(torch.load(src.parent / dense.name / HEADS, weights_only=True))
+    return DenseAnchor(heads, preprocess_config(ck), stage.anchor, seed + 1000 + stage.stream, recipe.max_objects,
+                       dense.six_share, dense.batch_size, camera_weight=dense.camera_weight,
+                       digit_weight=dense.digit_weight, class_weight=dense.class_weight, balance=dense.balance,
+                       camera_objects=dense.camera_objects)
 
 
 def train_default(out: str | Path, seed: int = TRAIN_SEED, work: str | Path | None = None,

@@ -152,6 +152,47 @@ def dense_accuracy(model, heads, samples) -> dict:
     return out
 
 
+def dense_batch(seed: int, step: int, batch_size: int, pre, max_objects: int, six_share: float,
+                grid_tiles: int = 1) -> dict[str, torch.Tensor]:
+    """The samples of step `step` of stream `seed` (`dense_sample`), concatenated."""
+    batch = [dense_sample(seed, step * batch_size + k, pre, max_objects, six_share, grid_tiles)
+             for k in range(batch_size)]
+    return {f: torch.from_numpy(np.concatenate([getattr(b, f) for b in batch]))
+            for f in ("pixels", "colours", "classes", "cameras", "digits")}
+
+
+@dataclass
+class DenseAnchor:
+    """A dense stage's targets kept while the vision encoder trains on answers: at each step, the
+    dense loss of `batch_size` new views (stream `seed`) under that stage's heads, frozen, times
+    `weight`. Answers train colour and class far more often than the camera, and without an anchor
+    the object tokens lose their camera (BENCHMARKS.md); with the heads fixed, the tokens must stay
+    readable as the dense stage left them while they learn what the answers need."""
+    heads: DenseHeads
+    pre: object
+    weight: float
+    seed: int
+    max_objects: int
+    six_share: float
+    batch_size: int = 4
+    object_weight: float = 10.0
+    camera_weight: float = 1.0
+    digit_weight: float = 1.0
+    class_weight: float = 1.0
+    balance: bool = False
+    camera_objects: bool = False
+
+    def __post_init__(self):
+        self.heads.requires_grad_(False)
+
+    def __call__(self, model, step: int) -> torch.Tensor:
+        b = dense_batch(self.seed, step, self.batch_size, self.pre, self.max_objects, self.six_share)
+        feats = model.image_features(b["pixels"])
+        return self.weight * dense_loss(self.heads, feats, b["colours"], b["classes"], self.object_weight,
+                                        b["cameras"], b["digits"], self.camera_weight, self.digit_weight,
+                                        self.class_weight, self.balance, self.camera_objects)
+
+
 def pretrain_vision(model, pre, steps: int, batch_size: int = 8, lr: float = 2e-3, seed: int = 0,
                     max_objects: int = 1, six_share: float = 0.3, object_weight: float = 10.0,
                     grid_tiles: int = 1, camera_weight: float = 1.0, digit_weight: float = 1.0,
@@ -171,10 +212,7 @@ def pretrain_vision(model, pre, steps: int, batch_size: int = 8, lr: float = 2e-
     model.train()
     losses, t0 = [], time.perf_counter()
     for step in range(steps):
-        batch = [dense_sample(seed, step * batch_size + k, pre, max_objects, six_share, grid_tiles)
-                 for k in range(batch_size)]
-        cat = {f: torch.from_numpy(np.concatenate([getattr(b, f) for b in batch]))
-               for f in ("pixels", "colours", "classes", "cameras", "digits")}
+        cat = dense_batch(seed, step, batch_size, pre, max_objects, six_share, grid_tiles)
         feats = model.image_features(cat["pixels"])
         loss = dense_loss(heads, feats, cat["colours"], cat["classes"], object_weight, cat["cameras"], cat["digits"],
                           camera_weight, digit_weight, class_weight, balance, camera_objects)

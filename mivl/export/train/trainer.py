@@ -354,12 +354,13 @@ def sync_context(net, last: bool):
 
 
 def optimizer_step(net, micro_batches, run, denominator: float, world, trainable, opt, sched,
-                   max_grad_norm: float) -> float:
+                   max_grad_norm: float, extra=None) -> float:
     """One step of the global-batch rule: each of this rank's micro-batches' summed loss (`run`)
     is divided by the global denominator (DDP averages over ranks, hence the world size; gradients
     are reduced in the last micro-batch only), then clip, step, schedule. Returns this rank's summed
     loss; the step's loss is its all_sum over ranks divided by the denominator. `run` may return
-    (objective, loss): the objective is minimised, the loss reported."""
+    (objective, loss): the objective is minimised, the loss reported. `extra()` (one process only):
+    a loss of the step as a whole, added to the objective as it is."""
     total = 0.0
     for k, mb in enumerate(micro_batches):
         with sync_context(net, k == len(micro_batches) - 1):
@@ -367,6 +368,8 @@ def optimizer_step(net, micro_batches, run, denominator: float, world, trainable
             objective, loss = out if isinstance(out, tuple) else (out, out)
             (objective * (world.size / denominator)).backward()
         total += float(loss.detach())
+    if extra is not None:
+        extra().backward()
     if max_grad_norm > 0:
         torch.nn.utils.clip_grad_norm_(trainable, max_grad_norm)
     opt.step()
@@ -375,10 +378,12 @@ def optimizer_step(net, micro_batches, run, denominator: float, world, trainable
     return total
 
 
-def train(cfg: TrainConfig, dataset, feature_cache: FeatureCache | None = None) -> TrainResult:
+def train(cfg: TrainConfig, dataset, feature_cache: FeatureCache | None = None, anchor=None) -> TrainResult:
     """Fine-tune cfg.checkpoint on `dataset` (an indexable sequence of records). With
     cfg.feature_cache_gb, `feature_cache` (else a new one) keeps the frozen encoder's features,
-    bounded to that size: pass the same cache to runs that freeze the same encoder."""
+    bounded to that size: pass the same cache to runs that freeze the same encoder. `anchor(model,
+    step)`: a loss added to each step's objective (`dense.DenseAnchor`: a dense stage's targets kept
+    while the encoder trains), logged apart; one process only."""
     cfg.check()
     if len(dataset) < 1:
         raise InputError("the training data holds no records")
@@ -386,6 +391,9 @@ def train(cfg: TrainConfig, dataset, feature_cache: FeatureCache | None = None) 
     if cfg.batch_size % world.size:
         raise InputError(f"batch_size={cfg.batch_size} must be a multiple of the number of processes "
                          f"({world.size})")
+    if anchor is not None and (world.size > 1 or cfg.feature_cache_gb or cfg.mode == "lora"):
+        raise InputError("an anchor loss needs one process, the encoder training (no feature cache) and "
+                         "mode 'full' or 'partial'")
     if world.size > 1 and cfg.strategy == "fsdp" and cfg.save_every:
         raise InputError("intermediate train states are written for ddp only; use save_every=0 with fsdp")
     torch.manual_seed(cfg.seed)
@@ -414,17 +422,26 @@ def train(cfg: TrainConfig, dataset, feature_cache: FeatureCache | None = None) 
         _log(cfg, world, f"resumed from {state} at step {start}")
     t0 = time.perf_counter()
     trainable = [p for p in net.parameters() if p.requires_grad]
+    anchor_losses: list[float] = []
     for step in range(start, cfg.steps):
         samples = [encode_record(dataset[i % len(dataset)], tok, tpl, pre, ckpt.config.tokens_per_tile,
                                  cfg.max_length) for i in step_indices(step, cfg, world)]
         n_tokens = D.all_sum(sum(s.n_targets for s in samples), world)
         if n_tokens == 0:
             raise InputError(f"step {step}: no assistant tokens in the batch (empty answers?)")
+        extra = None
+        if anchor is not None:
+            def extra(step=step):
+                loss = anchor(model, step)
+                anchor_losses.append(float(loss.detach()))
+                return loss
         total = optimizer_step(net, samples, lambda s: net(*to_device(s, world.device)), n_tokens, world,
-                               trainable, opt, sched, cfg.max_grad_norm)
+                               trainable, opt, sched, cfg.max_grad_norm, extra)
         losses.append(D.all_sum(total, world) / n_tokens)
         if (step + 1) % cfg.log_every == 0 or step == start:
             mass = "".join(f" focus {k} {sum(v[-50:]) / len(v[-50:]):.3f}" for k, v in sorted(inner.focus_mass.items()))
+            if anchor_losses:
+                mass += f" anchor {sum(anchor_losses[-cfg.log_every:]) / len(anchor_losses[-cfg.log_every:]):.4f}"
             _log(cfg, world, f"step {step + 1}/{cfg.steps} loss {losses[-1]:.4f}{mass} "
                              f"lr {sched.get_last_lr()[0]:.2e} ({time.perf_counter() - t0:.0f} s)")
         if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < cfg.steps:
@@ -436,6 +453,8 @@ def train(cfg: TrainConfig, dataset, feature_cache: FeatureCache | None = None) 
             merge_lora(model)
         log = {"config": asdict(cfg), "autocast": str(autocast).removeprefix("torch."), "losses": losses,
                "seconds_this_run": seconds, "world_size": world.size}
+        if anchor is not None:
+            log["anchor_losses_this_run"] = anchor_losses
         write_checkpoint(model.cpu(), ckpt.path, out, DTYPES[cfg.save_dtype], log)
         shutil.rmtree(out / STATE_DIR, ignore_errors=True)
     D.barrier(world)
