@@ -189,8 +189,9 @@ def test_shipped_recipe_reproduces_its_logged_first_step(tmp_path):
 
 
 def test_anchor_keeps_the_dense_targets_while_the_encoder_learns_answers(tmp_path):
-    """A QA stage with the ViT training and an anchor: the dense stage's heads stay as they were,
-    the step's objective includes their loss (logged apart), the ViT moves; a stage naming no dense
+    """A QA stage with the ViT training and an anchor: the dense loss under the dense stage's
+    heads is computed each step (logged apart) and enters the objective (the same stage without it
+    ends with another ViT), the ViT moves and the frozen projector does not; a stage naming no dense
     stage that has run is refused before training."""
     import json
     from dataclasses import replace
