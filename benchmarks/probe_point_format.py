@@ -33,6 +33,7 @@ from mivl.calib.evaluate import EVAL_SEED
 from mivl.calib.questions import SCENE_SIZE, draw_question, judge
 from mivl.calib.synthetic import CLASSES, COLOURS, draw_scene
 from mivl.edge.multiview import CAMERAS, CANVAS_H, CANVAS_W, CELL_H, CELL_W, cell_of
+from mivl.edge.parse import DRIVELM
 from mivl.export.reference import Reference
 from mivl.export.train.trainer import write_checkpoint
 
@@ -98,12 +99,13 @@ def ceiling(a) -> None:
     for i in range(a.questions):
         q, frames = draw_question(EVAL_SEED, i, ("where",), max_objects=a.max_objects)
         size = next(iter(frames.values())).shape[1::-1]
-        camera, x, y = q.answer[4:-1].split(",")
+        truth = DRIVELM.search(q.answer)
+        camera, x, y = truth.group("cam"), int(truth.group("x")), int(truth.group("y"))
         row, col = cell_of(camera)
         points = {"camera centre": ((col + 0.5) * CELL_W / CANVAS_W * 1000, (row + 0.5) * CELL_H / CANVAS_H * 1000)}
         for name, (nx, ny) in grids.items():
-            points[name] = ((min(int(int(x) * nx / 1000), nx - 1) + 0.5) * 1000 / nx,
-                            (min(int(int(y) * ny / 1000), ny - 1) + 0.5) * 1000 / ny)
+            points[name] = ((min(int(x * nx / 1000), nx - 1) + 0.5) * 1000 / nx,
+                            (min(int(y * ny / 1000), ny - 1) + 0.5) * 1000 / ny)
         for name, (px, py) in points.items():
             hits[name] += judge(q, f"<c1,{camera},{round(px)},{round(py)}>", size)["hit"]
     for name, n in hits.items():

@@ -50,7 +50,7 @@ camera name in two or three pieces (CAM, _BACK, _RIGHT). Stages:
             the presence questions of a busy view took most turns, and absence got 8-14%);
   4. f7     the vision encoder trains with the LLM on the answers (f6's data on new views; the
             projector stays frozen), its tokens anchored to dense3's targets under dense3's heads,
-            frozen (`train.dense.DenseAnchor`, weight 0.1): the answers teach the tokens the class
+            frozen (`train.dense.DenseObjective`, weight 0.1): the answers teach the tokens the class
             and colour they ask about, and the anchor keeps the camera in them.
 `where` and grounding are not trained by this recipe yet (a probe of both: BENCHMARKS.md).
 QA stages draw from streams apart from the held-out one (`mivl.calib.evaluate.EVAL_SEED`). What the
@@ -115,7 +115,7 @@ class Stage:
     focus: float = 0.0               # QA: weight of the attention targets (`mivl.export.train.focus`)
     whole_heads: tuple[int, ...] = ()  # QA: heads whose target is the subject on the thumbnail alone
     anchor: float = 0.0              # QA with the ViT training: weight of the dense stage `anchor_stage`'s
-    anchor_stage: str = ""           # targets, its heads frozen (`train.dense.DenseAnchor`)
+    anchor_stage: str = ""           # targets, its heads frozen (`train.dense.DenseObjective`)
     absent_share: float = 0.25       # QA with views: absence questions per presence question asked,
     reserve_absent: bool = False     # as a share; reserve_absent: that share of the turns kept for them
                                      # (`mivl.calib.questions.ask_view`)
@@ -201,21 +201,14 @@ def make_initial(out: Path, seed: int = 0, recipe: Recipe = DEFAULT) -> Path:
 def run_dense(src: Path, out: Path, stage: Stage, seed: int, quiet: bool, recipe: Recipe) -> Path:
     from .checkpoint import load_checkpoint
     from .reference import preprocess_config
-    from .train.dense import DenseHeads, pretrain_vision
+    from .train.dense import pretrain_vision
     from .train.trainer import write_checkpoint
 
     ck = load_checkpoint(src)
-    heads = None
-    if (src / HEADS).is_file():
-        heads = DenseHeads(ck.model.mlp1[-1].out_features)
-        heads.load_state_dict(torch.load(src / HEADS, weights_only=True))
     t0 = time.perf_counter()
     losses, heads = pretrain_vision(ck.model, preprocess_config(ck), stage.steps, stage.batch_size, stage.lr,
                                     seed + stage.stream, max_objects=recipe.max_objects, six_share=stage.six_share,
-                                    camera_weight=stage.camera_weight, digit_weight=stage.digit_weight,
-                                    class_weight=stage.class_weight, balance=stage.balance,
-                                    camera_objects=stage.camera_objects,
-                                    heads=heads, quiet=quiet)
+                                    heads=saved_heads(src, ck), quiet=quiet, **dense_terms(stage))
     write_checkpoint(ck.model, src, out, torch.float32, {"stage": stage.name, "losses": losses,
                                                          "seconds_this_run": time.perf_counter() - t0})
     torch.save(heads.state_dict(), out / HEADS)
@@ -242,26 +235,41 @@ def run_qa(src: Path, out: Path, stage: Stage, seed: int, quiet: bool, recipe: R
     return out
 
 
+def dense_terms(stage: Stage) -> dict:
+    """A dense stage's loss terms (`train.dense.dense_loss`)."""
+    return dict(camera_weight=stage.camera_weight, digit_weight=stage.digit_weight, class_weight=stage.class_weight,
+                balance=stage.balance, camera_objects=stage.camera_objects)
+
+
+def saved_heads(folder: Path, ck):
+    """The temporary heads a dense stage left in `folder` (for the model of checkpoint `ck`), or None."""
+    from .train.dense import DenseHeads
+
+    if not (folder / HEADS).is_file():
+        return None
+    heads = DenseHeads(ck.model.mlp1[-1].out_features)
+    heads.load_state_dict(torch.load(folder / HEADS, weights_only=True))
+    return heads
+
+
 def dense_anchor(src: Path, stage: Stage, seed: int, recipe: Recipe):
-    """The targets of the recipe's dense stage `stage.anchor_stage`, with its heads (in the work
-    folder beside `src`), kept with `stage.anchor`'s weight on new views of that stage's kind
-    (stream 1000 + the stage's)."""
+    """The loss of the recipe's dense stage `stage.anchor_stage` under its heads, frozen (in the work
+    folder beside `src`), with `stage.anchor`'s weight, on new views of that stage's kind (stream
+    1000 + the stage's)."""
     from ..edge.errors import InputError
     from .checkpoint import load_checkpoint
     from .reference import preprocess_config
-    from .train.dense import DenseAnchor, DenseHeads
+    from .train.dense import DenseObjective
 
     dense = next((s for s in recipe.stages if s.name == stage.anchor_stage and not s.kinds), None)
-    if dense is None or not (src.parent / dense.name / HEADS).is_file():
+    ck = load_checkpoint(src)
+    heads = saved_heads(src.parent / dense.name, ck) if dense is not None else None
+    if heads is None:
         raise InputError(f"stage {stage.name}: anchor_stage {stage.anchor_stage!r} must name a dense stage of "
                          f"recipe {recipe.name} that has run (its heads beside {src})")
-    ck = load_checkpoint(src)
-    heads = DenseHeads(ck.model.mlp1[-1].out_features)
-    heads.load_state_dict(torch.load(src.parent / dense.name / HEADS, weights_only=True))
-    return DenseAnchor(heads, preprocess_config(ck), stage.anchor, seed + 1000 + stage.stream, recipe.max_objects,
-                       dense.six_share, dense.batch_size, camera_weight=dense.camera_weight,
-                       digit_weight=dense.digit_weight, class_weight=dense.class_weight, balance=dense.balance,
-                       camera_objects=dense.camera_objects)
+    heads.requires_grad_(False)
+    return DenseObjective(heads, preprocess_config(ck), seed + 1000 + stage.stream, recipe.max_objects,
+                          dense.six_share, dense.batch_size, weight=stage.anchor, **dense_terms(dense))
 
 
 def train_default(out: str | Path, seed: int = TRAIN_SEED, work: str | Path | None = None,

@@ -162,19 +162,22 @@ def dense_batch(seed: int, step: int, batch_size: int, pre, max_objects: int, si
 
 
 @dataclass
-class DenseAnchor:
-    """A dense stage's targets kept while the vision encoder trains on answers: at each step, the
-    dense loss of `batch_size` new views (stream `seed`) under that stage's heads, frozen, times
-    `weight`. Answers train colour and class far more often than the camera, and without an anchor
-    the object tokens lose their camera (BENCHMARKS.md); with the heads fixed, the tokens must stay
-    readable as the dense stage left them while they learn what the answers need."""
+class DenseObjective:
+    """The dense loss of step `step` of stream `seed`: `batch_size` views (`dense_batch`) under
+    `heads`, times `weight` (the terms: `dense_loss`). `pretrain_vision` minimises it with its
+    heads. With the heads frozen it is the anchor of a stage that trains the vision encoder on
+    answers (`train(anchor=)`): answers train colour and class far more often than the camera, and
+    without an anchor the object tokens lose their camera (BENCHMARKS.md); with a dense stage's
+    heads fixed, the tokens must stay readable as that stage left them while they learn what the
+    answers need."""
     heads: DenseHeads
     pre: object
-    weight: float
     seed: int
     max_objects: int
     six_share: float
     batch_size: int = 4
+    grid_tiles: int = 1
+    weight: float = 1.0
     object_weight: float = 10.0
     camera_weight: float = 1.0
     digit_weight: float = 1.0
@@ -182,11 +185,8 @@ class DenseAnchor:
     balance: bool = False
     camera_objects: bool = False
 
-    def __post_init__(self):
-        self.heads.requires_grad_(False)
-
     def __call__(self, model, step: int) -> torch.Tensor:
-        b = dense_batch(self.seed, step, self.batch_size, self.pre, self.max_objects, self.six_share)
+        b = dense_batch(self.seed, step, self.batch_size, self.pre, self.max_objects, self.six_share, self.grid_tiles)
         feats = model.image_features(b["pixels"])
         return self.weight * dense_loss(self.heads, feats, b["colours"], b["classes"], self.object_weight,
                                         b["cameras"], b["digits"], self.camera_weight, self.digit_weight,
@@ -209,13 +209,12 @@ def pretrain_vision(model, pre, steps: int, batch_size: int = 8, lr: float = 2e-
     warm = max(1, steps // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warm) * (0.05 + 0.95 * 0.5 * (1 + np.cos(np.pi * min(1.0, s / steps)))))
+    objective = DenseObjective(heads, pre, seed, max_objects, six_share, batch_size, grid_tiles, 1.0, object_weight,
+                               camera_weight, digit_weight, class_weight, balance, camera_objects)
     model.train()
     losses, t0 = [], time.perf_counter()
     for step in range(steps):
-        cat = dense_batch(seed, step, batch_size, pre, max_objects, six_share, grid_tiles)
-        feats = model.image_features(cat["pixels"])
-        loss = dense_loss(heads, feats, cat["colours"], cat["classes"], object_weight, cat["cameras"], cat["digits"],
-                          camera_weight, digit_weight, class_weight, balance, camera_objects)
+        loss = objective(model, step)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()

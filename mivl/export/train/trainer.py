@@ -382,7 +382,7 @@ def train(cfg: TrainConfig, dataset, feature_cache: FeatureCache | None = None, 
     """Fine-tune cfg.checkpoint on `dataset` (an indexable sequence of records). With
     cfg.feature_cache_gb, `feature_cache` (else a new one) keeps the frozen encoder's features,
     bounded to that size: pass the same cache to runs that freeze the same encoder. `anchor(model,
-    step)`: a loss added to each step's objective (`dense.DenseAnchor`: a dense stage's targets kept
+    step)`: a loss added to each step's objective (`dense.DenseObjective`: a dense stage's targets kept
     while the encoder trains), logged apart; one process only."""
     cfg.check()
     if len(dataset) < 1:
