@@ -15,6 +15,12 @@ point, the `<ref>` phrase copied wrong), malformed (no point or box to parse), o
 
     .venv/bin/mivl eval BUNDLE --kinds ... --max-objects 3 --json > eval.json
     .venv/bin/python benchmarks/answer_errors.py eval.json
+    .venv/bin/python benchmarks/answer_errors.py eval.json --by-width
+
+--by-width splits the accuracy of each kind about a shown object by the object's width in tokens of
+the thumbnail of the image asked about (16 tokens across the six-camera canvas, 5.3 across one of
+its cameras; 16 across a one-camera image): how much of the thumbnail, the only tile that knows
+where it lies, the object covers.
 """
 import argparse
 import json
@@ -22,6 +28,9 @@ import re
 from collections import Counter
 
 from mivl.calib.questions import NONE, draw_scene_conversation, judge
+
+THUMBNAIL_SIDE = 16                       # tokens across the thumbnail (448 px, pixel unshuffle 0.5)
+WIDTHS = (0.25, 0.5, 1.0)                 # bucket edges, in thumbnail tokens
 
 
 def category(q, scene, got: str) -> str:
@@ -54,11 +63,49 @@ def category(q, scene, got: str) -> str:
     return "guess"
 
 
+def width_in_tokens(q, frame_width: int) -> float:
+    """The subject's width in thumbnail tokens of the image q is asked on (the six-camera canvas is
+    three cameras across)."""
+    x1, _, x2, _ = q.subject.box
+    across = frame_width * (3 if q.camera is None else 1)
+    return (x2 - x1) / across * THUMBNAIL_SIDE
+
+
+def bucket(w: float) -> str:
+    lo = 0.0
+    for hi in WIDTHS:
+        if w < hi:
+            return f"{lo:g}-{hi:g}"
+        lo = hi
+    return f">={lo:g}"
+
+
+def by_width(run: dict) -> None:
+    kinds = tuple(run["kinds"])
+    table: dict[str, dict[str, list[int]]] = {}
+    for row in run["answers"]:
+        (q, *_), scene, frames = draw_scene_conversation(run["seed"], row["i"], kinds, max_objects=run["max_objects"])
+        if q.text != row["question"]:
+            raise SystemExit(f"question {row['i']} draws differently now: {q.text!r} != {row['question']!r}")
+        if q.subject is None or q.kind in ("absent", "absent_one"):
+            continue
+        w = width_in_tokens(q, next(iter(frames.values())).shape[1])
+        table.setdefault(row["kind"], {}).setdefault(bucket(w), []).append(int(row["correct"]))
+    names = [bucket(w - 1e-9) for w in WIDTHS] + [bucket(WIDTHS[-1])]
+    print("kind           " + "  ".join(f"{n + ' tok':>16}" for n in names))
+    for kind, cells in sorted(table.items()):
+        print(f"{kind:<14} " + "  ".join(
+            f"{sum(cells[n]) / len(cells[n]):>7.2f} ({len(cells[n]):>4})" if n in cells else f"{'-':>16}" for n in names))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("eval_json", help="the output of `mivl eval ... --json`")
+    p.add_argument("--by-width", action="store_true", help="accuracy by the object's width in thumbnail tokens")
     a = p.parse_args()
     run = json.loads(open(a.eval_json).read())
+    if a.by_width:
+        return by_width(run)
     kinds = tuple(run["kinds"])
     counts: dict[str, Counter] = {}
     for row in run["answers"]:

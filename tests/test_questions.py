@@ -179,3 +179,21 @@ def test_wrong_answers_are_told_apart_from_guesses():
                                                  "<ref>the red bus</ref><box>[[8, 8, 8]]</box>",
                                                  "<ref>the red bus</ref><box>[[500, 500, 600, 600]]</box>")] == [
         "wrong phrase", "malformed", "off the object"]
+
+
+def test_answers_split_by_the_width_of_what_they_ask_about():
+    """benchmarks/answer_errors.py --by-width: an object's width in thumbnail tokens is its share
+    of the image asked about times 16 (the six-camera canvas is three 800-pixel cameras across)."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+    from answer_errors import bucket, width_in_tokens
+
+    bus = SceneObject("bus", "red", "CAM_BACK", (100, 10, 250, 100))
+    six = Question("camera", "Which camera shows the red bus?", "CAM_BACK", None, (), bus)
+    one = Question("class", "What is the red object?", "bus", "CAM_BACK", (), bus)
+    assert width_in_tokens(six, 800) == 150 / 2400 * 16 == 1.0
+    assert width_in_tokens(one, 800) == 3.0
+    assert [bucket(w) for w in (0.0, 0.2, 0.25, 0.7, 1.0, 3.0)] == [
+        "0-0.25", "0-0.25", "0.25-0.5", "0.5-1", ">=1", ">=1"]
