@@ -114,6 +114,7 @@ class Stage:
     max_objects: int = 0             # objects per camera in its scenes; 0: the recipe's
     focus: float = 0.0               # QA: weight of the attention targets (`mivl.export.train.focus`)
     whole_heads: tuple[int, ...] = ()  # QA: heads whose target is the subject on the thumbnail alone
+    tile_camera: float = 0.0         # QA: weight of the tile-camera targets (`mivl.export.train.tile_camera`)
     anchor: float = 0.0              # QA with the ViT training: weight of the dense stage `anchor_stage`'s
     anchor_stage: str = ""           # targets, its heads frozen (`train.dense.DenseObjective`)
     absent_share: float = 0.25       # QA with views: absence questions per presence question asked,
@@ -220,7 +221,7 @@ def run_qa(src: Path, out: Path, stage: Stage, seed: int, quiet: bool, recipe: R
     common = dict(mode="partial" if stage.freeze else "full", freeze=stage.freeze, steps=stage.steps,
                   batch_size=stage.batch_size, lr=stage.lr, warmup_ratio=0.05, min_lr_ratio=0.1, weight_decay=0.0,
                   seed=seed, save_dtype="fp32", quiet=quiet, focus_weight=stage.focus,
-                  focus_whole_heads=stage.whole_heads)
+                  focus_whole_heads=stage.whole_heads, tile_camera_weight=stage.tile_camera)
     if stage.views:
         data = SyntheticViews(stage.kinds, QA_STREAM + seed + 100 * stage.stream, views=stage.views, turns=stage.turns,
                               six_share=stage.six_share, max_objects=stage.max_objects or recipe.max_objects,

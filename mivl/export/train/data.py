@@ -19,6 +19,7 @@ from ...edge.preprocess import PreprocessConfig, preprocess_frames, preprocess_i
 from ...edge.chunks import conversation
 from ...edge.prompt import ChatTemplate, segments_text
 from .records import check_record, images_of
+from .tile_camera import tile_cameras
 
 IGNORE = -100
 
@@ -43,6 +44,7 @@ class Sample:
     input_ids: list[int]
     labels: list[int]              # IGNORE except on assistant tokens
     focus: list[Focus] = field(default_factory=list)
+    tile_cameras: np.ndarray | None = None   # six cameras: the camera of each tile (`tile_camera.tile_cameras`)
 
     @property
     def n_targets(self) -> int:
@@ -141,4 +143,6 @@ def encode_record(rec: dict, tok, tpl: ChatTemplate, pre: PreprocessConfig, toke
         from ...edge.errors import InputError
         raise InputError(f"record {rec.get('id', '?')!r} is {len(ids)} tokens, more than max_length="
                          f"{max_length}; lower its max_tiles or raise max_length")
-    return Sample(None if tiles is None else tiles.pixels, ids, labels, focus_targets(rec, tiles, tok, ids, pieces, spans))
+    cameras = tile_cameras(tiles.grids[0]) if rec.get("cameras") is not None else None
+    return Sample(None if tiles is None else tiles.pixels, ids, labels, focus_targets(rec, tiles, tok, ids, pieces, spans),
+                  cameras)

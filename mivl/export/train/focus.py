@@ -98,9 +98,9 @@ def _targets(focus, slots: torch.Tensor, T: int, kind: str):
     return torch.tensor(pos, device=slots.device), torch.stack(rows)
 
 
-def decode(lm, x: torch.Tensor, focus, slots: torch.Tensor, cfg: FocusConfig):
+def decode(lm, x: torch.Tensor, focus, slots: torch.Tensor, cfg: FocusConfig, on_layer=None):
     """Run the decoder `lm` (a CausalLM) over the embeddings x (1, T, D) and score the focus
-    targets on each layer's input. Returns (final hidden states (1, T, D), the weighted target
+    targets on each layer's input (`on_layer`, when given, sees each layer's input too). Returns (final hidden states (1, T, D), the weighted target
     loss summed over positions, {"image" | "whole" | "words": mean mass} of the targets scored)."""
     T = x.shape[1]
     targets = [(name, _targets(focus, slots, T, name), layers, heads) for name, layers, heads in (
@@ -109,6 +109,8 @@ def decode(lm, x: torch.Tensor, focus, slots: torch.Tensor, cfg: FocusConfig):
     terms, mass = [], {}
 
     def score(li, layer, h, cos, sin):
+        if on_layer is not None:
+            on_layer(li, layer, h, cos, sin)
         for name, tg, layers, heads in targets:
             if tg is not None and li in layers:
                 lm_ = log_mass(layer, h, cos, sin, tg[0], tg[1], heads)

@@ -32,6 +32,7 @@ from ...edge.tokenizer import TOKENIZER_FILES, load_tokenizer
 from . import distributed as D
 from .data import IGNORE, Sample, encode_record
 from .focus import FocusConfig, decode as focus_decode
+from .tile_camera import LR_SCALE as TILE_CAMERA_LR_SCALE, TileCameraConfig, TileCameraHeads
 from .lora import add_lora, merge_lora
 
 MODES = ("full", "partial", "lora")
@@ -117,6 +118,8 @@ class TrainConfig:
     focus_word_layers: tuple = (0,)      # LLM layers whose focus_heads learn to look at the words naming it
     focus_heads: tuple = (0,)
     focus_whole_heads: tuple = ()        # heads that learn to look at the subject on the whole-image tile only
+    tile_camera_weight: float = 0.0      # > 0: the LLM learns each six-camera grid tile's camera (`tile_camera.py`)
+    tile_camera_layers: tuple = (1,)     # at the input of these decoder layers
 
     def check(self) -> None:
         if self.mode not in MODES:
@@ -135,6 +138,10 @@ class TrainConfig:
             raise InputError(f"feature_cache_gb must be >= 0, got {self.feature_cache_gb}")
         if self.focus_weight < 0 or not math.isfinite(self.focus_weight):
             raise InputError(f"focus_weight must be >= 0, got {self.focus_weight}")
+        if self.tile_camera_weight < 0 or not math.isfinite(self.tile_camera_weight):
+            raise InputError(f"tile_camera_weight must be >= 0, got {self.tile_camera_weight}")
+        if self.tile_camera_weight and self.mode == "partial" and "llm" in self.freeze:
+            raise InputError("tile_camera_weight teaches the LLM: it cannot be frozen (freeze without llm)")
         if self.feature_cache_gb and not (self.mode == "partial" and "vit" in self.freeze):
             raise InputError("feature_cache_gb needs a frozen ViT: mode='partial' with freeze including vit "
                              "(a trained encoder's features change every step)")
@@ -145,6 +152,9 @@ class TrainConfig:
             return None
         return FocusConfig(self.focus_weight, tuple(self.focus_image_layers), tuple(self.focus_word_layers),
                            tuple(self.focus_heads), tuple(self.focus_whole_heads))
+
+    def tile_camera(self) -> TileCameraConfig | None:
+        return TileCameraConfig(self.tile_camera_weight, tuple(self.tile_camera_layers)) if self.tile_camera_weight else None
 
 
 @dataclass
@@ -168,8 +178,10 @@ def weights_key(*modules: nn.Module) -> bytes:
 
 
 class TrainingModel(nn.Module):
-    """forward(pixels, ids, labels[, focus]) -> the summed token loss of one record; with a
-    FocusConfig and a sample's focus, (that loss + the weighted attention targets, the token loss).
+    """forward(pixels, ids, labels[, focus, tile_cameras]) -> the summed token loss of one record;
+    with a FocusConfig and a sample's focus, or a TileCameraConfig and a six-camera sample, (that
+    loss + the weighted attention and tile-camera targets, the token loss). The tile-camera heads
+    are parameters of this wrapper, not of the model: they train with it and are not saved.
 
     With a feature cache (the ViT frozen), a tile batch's features are looked up by a key naming
     everything that produced them: the frozen weights, the autocast dtype and the pixels. So a
@@ -177,11 +189,14 @@ class TrainingModel(nn.Module):
     weights."""
 
     def __init__(self, model, img_context_id: int, autocast_dtype: torch.dtype, cache: FeatureCache | None = None,
-                 focus: FocusConfig | None = None):
+                 focus: FocusConfig | None = None, tile_camera: TileCameraConfig | None = None):
         super().__init__()
         self.model = model
         self.focus = focus
         self.focus_mass: dict[str, list[float]] = {}      # attention mass on the targets, per kind
+                                                          # (and "tile camera": the heads' share right)
+        self.tile_camera = None if tile_camera is None else TileCameraHeads(
+            tile_camera, model.language_model.config.hidden_size)
         self.img_context_id = img_context_id
         self.autocast_dtype = autocast_dtype
         self.cache = cache
@@ -209,9 +224,13 @@ class TrainingModel(nn.Module):
             return self.cached(pixels, m.image_features)
         return m.mlp1(self.cached(pixels, m.vision_tokens))
 
-    def forward(self, pixels, ids, labels, focus=()):
+    def forward(self, pixels, ids, labels, focus=(), tile_cameras=None):
         m = self.model
         aux = None
+        seen: dict[int, torch.Tensor] = {}
+        want = self.tile_camera is not None and tile_cameras is not None and pixels is not None
+        on_layer = (lambda i, _l, h, _c, _s: seen.__setitem__(i, h) if i in self.tile_camera.cfg.layers else None
+                    ) if want else None
         device_type = ids.device.type
         ctx = (torch.autocast(device_type, dtype=self.autocast_dtype)
                if self.autocast_dtype != torch.float32 else contextlib.nullcontext())
@@ -223,12 +242,17 @@ class TrainingModel(nn.Module):
                 x = x.clone()
                 x[0, slots] = feats.reshape(-1, x.shape[-1]).to(x.dtype)
             if self.focus is not None and focus and pixels is not None:
-                h, aux, mass = focus_decode(m.language_model, x, focus, slots, self.focus)
+                h, aux, mass = focus_decode(m.language_model, x, focus, slots, self.focus, on_layer)
                 h = h[0]
                 for k, v in mass.items():
                     self.focus_mass.setdefault(k, []).append(v)
             else:
-                h = m.language_model(x, hidden_only=True)[0]
+                h = m.language_model(x, hidden_only=True, on_layer=on_layer)[0]
+            if want:
+                cam, right = self.tile_camera.loss(seen, slots, tile_cameras, slots.numel() // len(tile_cameras))
+                aux = cam if aux is None else aux + cam
+                if right == right:      # not nan: the sample had grid tiles of known camera
+                    self.focus_mass.setdefault("tile camera", []).append(right)
             keep = labels[1:] != IGNORE
             logits = m.language_model.lm_head(h[:-1][keep])
         ce = F.cross_entropy(logits.float(), labels[1:][keep], reduction="sum")
@@ -272,12 +296,19 @@ def lr_lambda(cfg: TrainConfig):
 
 
 def make_optimizer(model, cfg: TrainConfig):
-    decay, no_decay = [], []
-    for p in model.parameters():
+    """AdamW: weight decay on matrices only; the tile-camera heads (`tile_camera.py`) apart, at
+    their own scale of the learning rate."""
+    decay, no_decay, heads = [], [], []
+    for name, p in model.named_parameters():
         if p.requires_grad:
-            (decay if p.ndim >= 2 else no_decay).append(p)
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+            if ("." + name).startswith((".tile_camera.", ".module.tile_camera.")):
+                heads.append(p)
+            else:
+                (decay if p.ndim >= 2 else no_decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if heads:
+        groups.append({"params": heads, "weight_decay": 0.0, "lr": cfg.lr * TILE_CAMERA_LR_SCALE})
+    opt = torch.optim.AdamW(groups, lr=cfg.lr)
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg))
 
 
@@ -341,7 +372,8 @@ def step_indices(step: int, cfg: TrainConfig, world) -> list[int]:
 
 def to_device(s: Sample, device):
     pixels = None if s.pixels is None else torch.from_numpy(s.pixels).to(device)
-    return pixels, torch.tensor(s.input_ids, device=device), torch.tensor(s.labels, device=device), s.focus
+    return (pixels, torch.tensor(s.input_ids, device=device), torch.tensor(s.labels, device=device), s.focus,
+            s.tile_cameras)
 
 
 def sync_context(net, last: bool):
@@ -412,7 +444,10 @@ def train(cfg: TrainConfig, dataset, feature_cache: FeatureCache | None = None, 
     if focus is not None:
         focus.check(len(model.language_model.model.layers), model.language_model.config.num_attention_heads)
     autocast = autocast_dtype(cfg.dtype, world.device)
-    inner = TrainingModel(model, tok.token_to_id(IMG_CONTEXT), autocast, cache, focus).to(world.device)
+    tile_camera = cfg.tile_camera()
+    if tile_camera is not None:
+        tile_camera.check(len(model.language_model.model.layers))
+    inner = TrainingModel(model, tok.token_to_id(IMG_CONTEXT), autocast, cache, focus, tile_camera).to(world.device)
     net = D.wrap(inner, world, cfg.strategy)
     opt, sched = make_optimizer(net, cfg)
     start, losses = 0, []
