@@ -18,6 +18,7 @@ it (with images) is what must teach the lookup. Writes an ordinary checkpoint.
 
     .venv/bin/python benchmarks/probe_point_format.py tokens out/default-model-work-six-camera/f6
     .venv/bin/python benchmarks/probe_point_format.py positions out/default-model-work-six-camera/f6
+    .venv/bin/python benchmarks/probe_point_format.py positions out/default-model-work-six-camera/f7 --layer 2
     .venv/bin/python benchmarks/probe_point_format.py ceiling --questions 300 --max-objects 3
     .venv/bin/python benchmarks/probe_point_format.py warmup out/default-model-work-six-camera/f6 out/t1 --steps 400
 """
@@ -56,33 +57,61 @@ def tokens(a) -> None:
         print(q.answer, "\n  " + "\n  ".join(row))
 
 
+def image_states(ref: Reference, tiles, layer: int) -> torch.Tensor:
+    """(tiles, 256, D): the image tokens as LLM layer `layer` reads them (0: the LLM's inputs, the
+    projector's output; k: after k decoder layers). Causal: what follows the image cannot change them."""
+    if layer == 0:
+        return ref.image_embeds(tiles).float().reshape(-1, 256, ref.model.language_model.config.hidden_size)
+    ids = torch.tensor(ref.prompt_ids("Which camera shows the red car?", tiles))
+    x = ref.model.embed(ids, ref.image_embeds(tiles), ref.img_context_id)
+    seen = {}
+    ref.model.language_model(x, hidden_only=True, on_layer=lambda i, _l, h, _c, _s: seen.setdefault(i, h))
+    slots = (ids == ref.img_context_id).nonzero().flatten()
+    return seen[layer][0, slots].float().reshape(-1, 256, x.shape[-1])
+
+
+def ridge(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, int]:
+    """A ridge map fitted on the first 3/4 of the rows of (x, y); its predictions on the rest and n."""
+    x = np.c_[x, np.ones(len(x))]
+    n = len(x) * 3 // 4
+    w = np.linalg.solve(x[:n].T @ x[:n] + 1e-2 * np.eye(x.shape[1]), x[:n].T @ y[:n])
+    return x[n:] @ w, n
+
+
+@torch.no_grad()
 def positions(a) -> None:
     """How well a linear map reads each image token's own place (row, column in its tile's 16x16
-    grid; the tile's index among the grid tiles) from the LLM's image inputs: ridge regression
-    fitted on 3/4 of the tokens of `--scenes` six-camera scenes, mean absolute error and R^2 on the
-    rest, the thumbnail and the grid tiles apart."""
+    grid; the tile's index among the grid tiles, and the camera a grid tile shows) from the image
+    tokens as the LLM sees them at `--layer` (0: its inputs; k: after k decoder layers, which can
+    read a token's place in the sequence): ridge regression fitted on 3/4 of the tokens of
+    `--scenes` six-camera scenes, mean absolute error and R^2 (the camera: the share of tokens whose
+    largest one-hot output is theirs) on the rest, the thumbnail and the grid tiles apart."""
     ref = Reference(a.checkpoint)
-    thumb, grid = ([], []), ([], [])
+    if not 0 <= a.layer < len(ref.model.language_model.model.layers):
+        raise SystemExit(f"--layer must be 0..{len(ref.model.language_model.model.layers) - 1}")
+    thumb, grid, cams = ([], []), ([], []), []
     rc = np.array([(i // 16, i % 16) for i in range(256)], float)
+    cols = CANVAS_W // TILE
     for s in range(a.scenes):
         scene = draw_scene(1000 + s, *SCENE_SIZE, max_objects=3)
-        e = ref.image_embeds(ref.tiles(cameras=dict(scene.cameras))).float()
-        e = e.reshape(-1, 256, e.shape[-1]).numpy()
+        e = image_states(ref, ref.tiles(cameras=dict(scene.cameras)), a.layer).numpy()
         thumb[0].append(e[-1])
         thumb[1].append(rc)
         for t in range(len(e) - 1):
             grid[0].append(e[t])
             grid[1].append(np.c_[rc, np.full(256, t)])
+            cams.append(np.full(256, (t // cols) * (cols // 2) + (t % cols) // 2))
     for name, (xs, ys) in (("thumbnail", thumb), ("grid tiles", grid)):
-        x, y = np.concatenate(xs), np.concatenate(ys)
-        x = np.c_[x, np.ones(len(x))]
-        n = len(x) * 3 // 4
-        w = np.linalg.solve(x[:n].T @ x[:n] + 1e-2 * np.eye(x.shape[1]), x[:n].T @ y[:n])
-        err = x[n:] @ w - y[n:]
+        y = np.concatenate(ys)
+        pred, n = ridge(np.concatenate(xs), y)
+        err = pred - y[n:]
         for j, what in enumerate(("row", "column", "tile index")[:y.shape[1]]):
             r2 = 1 - (err[:, j] ** 2).mean() / y[n:, j].var()
             unit = "tiles" if what == "tile index" else "tokens"
             print(f"{name:<10} {what:<10} mean abs error {np.abs(err[:, j]).mean():.2f} {unit}, R^2 {r2:.3f}")
+    cam = np.concatenate(cams)
+    pred, n = ridge(np.concatenate(grid[0]), np.eye(6)[cam])
+    print(f"grid tiles camera     right on {(pred.argmax(1) == cam[n:]).mean():.3f} of the tokens (chance 1/6)")
 
 
 TILE, SIDE = 448, 16      # a tile's pixels, and its tokens along a side (after pixel unshuffle)
@@ -153,6 +182,7 @@ def main() -> None:
     s = sub.add_parser("positions", help="how well the image tokens tell their own place (linear probe)")
     s.add_argument("checkpoint")
     s.add_argument("--scenes", type=int, default=12)
+    s.add_argument("--layer", type=int, default=0, help="0: the LLM's inputs; k: after k decoder layers")
     c = sub.add_parser("ceiling", help="point hit of answers read off one token, at best")
     c.add_argument("--questions", type=int, default=300)
     c.add_argument("--max-objects", type=int, default=3)
