@@ -30,10 +30,10 @@ def test_each_grid_tile_of_the_canvas_knows_its_camera():
     assert tile_cameras(TileGrid(1, 1, False)).tolist() == [N]
 
 
-def _six_camera_sample(path, kind="camera"):
+def _six_camera_sample(path, kind="camera", seed=5):
     ck = load_checkpoint(path, torch.float32)
     tok, tpl = load_tokenizer(ck.path), get_template(ck.config.template)
-    scene = draw_scene(5, 800, 450, max_objects=2)
+    scene = draw_scene(seed, 800, 450, max_objects=2)
     q = ask_kind(kind, scene, np.random.default_rng(1), (800, 450))
     rec = tasks.from_questions([q], dict(scene.cameras))
     return ck, tok, encode_record(rec, tok, tpl, PreprocessConfig(max_tiles=12, use_thumbnail=True), 256), scene
@@ -67,25 +67,33 @@ def test_the_target_adds_to_the_objective_and_leaves_the_answer_loss_and_checkpo
 
 
 def test_training_on_the_target_teaches_the_llm_the_tiles_cameras(tiny_dir):
-    """A few steps on the target alone: the heads, reading the decoder's states at grid tokens, get
-    the camera right far above chance (1/6). The ViT's tokens cannot tell (no tile has a position),
-    so what they learn comes from each token's place in the sequence."""
-    ck, tok, s, _ = _six_camera_sample(tiny_dir("qwen2"))
+    """Steps on the target alone, over three scenes: the heads, reading the decoder's states at grid
+    tokens, then get the camera right far above chance (1/6) on a fourth scene. The ViT's tokens
+    cannot tell (no tile has a position) and each scene shows other things, so what carries over
+    is each token's place in the sequence. (On one scene alone they learn that scene's content, and
+    stay at chance on another.)"""
+    path = tiny_dir("qwen2")
+    samples = [_six_camera_sample(path, seed=seed)[2] for seed in (5, 6, 7, 8)]
+    ck, tok, _, _ = _six_camera_sample(path)
     net = TrainingModel(ck.model, tok.token_to_id(IMG_CONTEXT), torch.float32,
                         tile_camera=TileCameraConfig(1.0, (1,)))
-    ids, labels, pixels = torch.tensor(s.input_ids), torch.tensor(s.labels), torch.from_numpy(s.pixels)
     params = list(ck.model.language_model.parameters()) + list(net.tile_camera.parameters())
     opt = torch.optim.Adam(params, lr=3e-3)
-    first = None
-    for _ in range(40):
-        objective, ce = net(pixels, ids, labels, (), s.tile_cameras)
-        first = float(objective - ce) if first is None else first
+    losses = []
+    for step in range(24):
+        s = samples[step % 3]
+        objective, ce = net(torch.from_numpy(s.pixels), torch.tensor(s.input_ids), torch.tensor(s.labels), (),
+                            s.tile_cameras)
+        losses.append(float((objective - ce).detach()))
         opt.zero_grad()
         (objective - ce).backward()
         opt.step()
+    assert sum(losses[-3:]) < 0.5 * sum(losses[:3]), losses
+    s = samples[3]
+    with torch.no_grad():
+        net(torch.from_numpy(s.pixels), torch.tensor(s.input_ids), torch.tensor(s.labels), (), s.tile_cameras)
     right = net.focus_mass["tile camera"]
     assert right[-1] > 0.5 and right[-1] > 2 * right[0], right
-    assert float(objective - ce) < 0.7 * first
 
 
 def test_tile_camera_settings_are_checked():

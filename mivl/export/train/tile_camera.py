@@ -65,8 +65,8 @@ LR_SCALE = 30.0      # the heads start from nothing each run: they learn at this
 
 
 class TileCameraHeads(nn.Module):
-    """One linear camera head per target layer, on the layer's input standardised (layer norm
-    without weights); `loss(hidden_by_layer, slots, cameras)`. The trainer gives the heads LR_SCALE
+    """One linear camera head per target layer, on the layer's input with each feature standardised
+    over the sample's grid tokens; `loss(hidden_by_layer, slots, cameras)`. The trainer gives the heads LR_SCALE
     times the learning rate: a head starts from nothing, and at the rate of a model that is being
     fine-tuned it would stay near chance for hundreds of steps."""
 
@@ -74,6 +74,10 @@ class TileCameraHeads(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.heads = nn.ModuleDict({str(layer): nn.Linear(hidden, len(CAMERAS)) for layer in cfg.layers})
+        # each feature standardised over the sample's grid tokens: the residual stream's few large
+        # features would drown, under a layer norm, the small ones that carry the token's place
+        self.norms = nn.ModuleDict({str(layer): nn.BatchNorm1d(hidden, affine=False, track_running_stats=False)
+                                    for layer in cfg.layers})
 
     def loss(self, hidden: dict[int, torch.Tensor], slots: torch.Tensor, cameras: np.ndarray,
              tokens_per_tile: int) -> tuple[torch.Tensor, float]:
@@ -87,7 +91,7 @@ class TileCameraHeads(nn.Module):
         terms, right = [], []
         for layer in self.cfg.layers:
             h = hidden[layer][0, slots[keep]]
-            logits = self.heads[str(layer)](F.layer_norm(h.float(), h.shape[-1:]))
+            logits = self.heads[str(layer)](self.norms[str(layer)](h.float()))
             terms.append(F.cross_entropy(logits, labels[keep]))
             right.append(float((logits.argmax(-1) == labels[keep]).float().mean()))
         return self.cfg.weight * torch.stack(terms).sum(), sum(right) / len(right)
