@@ -13,6 +13,10 @@ input of each of `layers`, a linear head (trained with the model, thrown away af
 camera of every grid token of a six-camera sample; the loss is the cross-entropy's mean over those
 tokens, times `weight`, added to the sample's answer loss. Like the attention targets it only shapes
 training: the checkpoint stays an ordinary InternVL one and inference is unchanged.
+
+Not in the default model's recipe: from its last stage, 300 steps of the LLM with this target moved
+that probe's reading by a few points and the answers not at all (BENCHMARKS.md, "Grid tiles that
+know their camera").
 """
 from __future__ import annotations
 

@@ -227,10 +227,14 @@ class TrainingModel(nn.Module):
     def forward(self, pixels, ids, labels, focus=(), tile_cameras=None):
         m = self.model
         aux = None
-        seen: dict[int, torch.Tensor] = {}
+        seen: dict[int, torch.Tensor] = {}          # the tile-camera layers' inputs
         want = self.tile_camera is not None and tile_cameras is not None and pixels is not None
-        on_layer = (lambda i, _l, h, _c, _s: seen.__setitem__(i, h) if i in self.tile_camera.cfg.layers else None
-                    ) if want else None
+
+        def keep_input(i, _layer, h, _cos, _sin):
+            if i in self.tile_camera.cfg.layers:
+                seen[i] = h
+
+        on_layer = keep_input if want else None
         device_type = ids.device.type
         ctx = (torch.autocast(device_type, dtype=self.autocast_dtype)
                if self.autocast_dtype != torch.float32 else contextlib.nullcontext())
