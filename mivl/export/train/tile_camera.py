@@ -6,9 +6,9 @@ the six-camera canvas (6 x 2 tiles, each camera two tiles side by side) only the
 the camera, at a sixteenth of the grid's resolution, so a question about "the car in CAM_FRONT"
 must either read class off the blurred thumbnail or tell CAM_FRONT's grid tiles from the others by
 where they sit in the prompt. The decoder can do the latter (RoPE makes attention depend on
-distance, and the tiles always come in the same order): a linear probe reads the camera off its
-hidden states at grid tokens on about half of them with no target at all
-(`benchmarks/probe_point_format.py positions --layer k`). This target teaches it outright: at the
+distance, and the tiles always come in the same order): in the default model a linear probe reads
+the camera off its hidden states at grid tokens on about half of them with no target at all
+(`benchmarks/probe_point_format.py positions --layer k`). This target asks for it outright: at the
 input of each of `layers`, a linear head (trained with the model, thrown away after) predicts the
 camera of every grid token of a six-camera sample; the loss is the cross-entropy's mean over those
 tokens, times `weight`, added to the sample's answer loss. Like the attention targets it only shapes
