@@ -63,6 +63,15 @@ def category(q, scene, got: str) -> str:
     return "guess"
 
 
+def redraw(run: dict, row: dict):
+    """(question, scene, frames) of a run's answer row, drawn again; refused if it draws differently."""
+    (q, *_), scene, frames = draw_scene_conversation(run["seed"], row["i"], tuple(run["kinds"]),
+                                                     max_objects=run["max_objects"])
+    if q.text != row["question"]:
+        raise SystemExit(f"question {row['i']} draws differently now: {q.text!r} != {row['question']!r}")
+    return q, scene, frames
+
+
 def width_in_tokens(q, frame_width: int) -> float:
     """The subject's width in thumbnail tokens of the image q is asked on (the six-camera canvas is
     three cameras across)."""
@@ -81,12 +90,9 @@ def bucket(w: float) -> str:
 
 
 def by_width(run: dict) -> None:
-    kinds = tuple(run["kinds"])
     table: dict[str, dict[str, list[int]]] = {}
     for row in run["answers"]:
-        (q, *_), scene, frames = draw_scene_conversation(run["seed"], row["i"], kinds, max_objects=run["max_objects"])
-        if q.text != row["question"]:
-            raise SystemExit(f"question {row['i']} draws differently now: {q.text!r} != {row['question']!r}")
+        q, _, frames = redraw(run, row)
         if q.subject is None or q.kind in ("absent", "absent_one"):
             continue
         w = width_in_tokens(q, next(iter(frames.values())).shape[1])
@@ -106,14 +112,11 @@ def main() -> None:
     run = json.loads(open(a.eval_json).read())
     if a.by_width:
         return by_width(run)
-    kinds = tuple(run["kinds"])
     counts: dict[str, Counter] = {}
     for row in run["answers"]:
         if row["correct"]:
             continue
-        (q, *_), scene, _ = draw_scene_conversation(run["seed"], row["i"], kinds, max_objects=run["max_objects"])
-        if q.text != row["question"]:
-            raise SystemExit(f"question {row['i']} draws differently now: {q.text!r} != {row['question']!r}")
+        q, scene, _ = redraw(run, row)
         counts.setdefault(row["kind"], Counter())[category(q, scene, row["got"])] += 1
     for kind, c in sorted(counts.items()):
         print(f"{kind:<14} wrong {sum(c.values()):>3}: " + ", ".join(f"{k} {v}" for k, v in c.most_common()))

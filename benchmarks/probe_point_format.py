@@ -36,6 +36,7 @@ from mivl.calib.synthetic import CLASSES, COLOURS, draw_scene
 from mivl.edge.multiview import CAMERAS, CANVAS_H, CANVAS_W, CELL_H, CELL_W, cell_of
 from mivl.edge.parse import DRIVELM
 from mivl.export.reference import Reference
+from mivl.export.train.tile_camera import tile_cameras
 from mivl.export.train.trainer import write_checkpoint
 
 
@@ -91,16 +92,16 @@ def positions(a) -> None:
         raise SystemExit(f"--layer must be 0..{len(ref.model.language_model.model.layers) - 1}")
     thumb, grid, cams = ([], []), ([], []), []
     rc = np.array([(i // 16, i % 16) for i in range(256)], float)
-    cols = CANVAS_W // TILE
     for s in range(a.scenes):
         scene = draw_scene(1000 + s, *SCENE_SIZE, max_objects=3)
-        e = image_states(ref, ref.tiles(cameras=dict(scene.cameras)), a.layer).numpy()
+        tiles = ref.tiles(cameras=dict(scene.cameras))
+        e = image_states(ref, tiles, a.layer).numpy()
         thumb[0].append(e[-1])
         thumb[1].append(rc)
-        for t in range(len(e) - 1):
+        for t, camera in enumerate(tile_cameras(tiles.grids[0])[:-1]):
             grid[0].append(e[t])
             grid[1].append(np.c_[rc, np.full(256, t)])
-            cams.append(np.full(256, (t // cols) * (cols // 2) + (t % cols) // 2))
+            cams.append(np.full(256, camera))
     for name, (xs, ys) in (("thumbnail", thumb), ("grid tiles", grid)):
         y = np.concatenate(ys)
         pred, n = ridge(np.concatenate(xs), y)

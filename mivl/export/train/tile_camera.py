@@ -84,14 +84,15 @@ class TileCameraHeads(nn.Module):
                                     for layer in cfg.layers})
 
     def loss(self, hidden: dict[int, torch.Tensor], slots: torch.Tensor, cameras: np.ndarray,
-             tokens_per_tile: int) -> tuple[torch.Tensor, float]:
+             tokens_per_tile: int) -> tuple[torch.Tensor, float | None]:
         """(the weighted mean cross-entropy over the grid tokens of known camera, summed over the
-        layers; the share of them the heads get right). hidden: layer -> (1, T, D) input of that layer;
-        slots: the image tokens' positions; cameras: tile_cameras of the sample's tiling."""
+        layers; the share of them the heads get right, None when the sample has none). hidden:
+        layer -> (1, T, D) input of that layer; slots: the image tokens' positions; cameras:
+        tile_cameras of the sample's tiling."""
         labels = torch.from_numpy(np.repeat(cameras, tokens_per_tile)).to(slots.device)
         keep = labels != NO_CAMERA
         if not bool(keep.any()):
-            return hidden[self.cfg.layers[0]].new_zeros((), dtype=torch.float32), float("nan")
+            return hidden[self.cfg.layers[0]].new_zeros((), dtype=torch.float32), None
         terms, right = [], []
         for layer in self.cfg.layers:
             h = hidden[layer][0, slots[keep]]
