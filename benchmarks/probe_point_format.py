@@ -9,12 +9,14 @@ greedy decoding closes the number after one digit. `positions` measures what a p
 image side: how well the image tokens the LLM reads tell their own place; `ceiling`, what reading
 a point off one token can reach at best: the hit rate when the answer is the centre of the token
 that holds the object's centre, on the thumbnail (and at a half and a third of its token) and on
-the grid tiles, scored by `mivl eval`'s rule (`judge`).
+the grid tiles, scored by `mivl eval`'s rule (`judge`), and for grounding on one camera the IoU of
+boxes whose edges are read off the thumbnail's or the grid tiles' tokens.
 
 `warmup` trains the LLM alone on text-only `where` conversations (no image; a random camera and
 point as the answer, batch 8, AdamW, lr 1e-3): short contexts, where a head reading the last few
 tokens is learnt fast. It teaches the format and an answer that ignores the image; the stage after
-it (with images) is what must teach the lookup. Writes an ordinary checkpoint.
+it (with images) is what must teach the lookup. `--kind grounding`: the same for grounding answers
+(`<ref>the red bus</ref><box>[[x1, y1, x2, y2]]</box>`, a random box). Writes an ordinary checkpoint.
 
     .venv/bin/python benchmarks/probe_point_format.py tokens out/default-model-work-six-camera/f6
     .venv/bin/python benchmarks/probe_point_format.py positions out/default-model-work-six-camera/f6
@@ -31,10 +33,11 @@ import torch
 import torch.nn.functional as F
 
 from mivl.calib.evaluate import EVAL_SEED
-from mivl.calib.questions import SCENE_SIZE, draw_question, judge
+from mivl.calib.questions import GROUNDING_PROMPT, SCENE_SIZE, box_text, draw_question, judge
 from mivl.calib.synthetic import CLASSES, COLOURS, draw_scene
+from mivl.edge.chunks import Ref
 from mivl.edge.multiview import CAMERAS, CANVAS_H, CANVAS_W, CELL_H, CELL_W, cell_of
-from mivl.edge.parse import DRIVELM
+from mivl.edge.parse import DRIVELM, parse_boxes
 from mivl.export.reference import Reference
 from mivl.export.train.tile_camera import tile_cameras
 from mivl.export.train.trainer import write_checkpoint
@@ -140,6 +143,32 @@ def ceiling(a) -> None:
             hits[name] += judge(q, f"<c1,{camera},{round(px)},{round(py)}>", size)["hit"]
     for name, n in hits.items():
         print(f"{name:<30} point hit {n / a.questions:.3f}")
+    grounding_ceiling(a)
+
+
+def grounding_ceiling(a) -> None:
+    """Grounding (one camera, 2x1 tiles + thumbnail at the scenes' 800x450): the share of held-out
+    questions whose box, read off token edges, still has IoU >= 0.5 (`judge`): each edge of the
+    true box moved to the nearest token edge ("nearest"), or outwards to the tokens the object
+    touches ("cover"), on the thumbnail (16 x 16 tokens over the image) and on the grid tiles
+    (32 x 16)."""
+    grids = {"thumbnail token": (SIDE, SIDE), "grid-tile token": (2 * SIDE, SIDE)}
+    rules = {"nearest": (round, round), "cover": (np.floor, np.ceil)}
+    hits = {(g, r): 0 for g in grids for r in rules}
+    sizes = []
+    for i in range(a.questions):
+        q, frames = draw_question(EVAL_SEED, i, ("grounding",), max_objects=a.max_objects)
+        x1, y1, x2, y2 = parse_boxes(q.answer)[0].box
+        sizes.append((x2 - x1, y2 - y1))
+        for (g, (nx, ny)), (r, (lo, hi)) in ((gi, ri) for gi in grids.items() for ri in rules.items()):
+            sx, sy = 1000 / nx, 1000 / ny
+            box = [round(lo(x1 / sx) * sx), round(lo(y1 / sy) * sy), round(hi(x2 / sx) * sx), round(hi(y2 / sy) * sy)]
+            answer = q.answer[:q.answer.index("<box>")] + box_text(box)
+            hits[g, r] += judge(q, answer)["correct"]
+    for (g, r), n in hits.items():
+        print(f"grounding, {g}, {r:<8} IoU >= 0.5 {n / a.questions:.3f}")
+    w, h = np.median(np.array(sizes), axis=0)
+    print(f"grounding boxes: median {w:.0f} x {h:.0f} of 0..1000")
 
 
 def warmup(a) -> None:
@@ -149,9 +178,15 @@ def warmup(a) -> None:
     colours, classes = list(COLOURS), a.classes.split(",")
 
     def conversation():
-        q = f"Where is the {colours[rng.integers(len(colours))]} {classes[rng.integers(len(classes))]}?"
+        name = f"{colours[rng.integers(len(colours))]} {classes[rng.integers(len(classes))]}"
+        if a.kind == "grounding":     # a random box, its corners in order, as the grounding answer
+            x1, x2 = sorted(rng.choice(1001, 2, replace=False))
+            y1, y2 = sorted(rng.choice(1001, 2, replace=False))
+            phrase = f"the {name}"
+            return (ref.prompt_ids([GROUNDING_PROMPT, Ref(phrase)], None),
+                    answer_ids(ref, f"<ref>{phrase}</ref>" + box_text([x1, y1, x2, y2])))
         point = f"<c1,{CAMERAS[rng.integers(6)]},{rng.integers(0, 1001)},{rng.integers(0, 1001)}>"
-        return ref.prompt_ids(q, None), answer_ids(ref, point)
+        return ref.prompt_ids(f"Where is the {name}?", None), answer_ids(ref, point)
 
     opt = torch.optim.AdamW(lm.parameters(), lr=a.lr, weight_decay=0.0)
     t0 = time.perf_counter()
@@ -166,11 +201,11 @@ def warmup(a) -> None:
         opt.step()
         if step % 100 == 0 or step == a.steps - 1:     # greedy on a new question of the stream
             with torch.no_grad():
-                g = ref.model.generate(torch.tensor(conversation()[0]), None, ref.img_context_id, ref.stop_ids, 20)
+                g = ref.model.generate(torch.tensor(conversation()[0]), None, ref.img_context_id, ref.stop_ids, 40)
             print(f"step {step} loss {loss.item():.3f} greedy {ref.tok.decode(g.tokens)!r} "
                   f"({time.perf_counter() - t0:.0f} s)", flush=True)
     write_checkpoint(ref.model, Path(a.src), Path(a.out), torch.float32,
-                     {"stage": "point-format warm-up", "steps": a.steps, "lr": a.lr, "batch": a.batch, "seed": a.seed})
+                     {"stage": f"{a.kind}-format warm-up", "kind": a.kind, "steps": a.steps, "lr": a.lr, "batch": a.batch, "seed": a.seed})
 
 
 def main() -> None:
@@ -184,7 +219,7 @@ def main() -> None:
     s.add_argument("checkpoint")
     s.add_argument("--scenes", type=int, default=12)
     s.add_argument("--layer", type=int, default=0, help="0: the LLM's inputs; k: after k decoder layers")
-    c = sub.add_parser("ceiling", help="point hit of answers read off one token, at best")
+    c = sub.add_parser("ceiling", help="point hit (where) and IoU >= 0.5 (grounding) of answers read off token edges, at best")
     c.add_argument("--questions", type=int, default=300)
     c.add_argument("--max-objects", type=int, default=3)
     w = sub.add_parser("warmup", help="text-only where-format warm-up of the LLM")
@@ -195,6 +230,7 @@ def main() -> None:
     w.add_argument("--batch", type=int, default=8)
     w.add_argument("--seed", type=int, default=0)
     w.add_argument("--classes", default=",".join(CLASSES), help="the classes questions name (comma list)")
+    w.add_argument("--kind", choices=("where", "grounding"), default="where", help="the answer format taught")
     a = p.parse_args()
     torch.set_num_threads(2)
     {"tokens": tokens, "positions": positions, "ceiling": ceiling, "warmup": warmup}[a.cmd](a)
