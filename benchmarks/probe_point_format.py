@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from mivl.calib.evaluate import EVAL_SEED
+from mivl.calib.labels import token_owner
 from mivl.calib.questions import GROUNDING_PROMPT, SCENE_SIZE, box_text, draw_question, judge
 from mivl.calib.synthetic import CLASSES, COLOURS, draw_scene
 from mivl.edge.chunks import Ref
@@ -59,6 +60,76 @@ def tokens(a) -> None:
                " ".join(repr(ref.tok.decode([int(k)])) for k in lp[j].topk(3).indices) + "]"
                for j, t in enumerate(ans[:-1])]
         print(q.answer, "\n  " + "\n  ".join(row))
+
+
+def reads(a) -> None:
+    """Does the answer read the image? Teacher-forced on held-out questions of `--kind`: each answer
+    token's mean loss with the question's own image and with the image of the next question (same
+    kind, another scene). Equal losses: that token is written from the prompt's words and the
+    answer's priors alone."""
+    ref = Reference(a.checkpoint)
+    drawn = [draw_question(EVAL_SEED, i, (a.kind,), max_objects=a.max_objects) for i in range(a.questions + 1)]
+    tiles = [ref.tiles(cameras=f) if q.camera is None else ref.tiles(images=[f[q.camera]]) for q, f in drawn]
+    own, other, digits, names = [], [], [], None
+    for i, (q, _) in enumerate(drawn[:-1]):
+        ids, ans = ref.prompt_ids(q.prompt, tiles[i]), answer_ids(ref, q.answer)
+        losses = []
+        for t in (tiles[i], tiles[i + 1]):
+            with torch.no_grad():
+                lp = ref.model.prompt_logits(torch.tensor(ids + ans), ref.image_embeds(t), ref.img_context_id)
+            lp = lp.float().log_softmax(-1)[len(ids) - 1:-1]
+            losses.append([-lp[j, tok].item() for j, tok in enumerate(ans)])
+        own.append(losses[0])
+        other.append(losses[1])
+        names = names or [ref.tok.decode([t]) for t in ans]
+        digits.append([ref.tok.decode([t]).isdigit() for t in ans])
+    pick = lambda rows: np.array([v for r, d in zip(rows, digits) for v, k in zip(r, d) if k])
+    digit_own, digit_other = pick(own), pick(other)
+    width = min(map(len, own))       # answers of one kind share their layout up to the first number's length
+    own, other = np.array([o[:width] for o in own]), np.array([o[:width] for o in other])
+    print(f"{a.kind}, {a.questions} questions: answer token (of the first), loss with its image / another")
+    for j in range(width):
+        print(f"  {j:>2} {names[j]!r:<12} {own[:, j].mean():.3f} / {other[:, j].mean():.3f}")
+    print(f"  all {own.mean():.3f} / {other.mean():.3f}")
+    if len(digit_own):
+        print(f"  digits (every answer's, {len(digit_own)}) {digit_own.mean():.3f} / {digit_other.mean():.3f}; "
+              f"uniform {np.log(10):.3f}")
+
+
+@torch.no_grad()
+def holds(a) -> None:
+    """What the answer holds of the box before it writes it: ridge maps from the decoder state at
+    the position that predicts the box's first digit (after `[[`), at each layer's input, to the true
+    box's four numbers (0..1000), fitted on 3/4 of `--questions` held-out grounding questions and
+    scored (mean absolute error, R^2) on the rest; and, for comparison, from the mean of the
+    subject's thumbnail tokens (what a head attending to them alone reads). High R^2 and digits at
+    chance (`reads`): the answer knows where the object is but cannot spell it; low R^2 at the
+    answer but high on the tokens: the position never reaches the answer."""
+    ref = Reference(a.checkpoint)
+    states, boxes, subject = {}, [], []
+    for i in range(a.questions):
+        q, frames = draw_question(EVAL_SEED, i, ("grounding",), max_objects=a.max_objects)
+        tiles = ref.tiles(images=[frames[q.camera]])
+        head = q.answer[:q.answer.index("[[") + 2]
+        ids = torch.tensor(ref.prompt_ids(q.prompt, tiles) + list(ref.tok.encode(head)))
+        x = ref.model.embed(ids, ref.image_embeds(tiles), ref.img_context_id)
+        seen = {}
+        last = ref.model.language_model(x, hidden_only=True, on_layer=lambda k, _l, h, _c, _s: seen.setdefault(k, h))
+        seen[len(seen)] = last            # the last layer's output (normed), what the LM head reads
+        for k, h in seen.items():
+            states.setdefault(k, []).append(h[0, -1].float().numpy())
+        thumb = image_states(ref, tiles, 0)[-1]           # the thumbnail: the whole camera
+        owner = token_owner([q.subject.box], frames[q.camera].shape[1::-1], SIDE).reshape(-1)
+        subject.append(thumb[torch.from_numpy(owner == 0)].mean(0).numpy())
+        boxes.append(parse_boxes(q.answer)[0].box)
+    y = np.array(boxes, float)
+    rows = [(f"layer {k}'s input" if k < len(states) - 1 else "the output", states[k]) for k in sorted(states)]
+    for name, x in rows + [("the subject's thumbnail tokens (mean of the LLM's inputs)", subject)]:
+        pred, n = ridge(np.array(x), y)
+        err = pred - y[n:]
+        r2 = 1 - (err ** 2).mean(0) / y[n:].var(0)
+        print(f"{name:<16} mean abs error x1 y1 x2 y2 {np.abs(err).mean(0).round(0)}, R^2 {r2.round(2)}")
+    print(f"(guessing the mean box: mean abs error {np.abs(y[n:] - y[:n].mean(0)).mean(0).round(0)})")
 
 
 def image_states(ref: Reference, tiles, layer: int) -> torch.Tensor:
@@ -146,6 +217,16 @@ def ceiling(a) -> None:
     grounding_ceiling(a)
 
 
+def snap_box(box, nx: int, ny: int, cover: bool = False) -> list[int]:
+    """A 0..1000 box with its edges on a grid of nx x ny tokens over the image: each edge to the
+    nearest token edge, or (`cover`) outwards to the edges of the tokens the box touches."""
+    lo, hi = (np.floor, np.ceil) if cover else (np.round, np.round)
+    sx, sy = 1000 / nx, 1000 / ny
+    x1, y1, x2, y2 = box
+    return [round(float(lo(x1 / sx)) * sx), round(float(lo(y1 / sy)) * sy),
+            round(float(hi(x2 / sx)) * sx), round(float(hi(y2 / sy)) * sy)]
+
+
 def grounding_ceiling(a) -> None:
     """Grounding (one camera, 2x1 tiles + thumbnail at the scenes' 800x450): the share of held-out
     questions whose box, read off token edges, still has IoU >= 0.5 (`judge`): each edge of the
@@ -153,17 +234,15 @@ def grounding_ceiling(a) -> None:
     touches ("cover"), on the thumbnail (16 x 16 tokens over the image) and on the grid tiles
     (32 x 16)."""
     grids = {"thumbnail token": (SIDE, SIDE), "grid-tile token": (2 * SIDE, SIDE)}
-    rules = {"nearest": (round, round), "cover": (np.floor, np.ceil)}
+    rules = {"nearest": False, "cover": True}
     hits = {(g, r): 0 for g in grids for r in rules}
     sizes = []
     for i in range(a.questions):
         q, frames = draw_question(EVAL_SEED, i, ("grounding",), max_objects=a.max_objects)
         x1, y1, x2, y2 = parse_boxes(q.answer)[0].box
         sizes.append((x2 - x1, y2 - y1))
-        for (g, (nx, ny)), (r, (lo, hi)) in ((gi, ri) for gi in grids.items() for ri in rules.items()):
-            sx, sy = 1000 / nx, 1000 / ny
-            box = [round(lo(x1 / sx) * sx), round(lo(y1 / sy) * sy), round(hi(x2 / sx) * sx), round(hi(y2 / sy) * sy)]
-            answer = q.answer[:q.answer.index("<box>")] + box_text(box)
+        for (g, (nx, ny)), (r, cover) in ((gi, ri) for gi in grids.items() for ri in rules.items()):
+            answer = q.answer[:q.answer.index("<box>")] + box_text(snap_box((x1, y1, x2, y2), nx, ny, cover))
             hits[g, r] += judge(q, answer)["correct"]
     for (g, r), n in hits.items():
         print(f"grounding, {g}, {r:<8} IoU >= 0.5 {n / a.questions:.3f}")
@@ -215,6 +294,15 @@ def main() -> None:
     t.add_argument("checkpoint")
     t.add_argument("--questions", type=int, default=3)
     t.add_argument("--max-objects", type=int, default=1)
+    r = sub.add_parser("reads", help="each answer token's loss with its own image and with another")
+    r.add_argument("checkpoint")
+    r.add_argument("--kind", default="grounding")
+    r.add_argument("--questions", type=int, default=50)
+    r.add_argument("--max-objects", type=int, default=3)
+    h = sub.add_parser("holds", help="how well the answer's state before the box predicts the box (linear probe)")
+    h.add_argument("checkpoint")
+    h.add_argument("--questions", type=int, default=200)
+    h.add_argument("--max-objects", type=int, default=3)
     s = sub.add_parser("positions", help="how well the image tokens tell their own place (linear probe)")
     s.add_argument("checkpoint")
     s.add_argument("--scenes", type=int, default=12)
@@ -233,7 +321,7 @@ def main() -> None:
     w.add_argument("--kind", choices=("where", "grounding"), default="where", help="the answer format taught")
     a = p.parse_args()
     torch.set_num_threads(2)
-    {"tokens": tokens, "positions": positions, "ceiling": ceiling, "warmup": warmup}[a.cmd](a)
+    {"tokens": tokens, "reads": reads, "holds": holds, "positions": positions, "ceiling": ceiling, "warmup": warmup}[a.cmd](a)
 
 
 if __name__ == "__main__":

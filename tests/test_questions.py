@@ -197,3 +197,18 @@ def test_answers_split_by_the_width_of_what_they_ask_about():
     assert width_in_tokens(one, 800) == 3.0
     assert [bucket(w) for w in (0.0, 0.2, 0.25, 0.7, 1.0, 3.0)] == [
         "0-0.25", "0-0.25", "0.25-0.5", "0.5-1", ">=1", ">=1"]
+
+
+def test_grounding_boxes_read_off_token_edges():
+    """benchmarks/probe_point_format.py ceiling: a box's edges moved to the nearest token edge of
+    an nx x ny grid over 0..1000, or outwards to cover the tokens it touches."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+    from probe_point_format import snap_box
+
+    assert snap_box((130, 20, 380, 990), 4, 10) == [250, 0, 500, 1000]          # 250 x 100 tokens
+    assert snap_box((130, 20, 380, 990), 4, 10, cover=True) == [0, 0, 500, 1000]
+    assert snap_box((250, 100, 500, 300), 4, 10, cover=True) == [250, 100, 500, 300]   # on the edges already
+    assert snap_box((10, 10, 20, 20), 16, 16) == [0, 0, 0, 0]                   # a small box vanishes
