@@ -1,4 +1,5 @@
-"""Probe: why the default model's `where` answers are malformed, and a text-only warm-up for them.
+"""Probe: the default model's `where` and grounding answers: their format, whether they read the
+image, what the image tokens allow, and a text-only warm-up of the format.
 
 The tokenizer spells a DriveLM point digit by digit (`<c`, `1`, `,CAM`, `_BACK`, `,`, `4`, `8`, `4`,
 `,`, ...), so after a digit the LLM must know how many digits of this number it has written: a head
@@ -10,7 +11,10 @@ image side: how well the image tokens the LLM reads tell their own place; `ceili
 a point off one token can reach at best: the hit rate when the answer is the centre of the token
 that holds the object's centre, on the thumbnail (and at a half and a third of its token) and on
 the grid tiles, scored by `mivl eval`'s rule (`judge`), and for grounding on one camera the IoU of
-boxes whose edges are read off the thumbnail's or the grid tiles' tokens.
+boxes whose edges are read off the thumbnail's or the grid tiles' tokens. `reads` compares each
+answer token's teacher-forced loss with its own image and with another scene's (equal: the token
+ignores the image); `holds`, how well a linear map reads a grounding answer's box off the decoder
+state that is about to write it.
 
 `warmup` trains the LLM alone on text-only `where` conversations (no image; a random camera and
 point as the answer, batch 8, AdamW, lr 1e-3): short contexts, where a head reading the last few
@@ -22,6 +26,8 @@ it (with images) is what must teach the lookup. `--kind grounding`: the same for
     .venv/bin/python benchmarks/probe_point_format.py positions out/default-model-work-six-camera/f6
     .venv/bin/python benchmarks/probe_point_format.py positions out/default-model-work-six-camera/f7 --layer 2
     .venv/bin/python benchmarks/probe_point_format.py ceiling --questions 300 --max-objects 3
+    .venv/bin/python benchmarks/probe_point_format.py reads out/gr4 --questions 50
+    .venv/bin/python benchmarks/probe_point_format.py holds out/gr4 --questions 600
     .venv/bin/python benchmarks/probe_point_format.py warmup out/default-model-work-six-camera/f6 out/t1 --steps 400
 """
 import argparse
@@ -34,7 +40,7 @@ import torch.nn.functional as F
 
 from mivl.calib.evaluate import EVAL_SEED
 from mivl.calib.labels import token_owner
-from mivl.calib.questions import GROUNDING_PROMPT, SCENE_SIZE, box_text, draw_question, judge
+from mivl.calib.questions import GROUNDING_PROMPT, KINDS, SCENE_SIZE, box_text, draw_question, judge
 from mivl.calib.synthetic import CLASSES, COLOURS, draw_scene
 from mivl.edge.chunks import Ref
 from mivl.edge.multiview import CAMERAS, CANVAS_H, CANVAS_W, CELL_H, CELL_W, cell_of
@@ -287,6 +293,13 @@ def warmup(a) -> None:
                      {"stage": f"{a.kind}-format warm-up", "kind": a.kind, "steps": a.steps, "lr": a.lr, "batch": a.batch, "seed": a.seed})
 
 
+def positive(text: str) -> int:
+    n = int(text)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return n
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -296,12 +309,12 @@ def main() -> None:
     t.add_argument("--max-objects", type=int, default=1)
     r = sub.add_parser("reads", help="each answer token's loss with its own image and with another")
     r.add_argument("checkpoint")
-    r.add_argument("--kind", default="grounding")
-    r.add_argument("--questions", type=int, default=50)
+    r.add_argument("--kind", default="grounding", choices=KINDS)
+    r.add_argument("--questions", type=positive, default=50)
     r.add_argument("--max-objects", type=int, default=3)
     h = sub.add_parser("holds", help="how well the answer's state before the box predicts the box (linear probe)")
     h.add_argument("checkpoint")
-    h.add_argument("--questions", type=int, default=200)
+    h.add_argument("--questions", type=positive, default=200, help="at least 8: a quarter of them is scored")
     h.add_argument("--max-objects", type=int, default=3)
     s = sub.add_parser("positions", help="how well the image tokens tell their own place (linear probe)")
     s.add_argument("checkpoint")
@@ -310,7 +323,7 @@ def main() -> None:
     c = sub.add_parser("ceiling", help="point hit (where) and IoU >= 0.5 (grounding) of answers read off token edges, at best")
     c.add_argument("--questions", type=int, default=300)
     c.add_argument("--max-objects", type=int, default=3)
-    w = sub.add_parser("warmup", help="text-only where-format warm-up of the LLM")
+    w = sub.add_parser("warmup", help="text-only answer-format warm-up of the LLM (where or grounding)")
     w.add_argument("src")
     w.add_argument("out")
     w.add_argument("--steps", type=int, default=400)
@@ -320,6 +333,8 @@ def main() -> None:
     w.add_argument("--classes", default=",".join(CLASSES), help="the classes questions name (comma list)")
     w.add_argument("--kind", choices=("where", "grounding"), default="where", help="the answer format taught")
     a = p.parse_args()
+    if a.cmd == "holds" and a.questions < 8:
+        p.error("holds: --questions must be at least 8")
     torch.set_num_threads(2)
     {"tokens": tokens, "reads": reads, "holds": holds, "positions": positions, "ceiling": ceiling, "warmup": warmup}[a.cmd](a)
 
