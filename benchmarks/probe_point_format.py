@@ -124,7 +124,8 @@ def holds(a) -> None:
         seen[len(seen)] = last            # the last layer's output (normed), what the LM head reads
         for k, h in seen.items():
             states.setdefault(k, []).append(h[0, -1].float().numpy())
-        thumb = image_states(ref, tiles, 0)[-1]           # the thumbnail: the whole camera
+        slots = (ids == ref.img_context_id).nonzero().flatten()
+        thumb = seen[0][0, slots[-SIDE * SIDE:]].float()    # the LLM's inputs on the thumbnail (the last tile)
         owner = token_owner([q.subject.box], frames[q.camera].shape[1::-1], SIDE).reshape(-1)
         subject.append(thumb[torch.from_numpy(owner == 0)].mean(0).numpy())
         boxes.append(parse_boxes(q.answer)[0].box)

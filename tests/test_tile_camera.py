@@ -72,9 +72,9 @@ def test_training_on_the_target_teaches_the_llm_the_tiles_cameras(tiny_dir):
     cannot tell (no tile has a position) and each scene shows other things, so what carries over
     is each token's place in the sequence. (On one scene alone they learn that scene's content, and
     stay at chance on another.)"""
-    path = tiny_dir("qwen2")
-    samples = [_six_camera_sample(path, seed=seed)[2] for seed in (5, 6, 7, 8)]
-    ck, tok, _, _ = _six_camera_sample(path)
+    made = [_six_camera_sample(tiny_dir("qwen2"), seed=seed) for seed in (5, 6, 7, 8)]
+    ck, tok = made[0][:2]
+    samples = [m[2] for m in made]
     net = TrainingModel(ck.model, tok.token_to_id(IMG_CONTEXT), torch.float32,
                         tile_camera=TileCameraConfig(1.0, (1,)))
     params = list(ck.model.language_model.parameters()) + list(net.tile_camera.parameters())

@@ -101,7 +101,8 @@ def _targets(focus, slots: torch.Tensor, T: int, kind: str):
 def decode(lm, x: torch.Tensor, focus, slots: torch.Tensor, cfg: FocusConfig, on_layer=None):
     """Run the decoder `lm` (a CausalLM) over the embeddings x (1, T, D) and score the focus
     targets on each layer's input (`on_layer`, when given, sees each layer's input too). Returns
-    (final hidden states (1, T, D), the weighted target loss summed over positions, {"image" | "whole" | "words": mean mass} of the targets scored)."""
+    (final hidden states (1, T, D), the weighted target loss summed over positions,
+    {"image" | "whole" | "words": mean mass} of the targets scored)."""
     T = x.shape[1]
     targets = [(name, _targets(focus, slots, T, name), layers, heads) for name, layers, heads in (
         ("image", cfg.image_layers, cfg.heads), ("whole", cfg.image_layers, cfg.whole_heads),
