@@ -16,12 +16,13 @@ def test_token_labels_cover_the_box_and_small_objects_get_their_centre():
     assert colours.sum() == COLOUR_IDS["white"] and colours[15, 15] == COLOUR_IDS["white"]
 
 
-def six_camera_targets(objs):
+def six_camera_targets(objs, max_tiles=12, **kw):
     from mivl.edge.preprocess import PreprocessConfig, grid_for_size
 
-    grid = grid_for_size(2688, 896, PreprocessConfig(max_tiles=12, use_thumbnail=True))
-    assert (grid.cols, grid.rows, grid.thumbnail) == (6, 2, True)
-    return tile_targets(objs, canvas_boxes(objs, 800, 450), 2688, 896, grid, six=True)
+    grid = grid_for_size(2688, 896, PreprocessConfig(max_tiles=max_tiles, use_thumbnail=True))
+    if max_tiles == 12:
+        assert (grid.cols, grid.rows, grid.thumbnail) == (6, 2, True)
+    return tile_targets(objs, canvas_boxes(objs, 800, 450), 2688, 896, grid, six=True, **kw)
 
 
 def test_six_camera_targets_place_each_camera_in_its_tiles_and_the_thumbnail():
@@ -35,12 +36,25 @@ def test_six_camera_targets_place_each_camera_in_its_tiles_and_the_thumbnail():
     assert (thumb[8:, 11:] == COLOUR_IDS["blue"]).all() and (thumb[:8] == 0).all() and (thumb[:, :10] == 0).all()
     cams = t.cameras[12].reshape(16, 16)             # camera under each thumbnail token, 1-based
     assert cams[0, 0] == 1 and cams[0, 15] == 3 and cams[15, 0] == 4 and cams[15, 15] == 6 and cams[0, 7] == 2
-    assert (t.cameras[:12] == 0).all()               # grid tiles cannot know their camera
+    assert (t.cameras[:12] == 0).all()               # grid tiles: only with grid_cameras (below)
     on = t.digits[12][t.colours[12] > 0]
     # the object's box and centre in 0..1000 of the canvas: x 667..1000 (999 at most), y 500..1000
     assert (on[:, :3] == [6, 6, 7]).all() and (on[:, 3:6] == [5, 0, 0]).all() and (on[:, 6:9] == [9, 9, 9]).all()
     assert (on[:, 12:15] == [8, 3, 3]).all() and (on[:, 15:18] == [7, 5, 0]).all()
     assert (t.digits[:12] == IGNORE).all() and (t.digits[12][t.colours[12] == 0] == IGNORE).all()
+
+
+def test_grid_camera_targets_name_the_cell_under_each_token():
+    car = SceneObject("car", "blue", "CAM_BACK_RIGHT", (0, 0, 800, 450))
+    plain, t = six_camera_targets([car]), six_camera_targets([car], grid_cameras=True)
+    # 6 x 2 tiles: each camera's cell is two tiles, row-major (tiles 0, 1: CAM_FRONT_LEFT = 1 ...)
+    assert [set(t.cameras[k]) for k in range(12)] == [{1 + k // 6 * 3 + k % 6 // 2} for k in range(12)]
+    assert (t.cameras[12] == plain.cameras[12]).all()          # the thumbnail's as before
+    assert (t.colours == plain.colours).all() and (t.digits == plain.digits).all()
+    # a grid that cuts cells (2 x 1 tiles of 1344 canvas pixels): the camera changes inside a tile
+    two = six_camera_targets([car], max_tiles=2, grid_cameras=True)
+    first = two.cameras[0].reshape(16, 16)
+    assert first[0, 0] == 1 and first[0, 15] == 2 and first[15, 0] == 4 and first[15, 15] == 5
 
 
 def test_where_answers_and_centre_targets_agree():

@@ -80,8 +80,8 @@ class TileTargets:
     """Per-token targets of an image's tiles, each (n_tiles, GRID * GRID[, ...]) int64."""
     colours: np.ndarray          # 0 background, else COLOUR_IDS
     classes: np.ndarray          # 0 background, else CLASS_IDS
-    cameras: np.ndarray          # on the six-camera canvas's thumbnail: 1 + the camera under the
-                                 # token; 0 on every other tile (a tile that is not that thumbnail)
+    cameras: np.ndarray          # on the six-camera canvas's thumbnail (and, with grid_cameras, its
+                                 # grid tiles): 1 + the camera under the token; 0 elsewhere
     digits: np.ndarray           # (n_tiles, 256, 6 * 3): digits of NUMBERS of the object under a
                                  # thumbnail token; IGNORE elsewhere (grid tiles, background)
 
@@ -122,10 +122,20 @@ def tile_owners(boxes, width: float, height: float, grid, tile: int = 448) -> np
     return owners
 
 
+def cameras_under(x, y) -> np.ndarray:
+    """1 + the camera whose cell of the six-camera canvas holds the points at fractions (x, y) of
+    the canvas's width and height (broadcast)."""
+    col = np.minimum(2, (np.asarray(x) * 3).astype(int))
+    row = np.minimum(1, (np.asarray(y) * 2).astype(int))
+    return 1 + row * 3 + col
+
+
 def tile_targets(objects: list[SceneObject], boxes, width: float, height: float, grid, six: bool,
-                 tile: int = 448) -> TileTargets:
+                 tile: int = 448, grid_cameras: bool = False) -> TileTargets:
     """Targets of the tiles of a width x height image holding `objects` at pixel `boxes` (the
-    canvas boxes for six cameras), tiled by `grid` (a TileGrid: cols x rows, thumbnail last)."""
+    canvas boxes for six cameras), tiled by `grid` (a TileGrid: cols x rows, thumbnail last).
+    `grid_cameras`: the six-camera grid tiles get the camera under each token too (what they can
+    tell only from the camera names drawn in the canvas: InternVL gives tiles no position)."""
     colour_of, class_of = _label_ids(objects)
     digits_of_obj = np.array([[IGNORE] * len(NUMBERS) * DIGITS]
                              + [sum((digits_of(v) for v in numbers_1000(b, width, height)), []) for b in boxes],
@@ -134,11 +144,13 @@ def tile_targets(objects: list[SceneObject], boxes, width: float, height: float,
     colours, classes = colour_of[owners + 1], class_of[owners + 1]
     cameras = np.zeros_like(colours)
     digits = np.full(colours.shape + (len(NUMBERS) * DIGITS,), IGNORE, np.int64)
+    centre = (np.arange(GRID) + 0.5) / GRID
+    if six and grid_cameras:
+        for t in range(grid.n_grid):
+            r, c = divmod(t, grid.cols)
+            cameras[t] = cameras_under(((c + centre) / grid.cols)[None, :], ((r + centre) / grid.rows)[:, None]).reshape(-1)
     if grid.thumbnail:
         digits[-1] = digits_of_obj[owners[-1] + 1]
         if six:
-            centre = (np.arange(GRID) + 0.5) / GRID
-            col = np.minimum(2, (centre * 3).astype(int))
-            row = np.minimum(1, (centre * 2).astype(int))
-            cameras[-1] = (1 + row[:, None] * 3 + col[None, :]).reshape(-1)
+            cameras[-1] = cameras_under(centre[None, :], centre[:, None]).reshape(-1)
     return TileTargets(colours, classes, cameras, digits)

@@ -109,6 +109,7 @@ class Stage:
     class_weight: float = 1.0        # dense: weight of the class term against the colour term
     balance: bool = False            # dense: each class present weighs alike in the class term
     camera_objects: bool = False     # dense: the camera term weighs object tokens as the others do
+    grid_cameras: bool = False       # dense: the camera term on six-camera grid tiles too (read off the names)
     max_tiles: int = 0               # QA with views: each record's tile budget (1: a view as one tile,
                                      # 256 image tokens); 0: the model's dynamic tiling
     max_objects: int = 0             # objects per camera in its scenes; 0: the recipe's
@@ -239,7 +240,7 @@ def run_qa(src: Path, out: Path, stage: Stage, seed: int, quiet: bool, recipe: R
 def dense_terms(stage: Stage) -> dict:
     """A dense stage's loss terms (`train.dense.dense_loss`)."""
     return dict(camera_weight=stage.camera_weight, digit_weight=stage.digit_weight, class_weight=stage.class_weight,
-                balance=stage.balance, camera_objects=stage.camera_objects)
+                balance=stage.balance, camera_objects=stage.camera_objects, grid_cameras=stage.grid_cameras)
 
 
 def saved_heads(folder: Path, ck):

@@ -49,14 +49,15 @@ def scene_view(seed: int, i: int, max_objects: int, six_share: float, size: tupl
 
 
 def dense_sample(seed: int, i: int, pre, max_objects: int, six_share: float, grid_tiles: int = 1,
-                 size: tuple[int, int] = SCENE_SIZE) -> DenseSample:
+                 size: tuple[int, int] = SCENE_SIZE, grid_cameras: bool = False) -> DenseSample:
     """Sample i of stream `seed`: the thumbnail (when the config has one) and `grid_tiles` random
-    grid tiles of a view (`scene_view`), tiled as the model is fed it, with their token targets."""
+    grid tiles of a view (`scene_view`), tiled as the model is fed it, with their token targets
+    (`grid_cameras`: `tile_targets`')."""
     image, objects, boxes, six = scene_view(seed, i, max_objects, six_share, size)
     h, w = image.shape[:2]
     grid = grid_for_size(w, h, pre)
     tiles = preprocess_images([image], pre)
-    t = tile_targets(objects, boxes, w, h, grid, six, pre.image_size)
+    t = tile_targets(objects, boxes, w, h, grid, six, pre.image_size, grid_cameras)
     rng = np.random.default_rng([seed, i, 8])
     pick = sorted(rng.choice(grid.n_grid, min(grid_tiles, grid.n_grid), replace=False).tolist())
     if grid.thumbnail:
@@ -112,9 +113,10 @@ def dense_loss(heads: DenseHeads, feats, colours, classes, object_weight: float,
 def dense_accuracy(model, heads, samples) -> dict:
     """Accuracy of the heads: colour and class on object tokens, the class per object class
     ("class car": of the car tokens, the share called car), background, the camera on
-    six-camera thumbnail tokens (all, and "camera objects": those showing an object), and each
-    digit place of the object numbers on thumbnail tokens."""
-    hit_c = hit_k = n_obj = hit_bg = n_bg = hit_cam = n_cam = hit_cam_obj = n_cam_obj = 0
+    six-camera thumbnail tokens (all, and "camera objects": those showing an object) and, where the
+    samples have grid-tile camera targets, on those ("camera grid"), and each digit place of the
+    object numbers on thumbnail tokens."""
+    hit_c = hit_k = n_obj = hit_bg = n_bg = hit_cam = n_cam = hit_cam_obj = n_cam_obj = hit_grid = n_grid = 0
     hit_d, n_d = np.zeros(DIGITS), 0
     hit_per, n_per = np.zeros(len(CLASSES) + 1), np.zeros(len(CLASSES) + 1)
     for s in samples:
@@ -130,8 +132,12 @@ def dense_accuracy(model, heads, samples) -> dict:
         hit_bg += int(((pc == 0) & (pk == 0))[~obj].sum())
         n_bg += int((~obj).sum())
         cams = s.cameras.reshape(-1)
-        six = cams > 0
+        thumb = np.arange(cams.size) >= cams.size - s.cameras.shape[-1]     # the thumbnail is the last tile
+        grid = (cams > 0) & ~thumb
+        six = (cams > 0) & thumb
         cam_ok = heads.camera(f).argmax(-1).numpy() == cams
+        hit_grid += int(cam_ok[grid].sum())
+        n_grid += int(grid.sum())
         hit_cam += int(cam_ok[six].sum())
         n_cam += int(six.sum())
         hit_cam_obj += int(cam_ok[six & obj].sum())
@@ -147,15 +153,18 @@ def dense_accuracy(model, heads, samples) -> dict:
         out["camera"] = hit_cam / n_cam
     if n_cam_obj:
         out["camera objects"] = hit_cam_obj / n_cam_obj
+    if n_grid:
+        out["camera grid"] = hit_grid / n_grid
     if n_d:
         out.update({f"digit{p}": float(hit_d[p]) / n_d for p in range(DIGITS)})
     return out
 
 
 def dense_batch(seed: int, step: int, batch_size: int, pre, max_objects: int, six_share: float,
-                grid_tiles: int = 1) -> dict[str, torch.Tensor]:
+                grid_tiles: int = 1, grid_cameras: bool = False) -> dict[str, torch.Tensor]:
     """The samples of step `step` of stream `seed` (`dense_sample`), concatenated."""
-    batch = [dense_sample(seed, step * batch_size + k, pre, max_objects, six_share, grid_tiles)
+    batch = [dense_sample(seed, step * batch_size + k, pre, max_objects, six_share, grid_tiles,
+                          grid_cameras=grid_cameras)
              for k in range(batch_size)]
     return {f: torch.from_numpy(np.concatenate([getattr(b, f) for b in batch]))
             for f in ("pixels", "colours", "classes", "cameras", "digits")}
@@ -184,9 +193,11 @@ class DenseObjective:
     class_weight: float = 1.0
     balance: bool = False
     camera_objects: bool = False
+    grid_cameras: bool = False       # the camera term on six-camera grid tiles too (`tile_targets`)
 
     def __call__(self, model, step: int) -> torch.Tensor:
-        b = dense_batch(self.seed, step, self.batch_size, self.pre, self.max_objects, self.six_share, self.grid_tiles)
+        b = dense_batch(self.seed, step, self.batch_size, self.pre, self.max_objects, self.six_share, self.grid_tiles,
+                        self.grid_cameras)
         feats = model.image_features(b["pixels"])
         return self.weight * dense_loss(self.heads, feats, b["colours"], b["classes"], self.object_weight,
                                         b["cameras"], b["digits"], self.camera_weight, self.digit_weight,
@@ -197,7 +208,7 @@ def pretrain_vision(model, pre, steps: int, batch_size: int = 8, lr: float = 2e-
                     max_objects: int = 1, six_share: float = 0.3, object_weight: float = 10.0,
                     grid_tiles: int = 1, camera_weight: float = 1.0, digit_weight: float = 1.0,
                     class_weight: float = 1.0, balance: bool = False, camera_objects: bool = False,
-                    heads: DenseHeads | None = None, log_every: int = 20,
+                    grid_cameras: bool = False, heads: DenseHeads | None = None, log_every: int = 20,
                     quiet: bool = False) -> tuple[list[float], DenseHeads]:
     """Train model.vision_model and model.mlp1 in place on dense token labels (samples of stream
     `seed`); returns the losses and the temporary heads (for dense_accuracy, or to continue with
@@ -210,7 +221,7 @@ def pretrain_vision(model, pre, steps: int, batch_size: int = 8, lr: float = 2e-
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warm) * (0.05 + 0.95 * 0.5 * (1 + np.cos(np.pi * min(1.0, s / steps)))))
     objective = DenseObjective(heads, pre, seed, max_objects, six_share, batch_size, grid_tiles, 1.0, object_weight,
-                               camera_weight, digit_weight, class_weight, balance, camera_objects)
+                               camera_weight, digit_weight, class_weight, balance, camera_objects, grid_cameras)
     model.train()
     losses, t0 = [], time.perf_counter()
     for step in range(steps):
