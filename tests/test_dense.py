@@ -93,6 +93,13 @@ def test_dense_warmup_learns_and_is_reproducible(tiny_dir):
     counts = {c: sum(int((s.classes == k + 1).sum()) for s in val) for k, c in enumerate(CLASSES)}
     per = {c: acc[f"class {c}"] for c in CLASSES if counts[c]}      # recall per class, weighted: the total
     assert per and abs(sum(per[c] * counts[c] for c in per) / sum(counts.values()) - acc["class"]) < 1e-9
+    assert "camera grid" not in acc                                  # no grid-tile camera targets asked for
+    six = [dense_sample(99, i, pre, 3, 1.0, grid_tiles=2, grid_cameras=True) for i in range(2)]
+    with torch.no_grad():
+        said = [heads.camera(ck.model.image_features(torch.from_numpy(s.pixels))).argmax(-1).numpy() for s in six]
+    hits = sum(int((p[:-1] == s.cameras[:-1]).sum()) for p, s in zip(said, six))   # grid tiles: all but the last
+    assert all((s.cameras[:-1] > 0).all() for s in six)
+    assert dense_accuracy(ck.model, heads, six)["camera grid"] == hits / sum(s.cameras[:-1].size for s in six)
     after = ck.model.language_model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)   # only the vision side trains
 

@@ -31,6 +31,7 @@ class DenseSample:
     classes: np.ndarray     # (k, 256)
     cameras: np.ndarray     # (k, 256)
     digits: np.ndarray      # (k, 256, 18)
+    thumbnail: bool = True  # the last tile is the image's thumbnail
 
 
 def scene_view(seed: int, i: int, max_objects: int, six_share: float, size: tuple[int, int] = SCENE_SIZE):
@@ -62,7 +63,8 @@ def dense_sample(seed: int, i: int, pre, max_objects: int, six_share: float, gri
     pick = sorted(rng.choice(grid.n_grid, min(grid_tiles, grid.n_grid), replace=False).tolist())
     if grid.thumbnail:
         pick.append(grid.n_grid)
-    return DenseSample(tiles.pixels[pick], t.colours[pick], t.classes[pick], t.cameras[pick], t.digits[pick])
+    return DenseSample(tiles.pixels[pick], t.colours[pick], t.classes[pick], t.cameras[pick], t.digits[pick],
+                       grid.thumbnail)
 
 
 class DenseHeads(nn.Module):
@@ -132,7 +134,7 @@ def dense_accuracy(model, heads, samples) -> dict:
         hit_bg += int(((pc == 0) & (pk == 0))[~obj].sum())
         n_bg += int((~obj).sum())
         cams = s.cameras.reshape(-1)
-        thumb = np.arange(cams.size) >= cams.size - s.cameras.shape[-1]     # the thumbnail is the last tile
+        thumb = np.arange(cams.size) >= cams.size - s.cameras.shape[-1] * s.thumbnail
         grid = (cams > 0) & ~thumb
         six = (cams > 0) & thumb
         cam_ok = heads.camera(f).argmax(-1).numpy() == cams
