@@ -1,5 +1,6 @@
 """What the benchmark scripts share: a step in its own process (so its peak memory is its own), the
-real-size checkpoints with random weights, and the real-size 1B INT8 bundle."""
+real-size checkpoints with random weights, the real-size 1B INT8 bundle, and argument parsers."""
+import argparse
 import json
 import subprocess
 import sys
@@ -7,6 +8,16 @@ import time
 from pathlib import Path
 
 PY = sys.executable
+
+
+def positive(kind=int):
+    """An argparse type: a number of `kind` above zero."""
+    def parse(text: str):
+        v = kind(text)
+        if v <= 0:
+            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+        return v
+    return parse
 
 
 def child(code: str) -> dict:

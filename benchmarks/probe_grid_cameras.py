@@ -25,16 +25,17 @@ import numpy as np
 import torch
 
 from mivl.export.checkpoint import load_checkpoint
-from mivl.export.default_model import (HEADS, ONE_WORD_KINDS, SIX_CAMERA, SIX_DENSE, SIX_FOCUS, Stage, run_qa,
+from mivl.export.default_model import (HEADS, ONE_WORD_KINDS, SIX_CAMERA, SIX_FOCUS, Stage, dense_terms, run_qa,
                                        saved_heads)
 from mivl.export.reference import preprocess_config
 from mivl.export.train.dense import dense_accuracy, dense_sample, pretrain_vision
 from mivl.export.train.trainer import write_checkpoint
 
+from bench_common import positive
+
 HELD_OUT = 99       # the dense stream no stage trains on (as benchmarks/dense_accuracy.py)
-# dense3's terms (the recipe's last dense stage), which the anchor of f7 also uses
-TERMS = dict(camera_weight=2.0, digit_weight=2.0, camera_objects=True, class_weight=SIX_DENSE["class_weight"],
-             balance=SIX_DENSE["balance"])
+# the recipe's last dense stage, whose terms and heads f7's anchor uses, with the grid-tile camera term
+DENSE = replace(next(s for s in SIX_CAMERA.stages if s.name == "dense3"), grid_cameras=True)
 
 
 @torch.no_grad()
@@ -61,7 +62,7 @@ def dense(a) -> None:
     ck.model.mlp1.requires_grad_(False)
     t0 = time.perf_counter()
     losses, heads = pretrain_vision(ck.model, pre, a.steps, 4, a.lr, a.seed, max_objects=3, six_share=a.six_share,
-                                    grid_tiles=a.grid_tiles, grid_cameras=True, heads=heads, log_every=25, **TERMS)
+                                    grid_tiles=a.grid_tiles, heads=heads, log_every=25, **dense_terms(DENSE))
     seconds = time.perf_counter() - t0
     report("after", ck.model, heads, pre)
     out = Path(a.out)
@@ -75,20 +76,11 @@ def qa(a) -> None:
     src, out = Path(a.src), Path(a.out)
     if not (src / HEADS).is_file():
         raise SystemExit(f"{src}: no {HEADS} (run `dense` into it first)")
-    anchor = Stage(src.name, 1, 1e-3, six_share=0.7, grid_cameras=True, **dict(SIX_DENSE, **TERMS))
+    anchor = replace(DENSE, name=src.name)
     stage = Stage(out.name, a.steps, 3e-4, ONE_WORD_KINDS, **dict(
         SIX_FOCUS, max_tiles=0, max_objects=3, stream=a.stream, absent_share=0.3, reserve_absent=True,
         freeze=("projector",), anchor=0.1, anchor_stage=src.name))
     run_qa(src, out, stage, 0, False, replace(SIX_CAMERA, stages=(anchor, stage)))
-
-
-def positive(kind):
-    def parse(text: str):
-        v = kind(text)
-        if v <= 0:
-            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
-        return v
-    return parse
 
 
 def share(text: str) -> float:

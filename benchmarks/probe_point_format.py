@@ -49,6 +49,8 @@ from mivl.export.reference import Reference
 from mivl.export.train.tile_camera import tile_cameras
 from mivl.export.train.trainer import write_checkpoint
 
+from bench_common import positive
+
 
 def answer_ids(ref: Reference, text: str) -> list[int]:
     return list(ref.tok.encode(text)) + [min(ref.stop_ids)]
@@ -294,13 +296,6 @@ def warmup(a) -> None:
                      {"stage": f"{a.kind}-format warm-up", "kind": a.kind, "steps": a.steps, "lr": a.lr, "batch": a.batch, "seed": a.seed})
 
 
-def positive(text: str) -> int:
-    n = int(text)
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return n
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -311,11 +306,11 @@ def main() -> None:
     r = sub.add_parser("reads", help="each answer token's loss with its own image and with another")
     r.add_argument("checkpoint")
     r.add_argument("--kind", default="grounding", choices=KINDS)
-    r.add_argument("--questions", type=positive, default=50)
+    r.add_argument("--questions", type=positive(), default=50)
     r.add_argument("--max-objects", type=int, default=3)
     h = sub.add_parser("holds", help="how well the answer's state before the box predicts the box (linear probe)")
     h.add_argument("checkpoint")
-    h.add_argument("--questions", type=positive, default=200, help="at least 8: a quarter of them is scored")
+    h.add_argument("--questions", type=positive(), default=200, help="at least 8: a quarter of them is scored")
     h.add_argument("--max-objects", type=int, default=3)
     s = sub.add_parser("positions", help="how well the image tokens tell their own place (linear probe)")
     s.add_argument("checkpoint")
