@@ -224,10 +224,7 @@ def run_qa(src: Path, out: Path, stage: Stage, seed: int, quiet: bool, recipe: R
                   seed=seed, save_dtype="fp32", quiet=quiet, focus_weight=stage.focus,
                   focus_whole_heads=stage.whole_heads, tile_camera_weight=stage.tile_camera)
     if stage.views:
-        data = SyntheticViews(stage.kinds, QA_STREAM + seed + 100 * stage.stream, views=stage.views, turns=stage.turns,
-                              six_share=stage.six_share, max_objects=stage.max_objects or recipe.max_objects,
-                              max_tiles=stage.max_tiles or None, absent_share=stage.absent_share,
-                              reserve_absent=stage.reserve_absent)
+        data = stage_views(stage, seed, recipe)
         cfg = TrainConfig(str(src), str(out), dtype="auto", save_every=25, log_every=5,
                           feature_cache_gb=4.0 if "vit" in stage.freeze else 0.0, **common)
     else:
@@ -235,6 +232,15 @@ def run_qa(src: Path, out: Path, stage: Stage, seed: int, quiet: bool, recipe: R
         cfg = TrainConfig(str(src), str(out), dtype="fp32", save_every=50, log_every=20, **common)
     train(cfg, data, feature_cache=features, anchor=dense_anchor(src, stage, seed, recipe) if stage.anchor else None)
     return out
+
+
+def stage_views(stage: Stage, seed: int, recipe: Recipe) -> SyntheticViews:
+    """The records a QA stage with `views` trains on (question and view stream QA_STREAM + seed +
+    100 * its stream)."""
+    return SyntheticViews(stage.kinds, QA_STREAM + seed + 100 * stage.stream, views=stage.views, turns=stage.turns,
+                          six_share=stage.six_share, max_objects=stage.max_objects or recipe.max_objects,
+                          max_tiles=stage.max_tiles or None, absent_share=stage.absent_share,
+                          reserve_absent=stage.reserve_absent)
 
 
 def dense_terms(stage: Stage) -> dict:
