@@ -17,8 +17,9 @@ def logits(model, ids):
         return model.language_model(model.language_model.embed(ids[None]))
 
 
-def test_deepened_checkpoint_computes_what_its_source_did(tiny_dir, tmp_path):
-    src = tiny_dir("qwen2")
+@pytest.mark.parametrize("family", ["qwen2", "internlm2", "phi3"])
+def test_deepened_checkpoint_computes_what_its_source_did(tiny_dir, tmp_path, family):
+    src = tiny_dir(family)
     out = deepen(src, tmp_path / "deep", layers=2, seed=3)
     before, after = load_checkpoint(src), load_checkpoint(out)
     n = before.config.llm.num_hidden_layers
