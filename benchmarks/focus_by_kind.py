@@ -21,7 +21,7 @@ import torch
 from mivl.edge.prompt import IMG_CONTEXT, get_template
 from mivl.edge.tokenizer import load_tokenizer
 from mivl.export.checkpoint import load_checkpoint
-from mivl.export.default_model import ONE_WORD_KINDS, SIX_CAMERA, SIX_FOCUS, Stage, stage_views
+from mivl.export.default_model import SIX_CAMERA, stage_views
 from mivl.export.reference import preprocess_config
 from mivl.export.train.data import IGNORE, encode_record
 from mivl.export.train.focus import FocusConfig, decode
@@ -38,18 +38,16 @@ def measure(checkpoint: str, records: int, stream: int) -> dict[str, list[tuple]
     model, tok = ck.model, load_tokenizer(ck.path)
     tpl, pre, lm = get_template(ck.config.template), preprocess_config(ck), ck.model.language_model
     img = tok.token_to_id(IMG_CONTEXT)
-    cfg = FocusConfig(1.0, whole_heads=SIX_FOCUS["whole_heads"])
-    stage = Stage("focus", 1, 1.0, ONE_WORD_KINDS, **dict(SIX_FOCUS, turns=1, max_tiles=0, max_objects=3,
-                                                           stream=stream, absent_share=0.3, reserve_absent=True))
-    data = stage_views(stage, 0, SIX_CAMERA)
+    f6 = SIX_CAMERA.stage("f6")    # the busy-scene stage whose records these are drawn as, one turn each
+    cfg = FocusConfig(1.0, whole_heads=f6.whole_heads)
+    data = stage_views(replace(f6, turns=1, stream=stream), 0, SIX_CAMERA)
     out: dict[str, list[tuple]] = {}
     for i in range(records):
         _, qs, _, rec = data.draw(i)
         s = encode_record(rec, tok, tpl, pre, ck.config.tokens_per_tile)
         ids, labels = torch.tensor(s.input_ids), torch.tensor(s.labels)
-        x = lm.embed(ids[None]).clone()
+        x = model.embed(ids, model.image_features(torch.from_numpy(s.pixels)), img)
         slots = (ids == img).nonzero().flatten()
-        x[0, slots] = model.image_features(torch.from_numpy(s.pixels)).reshape(-1, x.shape[-1])
         h, _, mass = decode(lm, x, s.focus, slots, cfg)
         keep = labels[1:] != IGNORE
         right = bool((lm.lm_head(h[0, :-1][keep]).argmax(-1) == labels[1:][keep]).all())

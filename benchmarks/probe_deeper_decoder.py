@@ -31,26 +31,26 @@ from mivl.calib.evaluate import asker
 from mivl.calib.questions import jpeg_roundtrip, judge
 from mivl.edge.feature_cache import FeatureCache
 from mivl.edge.multiview import CAMERAS
-from mivl.export.default_model import ASSET, ONE_WORD_KINDS, SIX_CAMERA, SIX_FOCUS, Stage, run_qa, stage_views
+from mivl.export.default_model import ASSET, SIX_CAMERA, Stage, run_qa, stage_views
 from mivl.export.train.deepen import deepen
 
 from bench_common import positive
 
 
-def stage(name: str, steps: int, lr: float, stream: int, focus: float = SIX_FOCUS["focus"]) -> Stage:
-    """f6's stage (the LLM learning, the vision side frozen) on question and view stream `stream`,
-    the attention targets weighing `focus`."""
-    return Stage(name, steps, lr, ONE_WORD_KINDS, **dict(SIX_FOCUS, max_tiles=0, max_objects=3, stream=stream,
-                                                          absent_share=0.3, reserve_absent=True, focus=focus))
+F6 = SIX_CAMERA.stage("f6")     # the LLM learning on busy scenes, the vision side frozen
+
+
+def stage(name: str, steps: int, lr: float, stream: int, focus: float = F6.focus) -> Stage:
+    """f6's stage on question and view stream `stream`, the attention targets weighing `focus`."""
+    return replace(F6, name=name, steps=steps, lr=lr, stream=stream, focus=focus)
 
 
 def fit(a) -> None:
     from mivl.export.reference import Reference
 
     ask = asker(Reference(a.checkpoint), max_new_tokens=16)
-    s = stage("fit", 1, 1.0, a.stream)
     for tag, stream in (("its training records", a.stream), ("new views", a.stream + 77)):
-        data = stage_views(replace(s, stream=stream), 0, SIX_CAMERA)
+        data = stage_views(replace(F6, stream=stream), 0, SIX_CAMERA)
         per: dict[str, list[bool]] = {}
         t0 = time.perf_counter()
         for i in range(a.questions):
@@ -83,7 +83,7 @@ def main() -> None:
     p.add_argument("--steps", type=positive(int), default=400)
     p.add_argument("--lr", type=positive(float), default=5e-4)
     p.add_argument("--stream", type=int, default=7, help="question and view stream (f1..f7 used 0..6)")
-    p.add_argument("--focus", type=positive(float), default=SIX_FOCUS["focus"],
+    p.add_argument("--focus", type=positive(float), default=F6.focus,
                    help="weight of the attention targets (the recipe's: %(default)s)")
     p.add_argument("--no-control", action="store_true", help="skip the control run")
     a = p.parse_args()

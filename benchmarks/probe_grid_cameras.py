@@ -35,7 +35,7 @@ from bench_common import positive
 
 HELD_OUT = 99       # the dense stream no stage trains on (as benchmarks/dense_accuracy.py)
 # the recipe's last dense stage, whose terms and heads f7's anchor uses, with the grid-tile camera term
-DENSE = replace(next(s for s in SIX_CAMERA.stages if s.name == "dense3"), grid_cameras=True)
+DENSE = replace(SIX_CAMERA.stage("dense3"), grid_cameras=True)
 
 
 @torch.no_grad()

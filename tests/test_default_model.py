@@ -41,6 +41,12 @@ def test_default_model_is_what_its_recipe_makes():
     assert all(log["logs"][s.name]["steps"] == s.steps for s in DEFAULT.stages)
 
 
+def test_recipe_names_its_stages():
+    assert DEFAULT.stage("f6") is next(s for s in DEFAULT.stages if s.name == "f6")
+    with pytest.raises(KeyError, match="no stage 'f9'.*dense, dense2"):
+        DEFAULT.stage("f9")
+
+
 @pytest.fixture(scope="module")
 def reference_answers():
     from mivl.calib.evaluate import asker, score

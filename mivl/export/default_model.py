@@ -133,6 +133,14 @@ class Recipe:
     kinds: tuple[str, ...]           # what it is trained to answer (and evaluated on)
     cased_tokenizer: bool = False    # camera names in 2-3 tokenizer pieces (CAM, _BACK, _RIGHT), not ~7
 
+    def stage(self, name: str) -> Stage:
+        """The stage called `name` (what a probe varies, with dataclasses.replace)."""
+        for s in self.stages:
+            if s.name == name:
+                return s
+        raise KeyError(f"recipe {self.name} has no stage {name!r}; its stages: "
+                       f"{', '.join(s.name for s in self.stages)}")
+
 
 CLASS_HEAVY = ("class", "class", "colour")
 ONE_TILE = Recipe("one-tile", (
