@@ -94,6 +94,12 @@ def test_dense_warmup_learns_and_is_reproducible(tiny_dir):
     per = {c: acc[f"class {c}"] for c in CLASSES if counts[c]}      # recall per class, weighted: the total
     assert per and abs(sum(per[c] * counts[c] for c in per) / sum(counts.values()) - acc["class"]) < 1e-9
     assert "camera grid" not in acc                                  # no grid-tile camera targets asked for
+    with torch.no_grad():          # the class on the thumbnail (each sample's last tile) and on the grid tiles
+        said = [heads.cls(ck.model.image_features(torch.from_numpy(s.pixels))).argmax(-1).numpy() for s in val]
+    for name, tiles in (("class on thumbnail", slice(-1, None)), ("class on grid", slice(None, -1))):
+        on = [s.classes[tiles] > 0 for s in val]
+        hits = sum(int((p[tiles][o] == s.classes[tiles][o]).sum()) for p, s, o in zip(said, val, on))
+        assert sum(int(o.sum()) for o in on) and acc[name] == hits / sum(int(o.sum()) for o in on)
     six = [dense_sample(99, i, pre, 3, 1.0, grid_tiles=2, grid_cameras=True) for i in range(2)]
     with torch.no_grad():
         said = [heads.camera(ck.model.image_features(torch.from_numpy(s.pixels))).argmax(-1).numpy() for s in six]

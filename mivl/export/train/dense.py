@@ -114,13 +114,15 @@ def dense_loss(heads: DenseHeads, feats, colours, classes, object_weight: float,
 @torch.no_grad()
 def dense_accuracy(model, heads, samples) -> dict:
     """Accuracy of the heads: colour and class on object tokens, the class per object class
-    ("class car": of the car tokens, the share called car), background, the camera on
+    ("class car": of the car tokens, the share called car), the class on thumbnail and on grid
+    tokens ("class on thumbnail", "class on grid"), background, the camera on
     six-camera thumbnail tokens (all, and "camera objects": those showing an object) and, where the
     samples have grid-tile camera targets, on those ("camera grid"), and each digit place of the
     object numbers on thumbnail tokens."""
     hit_c = hit_k = n_obj = hit_bg = n_bg = hit_cam = n_cam = hit_cam_obj = n_cam_obj = hit_grid = n_grid = 0
     hit_d, n_d = np.zeros(DIGITS), 0
     hit_per, n_per = np.zeros(len(CLASSES) + 1), np.zeros(len(CLASSES) + 1)
+    hit_tile, n_tile = {"thumbnail": 0, "grid": 0}, {"thumbnail": 0, "grid": 0}
     for s in samples:
         f = model.image_features(torch.from_numpy(s.pixels)).reshape(-1, heads.colour.in_features)
         pc, pk = heads.colour(f).argmax(-1).numpy(), heads.cls(f).argmax(-1).numpy()
@@ -131,6 +133,10 @@ def dense_accuracy(model, heads, samples) -> dict:
         n_obj += int(obj.sum())
         np.add.at(n_per, classes[obj], 1)
         np.add.at(hit_per, classes[obj], pk[obj] == classes[obj])
+        on_thumb = np.arange(classes.size) >= classes.size - s.classes.shape[-1] * s.thumbnail
+        for where, on in (("thumbnail", on_thumb), ("grid", ~on_thumb)):
+            hit_tile[where] += int((pk[obj & on] == classes[obj & on]).sum())
+            n_tile[where] += int((obj & on).sum())
         hit_bg += int(((pc == 0) & (pk == 0))[~obj].sum())
         n_bg += int((~obj).sum())
         cams = s.cameras.reshape(-1)
@@ -151,6 +157,7 @@ def dense_accuracy(model, heads, samples) -> dict:
         n_d += int(ok.sum()) * len(NUMBERS)
     out = {"colour": hit_c / max(1, n_obj), "class": hit_k / max(1, n_obj), "background": hit_bg / max(1, n_bg)}
     out.update({f"class {c}": hit_per[k + 1] / n_per[k + 1] for k, c in enumerate(CLASSES) if n_per[k + 1]})
+    out.update({f"class on {t}": hit_tile[t] / n_tile[t] for t in n_tile if n_tile[t]})
     if n_cam:
         out["camera"] = hit_cam / n_cam
     if n_cam_obj:

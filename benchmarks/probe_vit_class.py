@@ -1,0 +1,184 @@
+"""Probe: why does the default model's ViT not state an object's class?
+
+Every busy-scene lookup needs the class of the object asked about, and the recipe's dense stages
+leave it at 0.4-0.5 a token. Variants of the recipe's first dense stage (the same samples and
+seed; the same losses and steps unless said), each from a fresh model:
+
+- `recipe`: the stage as the recipe runs it (the control);
+- `deep6`: the ViT six layers deep instead of three;
+- `sincos`: the ViT's position embeddings start as a 2-D sine-cosine table (each patch's row and
+  column at 16 frequencies) instead of small noise, so that attention can tell near from far at
+  step 0;
+- `class-only`: `sincos`, with the camera and digit terms off (colour and class only) and 6,000
+  steps in four stages (c1: 400 at lr 2e-3, c2: 800, c3 and c4: 2,400 each at 1e-3, each stage on
+  new samples, its learning rate warmed up and decayed anew);
+- `layer-scale`: `class-only`'s c1 with the ViT's layer scales starting at 1.0 instead of 0.1.
+
+`objects STAGE...` scores the class per object rather than per token: on each tile, the head's
+log-probabilities summed over the tokens of an object (approximated as the tokens sharing a colour
+and class label: two objects of one colour and class on one tile are rare), against its class,
+on 60 held-out views of six cameras and 60 of one (stream 99, up to three objects per camera).
+`qa STAGE OUT` asks whether a ViT's class reaches the answers: a fresh LLM (the stage's own, which
+the dense stages do not train) learns one-camera class questions of busy scenes on that ViT, ViT
+and projector frozen (f1's settings otherwise: the attention targets, views of the model's own
+tiling, features computed once), then answers held-out ones through the reference (stream 20260).
+`fit STAGE` compares the per-token class on samples a stage trained on (stream `--stream`, the
+last steps' samples) with held-out ones: a ViT that memorises scores higher on the first.
+
+    .venv/bin/python benchmarks/probe_vit_class.py train out/vitc --variant sincos
+    .venv/bin/python benchmarks/dense_accuracy.py out/vitc/sincos/dense --views 30
+    .venv/bin/python benchmarks/probe_vit_class.py objects out/vitc/recipe/dense out/vitc/sincos/dense
+    .venv/bin/python benchmarks/probe_vit_class.py qa out/vitc/class-only/c4 out/vitc/qa-c4 --steps 600
+"""
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import mivl.export.default_model as D
+from mivl.export.checkpoint import load_checkpoint
+from mivl.export.reference import preprocess_config
+from mivl.export.train.dense import DenseHeads, dense_accuracy, dense_sample
+
+HELD_OUT = 99
+VARIANTS = ("recipe", "deep6", "sincos", "class-only", "layer-scale")
+
+
+def sincos_table(grid: int, dim: int) -> torch.Tensor:
+    """(grid * grid, dim): row then column, each as sin and cos at dim / 4 frequencies."""
+    q = dim // 4
+    omega = 1.0 / 10000 ** (torch.arange(q) / q)
+    ys, xs = torch.meshgrid(torch.arange(grid).float(), torch.arange(grid).float(), indexing="ij")
+
+    def encode(p):
+        a = p.reshape(-1, 1) * omega
+        return torch.cat([a.sin(), a.cos()], 1)
+
+    return torch.cat([encode(ys), encode(xs)], 1)
+
+
+def with_sincos_positions(plain):
+    """The initialiser `plain`, then the ViT's patch position embeddings set to `sincos_table`."""
+    def init(model, seed):
+        plain(model, seed)
+        emb = model.vision_model.embeddings
+        with torch.no_grad():
+            emb.position_embedding[0, 1:] = sincos_table(emb.grid, emb.position_embedding.shape[-1])
+    return init
+
+
+def with_layer_scale(plain, value: float):
+    """The initialiser `plain`, then every ViT layer scale (ls1, ls2) set to `value`."""
+    def init(model, seed):
+        plain(model, seed)
+        with torch.no_grad():
+            for name, p in model.vision_model.named_parameters():
+                if name.endswith((".ls1", ".ls2")):
+                    p.fill_(value)
+    return init
+
+
+def train(out: Path, variant: str) -> None:
+    first = D.SIX_CAMERA.stage("dense")
+    stages = (first,)
+    if variant == "deep6":
+        D.VISION = dict(D.VISION, num_hidden_layers=6)
+    if variant in ("sincos", "class-only", "layer-scale"):
+        D.init_for_training = with_sincos_positions(D.init_for_training)
+    if variant == "layer-scale":
+        D.init_for_training = with_layer_scale(D.init_for_training, 1.0)
+        stages = (D.Stage("c1", 400, 2e-3, six_share=0.6, **D.SIX_DENSE),)
+    if variant == "class-only":
+        stages = (D.Stage("c1", 400, 2e-3, six_share=0.6, **D.SIX_DENSE),
+                  D.Stage("c2", 800, 1e-3, six_share=0.6, stream=1, **D.SIX_DENSE),
+                  D.Stage("c3", 2400, 1e-3, six_share=0.6, stream=2, **D.SIX_DENSE),
+                  D.Stage("c4", 2400, 1e-3, six_share=0.6, stream=3, **D.SIX_DENSE))
+    work = out / variant
+    D.train_default(work / "published", work=work, recipe=D.SIX_CAMERA, stages=stages)
+
+
+def load(stage: str):
+    ck = load_checkpoint(stage)
+    heads = DenseHeads(ck.model.mlp1[-1].out_features)
+    heads.load_state_dict(torch.load(f"{stage}/{D.HEADS}", weights_only=True))
+    return ck, heads
+
+
+@torch.no_grad()
+def objects(stage: str, views: int = 60) -> dict:
+    ck, heads = load(stage)
+    pre = preprocess_config(ck)
+    hits: dict[str, list[int]] = {}
+    for share, name in ((1.0, "six"), (0.0, "one")):
+        for i in range(views):
+            s = dense_sample(HELD_OUT, i, pre, 3, share)
+            n_tiles = s.pixels.shape[0]
+            logp = heads.cls(ck.model.image_features(torch.from_numpy(s.pixels))).log_softmax(-1)
+            logp = logp.reshape(n_tiles, -1, heads.cls.out_features).numpy()
+            for t in range(n_tiles):
+                where = f"{name} {'thumbnail' if s.thumbnail and t == n_tiles - 1 else 'grid'}"
+                colours, classes = s.colours[t], s.classes[t]
+                on = colours > 0
+                for c, k in set(zip(colours[on].tolist(), classes[on].tolist())):
+                    mine = (colours == c) & (classes == k)
+                    guess = int(logp[t][mine, 1:].sum(0).argmax()) + 1
+                    h = hits.setdefault(where, [0, 0])
+                    h[0] += guess == k
+                    h[1] += 1
+    return {w: {"class": round(h / n, 3), "objects": n} for w, (h, n) in sorted(hits.items())}
+
+
+def fit(stage: str, stream: int, start: int, samples: int = 40) -> dict:
+    ck, heads = load(stage)
+    pre = preprocess_config(ck)
+    out = {}
+    for name, seed in (("trained on", stream), ("held out", HELD_OUT)):
+        val = [dense_sample(seed, start + i, pre, 3, 0.6) for i in range(samples)]
+        out[name] = round(dense_accuracy(ck.model, heads, val)["class"], 3)
+    return out
+
+
+def qa(stage: Path, out: Path, steps: int, lr: float, questions: int) -> dict:
+    """A fresh LLM on `stage`'s frozen ViT, trained on one-camera class questions; held-out figures."""
+    kinds = ("class",)
+    qa_stage = D.Stage("qa", steps, lr, kinds, **dict(D.SIX_FOCUS, max_tiles=0, max_objects=3, six_share=0.0))
+    D.run_qa(stage, out, qa_stage, D.TRAIN_SEED, False, D.SIX_CAMERA)
+    return D.evaluate_reference(out, questions, kinds=kinds, max_objects=3)["per_kind"]
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "qa":
+        p = argparse.ArgumentParser(description="a fresh LLM on a stage's frozen ViT, one-camera class questions")
+        p.add_argument("what", choices=("qa",))
+        p.add_argument("stage", type=Path)
+        p.add_argument("out", type=Path)
+        p.add_argument("--steps", type=int, default=600)
+        p.add_argument("--lr", type=float, default=1.5e-3)
+        p.add_argument("--questions", type=int, default=200)
+        a = p.parse_args()
+        print(json.dumps(qa(a.stage, a.out, a.steps, a.lr, a.questions)))
+        return
+    if len(sys.argv) > 1 and sys.argv[1] in ("objects", "fit"):
+        p = argparse.ArgumentParser(description="class per object, or on trained against held-out samples")
+        p.add_argument("what", choices=("objects", "fit"))
+        p.add_argument("stages", nargs="+")
+        p.add_argument("--stream", type=int, default=1, help="fit: the stage's sample stream (seed + stream)")
+        p.add_argument("--start", type=int, default=3100, help="fit: first sample index (steps x batch)")
+        a = p.parse_args()
+        for st in a.stages:
+            r = objects(st) if a.what == "objects" else fit(st, a.stream, a.start)
+            print(st, json.dumps(r))
+        return
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("what", choices=("train",))
+    p.add_argument("out", type=Path)
+    p.add_argument("--variant", choices=VARIANTS, required=True)
+    a = p.parse_args()
+    train(a.out, a.variant)
+
+
+if __name__ == "__main__":
+    main()
