@@ -133,14 +133,13 @@ def dense_accuracy(model, heads, samples) -> dict:
         n_obj += int(obj.sum())
         np.add.at(n_per, classes[obj], 1)
         np.add.at(hit_per, classes[obj], pk[obj] == classes[obj])
-        on_thumb = np.arange(classes.size) >= classes.size - s.classes.shape[-1] * s.thumbnail
-        for where, on in (("thumbnail", on_thumb), ("grid", ~on_thumb)):
+        thumb = np.arange(classes.size) >= classes.size - s.classes.shape[-1] * s.thumbnail   # the last tile's tokens
+        for where, on in (("thumbnail", thumb), ("grid", ~thumb)):
             hit_tile[where] += int((pk[obj & on] == classes[obj & on]).sum())
             n_tile[where] += int((obj & on).sum())
         hit_bg += int(((pc == 0) & (pk == 0))[~obj].sum())
         n_bg += int((~obj).sum())
         cams = s.cameras.reshape(-1)
-        thumb = np.arange(cams.size) >= cams.size - s.cameras.shape[-1] * s.thumbnail
         grid = (cams > 0) & ~thumb
         six = (cams > 0) & thumb
         cam_ok = heads.camera(f).argmax(-1).numpy() == cams
