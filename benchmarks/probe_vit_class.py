@@ -12,7 +12,9 @@ seed; the same losses and steps unless said), each from a fresh model:
 - `class-only`: `sincos`, with the camera and digit terms off (colour and class only) and 6,000
   steps in four stages (c1: 400 at lr 2e-3, c2: 800, c3 and c4: 2,400 each at 1e-3, each stage on
   new samples, its learning rate warmed up and decayed anew);
-- `layer-scale`: `class-only`'s c1 with the ViT's layer scales starting at 1.0 instead of 0.1.
+- `layer-scale`: `class-only`'s c1 with the ViT's layer scales starting at 1.0 instead of 0.1;
+- `sincos-long`: `sincos` with all of the stage's terms for 3,000 steps instead of 400 (does the
+  class still climb when the camera and digit terms share the ViT?).
 
 `objects STAGE...` scores the class per object rather than per token: on each tile, the head's
 log-probabilities summed over the tokens of an object (approximated as the tokens sharing a colour
@@ -33,6 +35,7 @@ last steps' samples) with held-out ones: a ViT that memorises scores higher on t
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +47,7 @@ from mivl.export.reference import preprocess_config
 from mivl.export.train.dense import DenseHeads, dense_accuracy, dense_sample
 
 HELD_OUT = 99
-VARIANTS = ("recipe", "deep6", "sincos", "class-only", "layer-scale")
+VARIANTS = ("recipe", "deep6", "sincos", "class-only", "layer-scale", "sincos-long")
 
 
 def sincos_table(grid: int, dim: int) -> torch.Tensor:
@@ -86,7 +89,9 @@ def train(out: Path, variant: str) -> None:
     stages = (first,)
     if variant == "deep6":
         D.VISION = dict(D.VISION, num_hidden_layers=6)
-    if variant in ("sincos", "class-only", "layer-scale"):
+    if variant == "sincos-long":
+        stages = (replace(first, steps=3000),)
+    if variant in ("sincos", "class-only", "layer-scale", "sincos-long"):
         D.init_for_training = with_sincos_positions(D.init_for_training)
     if variant == "layer-scale":
         D.init_for_training = with_layer_scale(D.init_for_training, 1.0)
