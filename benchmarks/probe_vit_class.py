@@ -34,17 +34,15 @@ last steps' samples) with held-out ones: a ViT that memorises scores higher on t
 """
 import argparse
 import json
-import sys
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import torch
 
 import mivl.export.default_model as D
 from mivl.export.checkpoint import load_checkpoint
 from mivl.export.reference import preprocess_config
-from mivl.export.train.dense import DenseHeads, dense_accuracy, dense_sample
+from mivl.export.train.dense import dense_accuracy, dense_sample
 
 HELD_OUT = 99
 VARIANTS = ("recipe", "deep6", "sincos", "class-only", "layer-scale", "sincos-long")
@@ -84,31 +82,33 @@ def with_layer_scale(plain, value: float):
     return init
 
 
+# the class-only curve: colour and class terms alone, each stage on new samples
+CLASS_ONLY = (D.Stage("c1", 400, 2e-3, six_share=0.6, **D.SIX_DENSE),
+              D.Stage("c2", 800, 1e-3, six_share=0.6, stream=1, **D.SIX_DENSE),
+              D.Stage("c3", 2400, 1e-3, six_share=0.6, stream=2, **D.SIX_DENSE),
+              D.Stage("c4", 2400, 1e-3, six_share=0.6, stream=3, **D.SIX_DENSE))
+
+
 def train(out: Path, variant: str) -> None:
     first = D.SIX_CAMERA.stage("dense")
-    stages = (first,)
+    stages = {"sincos-long": (replace(first, steps=3000),), "class-only": CLASS_ONLY,
+              "layer-scale": CLASS_ONLY[:1]}.get(variant, (first,))
     if variant == "deep6":
         D.VISION = dict(D.VISION, num_hidden_layers=6)
-    if variant == "sincos-long":
-        stages = (replace(first, steps=3000),)
     if variant in ("sincos", "class-only", "layer-scale", "sincos-long"):
         D.init_for_training = with_sincos_positions(D.init_for_training)
     if variant == "layer-scale":
         D.init_for_training = with_layer_scale(D.init_for_training, 1.0)
-        stages = (D.Stage("c1", 400, 2e-3, six_share=0.6, **D.SIX_DENSE),)
-    if variant == "class-only":
-        stages = (D.Stage("c1", 400, 2e-3, six_share=0.6, **D.SIX_DENSE),
-                  D.Stage("c2", 800, 1e-3, six_share=0.6, stream=1, **D.SIX_DENSE),
-                  D.Stage("c3", 2400, 1e-3, six_share=0.6, stream=2, **D.SIX_DENSE),
-                  D.Stage("c4", 2400, 1e-3, six_share=0.6, stream=3, **D.SIX_DENSE))
     work = out / variant
     D.train_default(work / "published", work=work, recipe=D.SIX_CAMERA, stages=stages)
 
 
 def load(stage: str):
+    """A dense stage's checkpoint and the heads it left beside it."""
     ck = load_checkpoint(stage)
-    heads = DenseHeads(ck.model.mlp1[-1].out_features)
-    heads.load_state_dict(torch.load(f"{stage}/{D.HEADS}", weights_only=True))
+    heads = D.saved_heads(Path(stage), ck)
+    if heads is None:
+        raise SystemExit(f"{stage}: no {D.HEADS} (not a dense stage's folder)")
     return ck, heads
 
 
@@ -155,34 +155,31 @@ def qa(stage: Path, out: Path, steps: int, lr: float, questions: int) -> dict:
 
 
 def main() -> None:
-    if len(sys.argv) > 1 and sys.argv[1] == "qa":
-        p = argparse.ArgumentParser(description="a fresh LLM on a stage's frozen ViT, one-camera class questions")
-        p.add_argument("what", choices=("qa",))
-        p.add_argument("stage", type=Path)
-        p.add_argument("out", type=Path)
-        p.add_argument("--steps", type=int, default=600)
-        p.add_argument("--lr", type=float, default=1.5e-3)
-        p.add_argument("--questions", type=int, default=200)
-        a = p.parse_args()
-        print(json.dumps(qa(a.stage, a.out, a.steps, a.lr, a.questions)))
-        return
-    if len(sys.argv) > 1 and sys.argv[1] in ("objects", "fit"):
-        p = argparse.ArgumentParser(description="class per object, or on trained against held-out samples")
-        p.add_argument("what", choices=("objects", "fit"))
-        p.add_argument("stages", nargs="+")
-        p.add_argument("--stream", type=int, default=1, help="fit: the stage's sample stream (seed + stream)")
-        p.add_argument("--start", type=int, default=3100, help="fit: first sample index (steps x batch)")
-        a = p.parse_args()
-        for st in a.stages:
-            r = objects(st) if a.what == "objects" else fit(st, a.stream, a.start)
-            print(st, json.dumps(r))
-        return
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("what", choices=("train",))
-    p.add_argument("out", type=Path)
-    p.add_argument("--variant", choices=VARIANTS, required=True)
+    sub = p.add_subparsers(dest="what", required=True)
+    t = sub.add_parser("train", help="run a variant of the recipe's first dense stage in OUT/VARIANT")
+    t.add_argument("out", type=Path)
+    t.add_argument("--variant", choices=VARIANTS, required=True)
+    o = sub.add_parser("objects", help="class per object of dense stages")
+    o.add_argument("stages", nargs="+")
+    f = sub.add_parser("fit", help="per-token class on trained-on against held-out samples")
+    f.add_argument("stages", nargs="+")
+    f.add_argument("--stream", type=int, default=1, help="the stage's sample stream (seed + stream)")
+    f.add_argument("--start", type=int, default=3100, help="first sample index (steps x batch)")
+    q = sub.add_parser("qa", help="a fresh LLM on a stage's frozen ViT, one-camera class questions")
+    q.add_argument("stage", type=Path)
+    q.add_argument("out", type=Path)
+    q.add_argument("--steps", type=int, default=600)
+    q.add_argument("--lr", type=float, default=1.5e-3)
+    q.add_argument("--questions", type=int, default=200)
     a = p.parse_args()
-    train(a.out, a.variant)
+    if a.what == "train":
+        train(a.out, a.variant)
+    elif a.what == "qa":
+        print(json.dumps(qa(a.stage, a.out, a.steps, a.lr, a.questions)))
+    else:
+        for st in a.stages:
+            print(st, json.dumps(objects(st) if a.what == "objects" else fit(st, a.stream, a.start)))
 
 
 if __name__ == "__main__":
