@@ -6,13 +6,12 @@ digit place of the object numbers on thumbnail tokens, on six-camera views and o
 """
 import argparse
 import json
-
-import torch
+from pathlib import Path
 
 from mivl.export.checkpoint import load_checkpoint
-from mivl.export.default_model import HEADS
+from mivl.export.default_model import HEADS, saved_heads
 from mivl.export.reference import preprocess_config
-from mivl.export.train.dense import DenseHeads, dense_accuracy, dense_sample
+from mivl.export.train.dense import dense_accuracy, dense_sample
 
 HELD_OUT = 99       # dense samples of this stream are never trained on (stages draw 0, 1, ...)
 
@@ -24,8 +23,9 @@ def main() -> None:
     p.add_argument("--max-objects", type=int, default=3)
     a = p.parse_args()
     ck = load_checkpoint(a.stage)
-    heads = DenseHeads(ck.model.mlp1[-1].out_features)
-    heads.load_state_dict(torch.load(f"{a.stage}/{HEADS}", weights_only=True))
+    heads = saved_heads(Path(a.stage), ck)
+    if heads is None:
+        raise SystemExit(f"{a.stage}: no {HEADS} (not a dense stage's folder)")
     pre = preprocess_config(ck)
     for name, share in (("six cameras", 1.0), ("one camera", 0.0)):
         val = [dense_sample(HELD_OUT, i, pre, a.max_objects, share) for i in range(a.views)]
