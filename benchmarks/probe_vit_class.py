@@ -48,33 +48,10 @@ HELD_OUT = 99
 VARIANTS = ("recipe", "deep6", "sincos", "class-only", "layer-scale", "sincos-long")
 
 
-def sincos_table(grid: int, dim: int) -> torch.Tensor:
-    """(grid * grid, dim): row then column, each as sin and cos at dim / 4 frequencies."""
-    q = dim // 4
-    omega = 1.0 / 10000 ** (torch.arange(q) / q)
-    ys, xs = torch.meshgrid(torch.arange(grid).float(), torch.arange(grid).float(), indexing="ij")
-
-    def encode(p):
-        a = p.reshape(-1, 1) * omega
-        return torch.cat([a.sin(), a.cos()], 1)
-
-    return torch.cat([encode(ys), encode(xs)], 1)
-
-
-def with_sincos_positions(plain):
-    """The initialiser `plain`, then the ViT's patch position embeddings set to `sincos_table`."""
-    def init(model, seed):
-        plain(model, seed)
-        emb = model.vision_model.embeddings
-        with torch.no_grad():
-            emb.position_embedding[0, 1:] = sincos_table(emb.grid, emb.position_embedding.shape[-1])
-    return init
-
-
 def with_layer_scale(plain, value: float):
     """The initialiser `plain`, then every ViT layer scale (ls1, ls2) set to `value`."""
-    def init(model, seed):
-        plain(model, seed)
+    def init(model, seed, positions="noise"):
+        plain(model, seed, positions)
         with torch.no_grad():
             for name, p in model.vision_model.named_parameters():
                 if name.endswith((".ls1", ".ls2")):
@@ -95,12 +72,13 @@ def train(out: Path, variant: str) -> None:
               "layer-scale": CLASS_ONLY[:1]}.get(variant, (first,))
     if variant == "deep6":
         D.VISION = dict(D.VISION, num_hidden_layers=6)
+    recipe = D.SIX_CAMERA
     if variant in ("sincos", "class-only", "layer-scale", "sincos-long"):
-        D.init_for_training = with_sincos_positions(D.init_for_training)
+        recipe = replace(recipe, positions="sincos")       # default_model.sincos_positions
     if variant == "layer-scale":
         D.init_for_training = with_layer_scale(D.init_for_training, 1.0)
     work = out / variant
-    D.train_default(work / "published", work=work, recipe=D.SIX_CAMERA, stages=stages)
+    D.train_default(work / "published", work=work, recipe=recipe, stages=stages)
 
 
 def load(stage: str):

@@ -93,3 +93,40 @@ def test_default_model_int8_bundle_answers_as_the_reference(int8_bundle, referen
     assert same >= 0.97 * N, same
     got = {k: v["accuracy"] for k, v in r["per_kind"].items()}
     assert all(got[k] >= FLOORS[3][k] for k in got), (got, FLOORS[3])
+
+
+def test_every_anchor_names_a_dense_stage_before_it():
+    from mivl.export.default_model import RECIPES
+
+    for recipe in RECIPES.values():
+        names = [s.name for s in recipe.stages]
+        for i, s in enumerate(recipe.stages):
+            if s.anchor:
+                dense = recipe.stage(s.anchor_stage)
+                assert not dense.kinds and names.index(dense.name) < i, (recipe.name, s.name)
+
+
+def test_sincos_positions_start_each_patch_apart_and_near_its_neighbours(tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    from mivl.export.default_model import SIX_CAMERA, SIX_CAMERA_LONG, init_for_training, make_initial, sincos_positions
+
+    table = sincos_positions(32, 64)
+    assert table.shape == (1024, 64)
+    sim = torch.nn.functional.normalize(table, dim=1) @ torch.nn.functional.normalize(table, dim=1).T
+    assert sim.fill_diagonal_(-1).max() < 0.999            # no two patches start alike
+    # patch (10, 10) is nearer (10, 11) than (10, 20), and (11, 10) than (20, 10)
+    p = lambda r, c: 32 * r + c
+    assert sim[p(10, 10), p(10, 11)] > sim[p(10, 10), p(10, 20)] and sim[p(10, 10), p(11, 10)] > sim[p(10, 10), p(20, 10)]
+
+    key = "vision_model.embeddings.position_embedding"
+    long = load_file(make_initial(tmp_path / "long", 0, SIX_CAMERA_LONG) / "model.safetensors")
+    plain = load_file(make_initial(tmp_path / "plain", 0, SIX_CAMERA) / "model.safetensors")
+    saved = table.to(long[key].dtype)                             # the initial checkpoint is bf16
+    assert torch.equal(long[key][0, 1:], saved) and not torch.equal(plain[key][0, 1:], saved)
+    # everything else as the plain init draws it
+    assert all(torch.equal(long[k], plain[k]) for k in plain if k != key)
+    assert torch.equal(long[key][0, :1], plain[key][0, :1])     # the class token's position as drawn
+    with pytest.raises(ValueError, match="positions must be 'noise' or 'sincos'"):
+        init_for_training(None, 0, "learned")
