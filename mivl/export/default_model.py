@@ -57,8 +57,8 @@ six-camera-long: six-camera's model, kinds and QA stages, from another start: th
 position embeddings start as a 2-D sine-cosine table (`sincos_positions`), not noise, and one dense
 stage of 3,000 steps (dense's terms) takes the place of dense..dense3's 1,400; f7 anchors to it.
 The class is clearer in its image tokens (0.65 a token against dense3's 0.50) and the camera is on
-every thumbnail and object token (BENCHMARKS.md, "What the ViT lacks for class"). f2 (1,000 steps)
-and f4 (600) are shorter than six-camera's.
+every thumbnail and object token (BENCHMARKS.md, "What the ViT lacks for class"). f2 (1,000 steps),
+f4 (600), f5 and f6 (250 each) and f7 (200) are shorter than six-camera's.
 `where` and grounding are not trained by these recipes yet (a probe of both: BENCHMARKS.md).
 QA stages draw from streams apart from the held-out one (`mivl.calib.evaluate.EVAL_SEED`). What the
 recipes reach is in BENCHMARKS.md ("Embedded default model").
@@ -191,16 +191,16 @@ SIX_CAMERA = Recipe("six-camera", (
 # six-camera with the ViT's positions started as a sine-cosine table and one long dense stage (3,000
 # steps of dense's terms for dense..dense3's 1,400): the class clearer in the image tokens, the camera
 # on the thumbnail's and objects' tokens from the start (BENCHMARKS, "What the ViT lacks for class");
-# f2 and f4 shorter to keep the recipe near three hours on two cores
+# f2 and f4..f7 shorter to keep the recipe near three hours on two cores
 SIX_CAMERA_LONG = Recipe("six-camera-long", (
     Stage("dense", 3000, 2e-3, six_share=0.6, camera_weight=1.0, digit_weight=1.0, **SIX_DENSE),
     SIX_CAMERA.stage("f1"),
     replace(SIX_CAMERA.stage("f2"), steps=1000),
     SIX_CAMERA.stage("f3"),
     replace(SIX_CAMERA.stage("f4"), steps=600),
-    SIX_CAMERA.stage("f5"),
-    SIX_CAMERA.stage("f6"),
-    replace(SIX_CAMERA.stage("f7"), anchor_stage="dense")),
+    replace(SIX_CAMERA.stage("f5"), steps=250),
+    replace(SIX_CAMERA.stage("f6"), steps=250),
+    replace(SIX_CAMERA.stage("f7"), steps=200, anchor_stage="dense")),
     max_tiles=12, thumbnail=True, max_objects=3, kinds=ONE_WORD_KINDS, cased_tokenizer=True, positions="sincos")
 
 RECIPES = {r.name: r for r in (ONE_TILE, SIX_CAMERA, SIX_CAMERA_LONG)}
