@@ -173,10 +173,13 @@ def test_default_recipe_runs_its_stages_and_skips_finished_ones(tmp_path):
     stamp = (last / "model.safetensors").stat().st_mtime_ns
     train_default(tmp_path / "out", work=tmp_path / "work", stages=stages, quiet=True, recipe=SIX_CAMERA)
     assert (last / "model.safetensors").stat().st_mtime_ns == stamp      # finished: not run again
-    out = publish(last, tmp_path / "published", stages)
+    out = publish(last, tmp_path / "published", SIX_CAMERA, stages)
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["torch_dtype"] == "bfloat16"
-    logs = json.loads((out / "train_log.json").read_text())["logs"]
+    log = json.loads((out / "train_log.json").read_text())
+    assert (log["name"], log["positions"]) == ("six-camera", "noise")
+    assert [s["name"] for s in log["stages"]] == ["dense", "qa", "focus"]
+    logs = log["logs"]
     assert logs["dense"]["steps"] == 2 and logs["qa"]["steps"] == 2 and logs["qa"]["seconds_last_run"] > 0
     focus_log = json.loads((last / "train_log.json").read_text())
     assert focus_log["config"]["focus_weight"] == 1.0 and len(focus_log["losses"]) == 2

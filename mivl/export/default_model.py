@@ -348,7 +348,7 @@ def train_default(out: str | Path, seed: int = TRAIN_SEED, work: str | Path | No
         if stage.from_bf16:
             start = work / f"{stage.name}-start"
             if not (start / "config.json").is_file():
-                publish(path, start)
+                publish(path, start, recipe, stages)
             path = start
         if not (dst / "config.json").is_file() or (dst / "train_state").exists():
             if stage.kinds:
@@ -368,15 +368,18 @@ def stage_log(path: Path) -> dict:
             "loss_end": sum(losses[-20:]) / len(losses[-20:]), "seconds_last_run": log.get("seconds_this_run")}
 
 
-def publish(trained: Path, out: Path, stages=DEFAULT.stages) -> Path:
+def publish(trained: Path, out: Path, recipe: Recipe = DEFAULT, stages=None) -> Path:
     """The trained checkpoint as the embedded default: bf16 weights, config, tokenizer, and the
-    recipe with each stage's logged losses and wall time (the stages' folders beside `trained`)."""
+    recipe (its name, how it starts the ViT's positions, its stages or `stages`) with each stage's
+    logged losses and wall time (the stages' folders beside `trained`)."""
     from .checkpoint import load_checkpoint
     from .train.trainer import write_checkpoint
 
+    stages = stages or recipe.stages
     ck = load_checkpoint(trained)
     write_checkpoint(ck.model, trained, out, torch.bfloat16,
-                     {"recipe": "mivl.export.default_model", "stages": [s.__dict__ for s in stages],
+                     {"recipe": "mivl.export.default_model", "name": recipe.name, "positions": recipe.positions,
+                      "stages": [s.__dict__ for s in stages],
                       "logs": {s.name: stage_log(trained.parent / s.name) for s in stages}})
     return out
 

@@ -226,7 +226,7 @@ def main_make_default(argv) -> int:
     recipe = RECIPES[a.recipe]
     output = Path(a.output) if a.output else (ASSET if recipe is DEFAULT else Path("out") / f"default-model-{recipe.name}")
     trained = train_default(output, work=a.work, recipe=recipe)
-    publish(trained, output, recipe.stages)
+    publish(trained, output, recipe)
     print(f"published {output}")
     if a.questions:
         r = evaluate_reference(output, a.questions, kinds=recipe.kinds, max_objects=recipe.max_objects)
