@@ -1,9 +1,9 @@
 """The recipes of the embedded default model: a tiny InternVL trained from scratch by the SDK's own
 trainer on synthetic driving scenes, so that the demo gets real answers.
 
-    mivl-export make-default                       # the shipped six-camera model (~184 min, resumable)
+    mivl-export make-default                       # the shipped model: six-camera-long (~133 min, resumable)
+    mivl-export make-default --recipe six-camera   # the six-camera model shipped before it (~184 min)
     mivl-export make-default --recipe one-tile     # the earlier one-tile model (~75 min)
-    mivl-export make-default --recipe six-camera-long   # sine-cosine positions, one long dense stage
 
 Architecture (both): InternViT at the real 448px / patch-14 geometry (1025 tokens per tile) but 64
 wide and 3 layers deep, pixel unshuffle v2 + MLP projector, a 4-layer 128-wide Qwen2 LLM with the
@@ -21,7 +21,7 @@ six-camera canvas), no thumbnail, scenes with at most one object per camera. Sta
              training (class1..class3 at falling learning rates; class1 starts from single2's
              weights rounded to bf16, which is how the model was published before these stages).
 
-six-camera (what mivl/assets/default_model holds): images as InternVL feeds them, dynamic tiling
+six-camera (shipped before six-camera-long): images as InternVL feeds them, dynamic tiling
 up to 12 tiles plus the thumbnail (the six-camera canvas 2688x896 is 6x2 + 1 = 13 tiles, a 800x450
 frame 2x1 + 1 = 3), scenes with up to three objects per camera, the one-word kinds of `ONE_WORD_KINDS` (camera, camera_colour,
 camera_class, absent on six cameras; colour, class, absent_one on one). Its tokenizer keeps each
@@ -53,7 +53,8 @@ camera name in two or three pieces (CAM, _BACK, _RIGHT). Stages:
             projector stays frozen), its tokens anchored to dense3's targets under dense3's heads,
             frozen (`train.dense.DenseObjective`, weight 0.1): the answers teach the tokens the class
             and colour they ask about, and the anchor keeps the camera in them.
-six-camera-long: six-camera's model, kinds and QA stages, from another start: the ViT's patch
+six-camera-long (what mivl/assets/default_model holds): six-camera's model, kinds and QA stages,
+from another start: the ViT's patch
 position embeddings start as a 2-D sine-cosine table (`sincos_positions`), not noise, and one dense
 stage of 3,000 steps (dense's terms) takes the place of dense..dense3's 1,400; f7 anchors to it.
 The class is clearer in its image tokens (0.65 a token against dense3's 0.50) and the camera is on
@@ -204,7 +205,7 @@ SIX_CAMERA_LONG = Recipe("six-camera-long", (
     max_tiles=12, thumbnail=True, max_objects=3, kinds=ONE_WORD_KINDS, cased_tokenizer=True, positions="sincos")
 
 RECIPES = {r.name: r for r in (ONE_TILE, SIX_CAMERA, SIX_CAMERA_LONG)}
-DEFAULT = SIX_CAMERA        # the recipe of the shipped model
+DEFAULT = SIX_CAMERA_LONG   # the recipe of the shipped model
 
 
 @torch.no_grad()
