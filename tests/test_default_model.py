@@ -15,7 +15,7 @@ from mivl.export.default_model import ASSET, DEFAULT, ONE_WORD_KINDS
 
 N = 200
 # (max objects per camera) -> kind -> floor; the model's figures on the first 200 questions of the
-# held-out stream (its INT8 bundle, which answers as the reference on 199 and 198 of them)
+# held-out stream (its INT8 bundle, which answers as the reference on 198 and 198 of them)
 FLOORS = {
     # the model's figures: camera 0.77 (31 questions), camera_colour 0.76 (21), camera_class 0.85 (20),
     # absent 0.79 (42), colour 1.00 (23), class 0.89 (26), absent_one 0.97 (37); all 0.860
