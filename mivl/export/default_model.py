@@ -194,7 +194,7 @@ SIX_CAMERA = Recipe("six-camera", (
 # on the thumbnail's and objects' tokens from the start (BENCHMARKS, "What the ViT lacks for class");
 # f2 and f4..f7 shorter to keep the recipe near three hours on two cores
 SIX_CAMERA_LONG = Recipe("six-camera-long", (
-    Stage("dense", 3000, 2e-3, six_share=0.6, camera_weight=1.0, digit_weight=1.0, **SIX_DENSE),
+    replace(SIX_CAMERA.stage("dense"), steps=3000),
     SIX_CAMERA.stage("f1"),
     replace(SIX_CAMERA.stage("f2"), steps=1000),
     SIX_CAMERA.stage("f3"),
