@@ -16,10 +16,10 @@ answer token's teacher-forced loss with its own image and with another scene's (
 ignores the image); `holds`, how well a linear map reads a grounding answer's box off the decoder
 state that is about to write it.
 
-`warmup` trains the LLM alone on text-only `where` conversations (no image; a random camera and
-point as the answer, batch 8, AdamW, lr 1e-3): short contexts, where a head reading the last few
-tokens is learnt fast. It teaches the format and an answer that ignores the image; the stage after
-it (with images) is what must teach the lookup. `--kind grounding`: the same for grounding answers
+`warmup` runs `mivl.export.train.format_warmup` (the recipes' format warm-up stage): the LLM alone
+on text-only `where` conversations (no image; a random camera and point as the answer, batch 8,
+AdamW, lr 1e-3). It teaches the format and an answer that ignores the image; the stage after it
+(with images) is what must teach the lookup. `--kind grounding`: the same for grounding answers
 (`<ref>the red bus</ref><box>[[x1, y1, x2, y2]]</box>`, a random box). Writes an ordinary checkpoint.
 
     .venv/bin/python benchmarks/probe_point_format.py tokens out/default-model-work-six-camera/f6
@@ -31,23 +31,20 @@ it (with images) is what must teach the lookup. `--kind grounding`: the same for
     .venv/bin/python benchmarks/probe_point_format.py warmup out/default-model-work-six-camera/f6 out/t1 --steps 400
 """
 import argparse
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from mivl.calib.evaluate import EVAL_SEED
 from mivl.calib.labels import token_owner
-from mivl.calib.questions import GROUNDING_PROMPT, KINDS, SCENE_SIZE, box_text, draw_question, judge
-from mivl.calib.synthetic import CLASSES, COLOURS, draw_scene
-from mivl.edge.chunks import Ref
-from mivl.edge.multiview import CAMERAS, CANVAS_H, CANVAS_W, CELL_H, CELL_W, cell_of
+from mivl.calib.questions import KINDS, SCENE_SIZE, box_text, draw_question, judge
+from mivl.calib.synthetic import draw_scene
+from mivl.edge.multiview import CANVAS_H, CANVAS_W, CELL_H, CELL_W, cell_of
 from mivl.edge.parse import DRIVELM, parse_boxes
 from mivl.export.reference import Reference
+from mivl.export.train.format_warmup import CLASSES, warm_up_format
 from mivl.export.train.tile_camera import tile_cameras
-from mivl.export.train.trainer import write_checkpoint
 
 from bench_common import positive
 
@@ -260,40 +257,7 @@ def grounding_ceiling(a) -> None:
 
 
 def warmup(a) -> None:
-    ref = Reference(a.src)
-    lm = ref.model.language_model.train()
-    rng = np.random.default_rng(a.seed)
-    colours, classes = list(COLOURS), a.classes.split(",")
-
-    def conversation():
-        name = f"{colours[rng.integers(len(colours))]} {classes[rng.integers(len(classes))]}"
-        if a.kind == "grounding":     # a random box, its corners in order, as the grounding answer
-            x1, x2 = sorted(rng.choice(1001, 2, replace=False))
-            y1, y2 = sorted(rng.choice(1001, 2, replace=False))
-            phrase = f"the {name}"
-            return (ref.prompt_ids([GROUNDING_PROMPT, Ref(phrase)], None),
-                    answer_ids(ref, f"<ref>{phrase}</ref>" + box_text([x1, y1, x2, y2])))
-        point = f"<c1,{CAMERAS[rng.integers(6)]},{rng.integers(0, 1001)},{rng.integers(0, 1001)}>"
-        return ref.prompt_ids(f"Where is the {name}?", None), answer_ids(ref, point)
-
-    opt = torch.optim.AdamW(lm.parameters(), lr=a.lr, weight_decay=0.0)
-    t0 = time.perf_counter()
-    for step in range(a.steps):
-        loss = 0.0
-        for _ in range(a.batch):
-            ids, ans = conversation()
-            logits = lm(lm.embed(torch.tensor([ids + ans])))[0, len(ids) - 1:-1]
-            loss = loss + F.cross_entropy(logits.float(), torch.tensor(ans)) / a.batch
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        if step % 100 == 0 or step == a.steps - 1:     # greedy on a new question of the stream
-            with torch.no_grad():
-                g = ref.model.generate(torch.tensor(conversation()[0]), None, ref.img_context_id, ref.stop_ids, 40)
-            print(f"step {step} loss {loss.item():.3f} greedy {ref.tok.decode(g.tokens)!r} "
-                  f"({time.perf_counter() - t0:.0f} s)", flush=True)
-    write_checkpoint(ref.model, Path(a.src), Path(a.out), torch.float32,
-                     {"stage": f"{a.kind}-format warm-up", "kind": a.kind, "steps": a.steps, "lr": a.lr, "batch": a.batch, "seed": a.seed})
+    warm_up_format(Path(a.src), Path(a.out), a.kind, a.steps, a.lr, a.batch, a.seed, a.classes.split(","))
 
 
 def main() -> None:

@@ -1,8 +1,9 @@
 """The recipes of the embedded default model: a tiny InternVL trained from scratch by the SDK's own
 trainer on synthetic driving scenes, so that the demo gets real answers.
 
-    mivl-export make-default                       # the shipped model: six-camera-long (~133 min, resumable)
-    mivl-export make-default --recipe six-camera   # the six-camera model shipped before it (~184 min)
+    mivl-export make-default                       # the shipped model: six-camera-where (~3 h 10 min, resumable)
+    mivl-export make-default --recipe six-camera-long   # the model shipped before it (~133 min)
+    mivl-export make-default --recipe six-camera   # the six-camera model shipped before that (~184 min)
     mivl-export make-default --recipe one-tile     # the earlier one-tile model (~75 min)
 
 Architecture (both): InternViT at the real 448px / patch-14 geometry (1025 tokens per tile) but 64
@@ -53,14 +54,22 @@ camera name in two or three pieces (CAM, _BACK, _RIGHT). Stages:
             projector stays frozen), its tokens anchored to dense3's targets under dense3's heads,
             frozen (`train.dense.DenseObjective`, weight 0.1): the answers teach the tokens the class
             and colour they ask about, and the anchor keeps the camera in them.
-six-camera-long (what mivl/assets/default_model holds): six-camera's model, kinds and QA stages,
+six-camera-long (shipped before six-camera-where): six-camera's model, kinds and QA stages,
 from another start: the ViT's patch
 position embeddings start as a 2-D sine-cosine table (`sincos_positions`), not noise, and one dense
 stage of 3,000 steps (dense's terms) takes the place of dense..dense3's 1,400; f7 anchors to it.
 The class is clearer in its image tokens (0.65 a token against dense3's 0.50) and the camera is on
 every thumbnail and object token (BENCHMARKS.md, "What the ViT lacks for class"). f2 (1,000 steps),
 f4 (600), f5 and f6 (250 each) and f7 (200) are shorter than six-camera's.
-`where` and grounding are not trained by these recipes yet (a probe of both: BENCHMARKS.md).
+six-camera-where (what mivl/assets/default_model holds): six-camera-long's stages, then `where`
+(DriveLM's point on six cameras) taught on top:
+  w0      the point's format on text alone, the LLM training (`mivl.export.train.format_warmup`:
+          400 steps of 8 text-only questions, half a minute), which the image stages cannot teach;
+  w1, w2  `where` alone on busy six-camera views (13 tiles), the LLM training with the attention
+          targets on the subject (ViT and projector frozen, features cached), each on new views;
+  m1, m2  the one-word kinds back, `where` among them (twice, then once, in the kinds drawn), at
+          falling learning rates: `where`-only steps take the one-word answers with them.
+Grounding is not trained by these recipes yet (a probe: BENCHMARKS.md).
 QA stages draw from streams apart from the held-out one (`mivl.calib.evaluate.EVAL_SEED`). What the
 recipes reach is in BENCHMARKS.md ("Embedded default model").
 """
@@ -77,6 +86,7 @@ from ..calib.evaluate import EVAL_SEED, asker, score
 from ..calib.questions import MC_KINDS
 from ..edge.feature_cache import FeatureCache
 from .tiny import TINY_VISION, make_tiny
+from .train.format_warmup import warm_up_format
 from .train.synthetic import SyntheticTasks, SyntheticViews
 from .train.trainer import TrainConfig, train
 
@@ -129,6 +139,8 @@ class Stage:
     absent_share: float = 0.25       # QA with views: absence questions per presence question asked,
     reserve_absent: bool = False     # as a share; reserve_absent: that share of the turns kept for them
                                      # (`mivl.calib.questions.ask_view`)
+    format_warmup: bool = False      # the answer format of kinds[0] ("where" or "grounding") on text alone,
+                                     # the LLM training (`mivl.export.train.format_warmup`; seed + stream)
 
 
 @dataclass(frozen=True)
@@ -204,8 +216,23 @@ SIX_CAMERA_LONG = Recipe("six-camera-long", (
     replace(SIX_CAMERA.stage("f7"), steps=200, anchor_stage="dense")),
     max_tiles=12, thumbnail=True, max_objects=3, kinds=ONE_WORD_KINDS, cased_tokenizer=True, positions="sincos")
 
-RECIPES = {r.name: r for r in (ONE_TILE, SIX_CAMERA, SIX_CAMERA_LONG)}
-DEFAULT = SIX_CAMERA_LONG   # the recipe of the shipped model
+# six-camera-long's model taught `where` after its last stage: the point's format on text alone (w0),
+# then `where` alone on busy six-camera views (w1, w2: the LLM learns, the ViT and projector frozen,
+# the attention targets on the subject), then the one-word kinds back with `where` among them (m1
+# with `where` twice, m2 once, at falling learning rates)
+WHERE_FOCUS = dict(SIX_FOCUS, max_tiles=0, max_objects=3)
+WHERE_MIX = dict(WHERE_FOCUS, absent_share=0.3, reserve_absent=True)
+SIX_CAMERA_WHERE = Recipe("six-camera-where", SIX_CAMERA_LONG.stages + (
+    Stage("w0", 400, 1e-3, ("where",), freeze=("vit", "projector"), format_warmup=True),
+    Stage("w1", 400, 1e-3, ("where",), **dict(WHERE_FOCUS, stream=7, six_share=1.0)),
+    Stage("w2", 400, 1e-3, ("where",), **dict(WHERE_FOCUS, stream=8, six_share=1.0)),
+    Stage("m1", 400, 5e-4, ONE_WORD_KINDS + ("where", "where"), **dict(WHERE_MIX, stream=9)),
+    Stage("m2", 300, 3e-4, ONE_WORD_KINDS + ("where",), **dict(WHERE_MIX, stream=10))),
+    max_tiles=12, thumbnail=True, max_objects=3, kinds=ONE_WORD_KINDS + ("where",), cased_tokenizer=True,
+    positions="sincos")
+
+RECIPES = {r.name: r for r in (ONE_TILE, SIX_CAMERA, SIX_CAMERA_LONG, SIX_CAMERA_WHERE)}
+DEFAULT = SIX_CAMERA_WHERE   # the recipe of the shipped model
 
 
 @torch.no_grad()
@@ -352,7 +379,10 @@ def train_default(out: str | Path, seed: int = TRAIN_SEED, work: str | Path | No
                 publish(path, start, recipe, stages)
             path = start
         if not (dst / "config.json").is_file() or (dst / "train_state").exists():
-            if stage.kinds:
+            if stage.format_warmup:     # half a minute: run again whole if interrupted
+                warm_up_format(path, dst, stage.kinds[0], stage.steps, stage.lr, stage.batch_size,
+                               seed + stage.stream, quiet=quiet)
+            elif stage.kinds:
                 run_qa(path, dst, stage, seed, quiet, recipe, features)
             else:
                 run_dense(path, dst, stage, seed, quiet, recipe)

@@ -211,9 +211,10 @@ def main_make_default(argv) -> int:
                                 description="Train the embedded default model on synthetic driving scenes.")
     p.add_argument("--recipe", choices=sorted(RECIPES), default=DEFAULT.name,
                    help=f"{DEFAULT.name} (default): the shipped model, 12 tiles + thumbnail, the one-word "
-                        "question kinds, its ViT's positions started as a sine-cosine table and one long "
-                        "dense stage; six-camera: the same model and kinds as shipped before it; one-tile: "
-                        "the earlier model, one tile, colour and class")
+                        "question kinds and `where`, its ViT's positions started as a sine-cosine table and "
+                        "one long dense stage; six-camera-long: the same without `where`, shipped before it; "
+                        "six-camera: the model before that; one-tile: the earlier model, one tile, colour "
+                        "and class")
     p.add_argument("-o", "--output", help=f"where to publish (default {ASSET} for {DEFAULT.name}, "
                    "out/default-model-RECIPE otherwise)")
     p.add_argument("--work", help="folder of the stages' checkpoints and resume state (default "

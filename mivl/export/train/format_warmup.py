@@ -1,0 +1,100 @@
+"""Teach the LLM an answer's format on text alone, before a stage that teaches it to read the image.
+
+A DriveLM point (`<c1,CAM_BACK,484,731>`) or a grounding box is spelt digit by digit (`4`, `8`, `4`,
+`,`), so after a digit the LLM must know how many digits of this number it has written: a head that
+reads the last few tokens. A small LLM trained from scratch on one-word answers has no such head,
+and in a prompt of 3,328 image tokens it does not learn one (every number closed after one digit:
+BENCHMARKS.md, "Where: the point's format"). On text alone (the question without its image, a
+random camera and point or a random box as the answer; contexts of a few dozen tokens) it learns
+one in a few hundred steps of a few hundredths of a second. The answers then ignore the image; the
+stage after the warm-up, with images, teaches the lookup.
+
+Only the LLM trains (AdamW, constant learning rate, no weight decay); the ViT and projector are
+untouched. Every 100 steps a new conversation of the same stream is drawn for a greedy look at the
+answer (printed unless quiet), so a quiet run trains on the same samples.
+"""
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ...calib.questions import GROUNDING_PROMPT, box_text
+from ...calib.synthetic import COLOURS
+from ...edge.chunks import Ref
+from ...edge.errors import InputError
+from ...edge.multiview import CAMERAS
+
+FORMATS = ("where", "grounding")
+# the classes the warm-up's questions name: the format is what it teaches, not the names (one word
+# each, as the probes that measured it ran)
+CLASSES = ("car", "truck", "bus", "pedestrian", "cone")
+LOOK_EVERY = 100
+
+
+def warm_up_format(src: Path, out: Path, kind: str = "where", steps: int = 400, lr: float = 1e-3, batch: int = 8,
+                   seed: int = 0, classes=CLASSES, quiet: bool = False) -> Path:
+    """Train the LLM of checkpoint `src` on `steps` batches of text-only `kind` conversations
+    ("where": "Where is the <colour> <class>?" -> a random camera and point in 0..1000; "grounding":
+    the grounding prompt with `<ref>the <colour> <class></ref>` -> that phrase and a random box with
+    its corners in order) and write it to `out` (fp32), its losses and wall time in train_log.json."""
+    from ..reference import Reference
+    from .trainer import write_checkpoint
+
+    if kind not in FORMATS:
+        raise InputError(f"a format warm-up teaches one of {', '.join(FORMATS)}, not {kind!r}")
+    if steps < 1 or batch < 1 or not lr > 0:
+        raise InputError(f"a format warm-up needs steps >= 1, batch >= 1 and lr > 0 (got {steps}, {batch}, {lr})")
+    ref = Reference(src)
+    lm = ref.model.language_model.train()
+    stop = min(ref.stop_ids)
+    rng = np.random.default_rng(seed)
+    colours, classes = list(COLOURS), list(classes)
+
+    def answer_ids(text: str) -> list[int]:
+        return list(ref.tok.encode(text)) + [stop]
+
+    def conversation() -> tuple[list[int], list[int]]:
+        name = f"{colours[rng.integers(len(colours))]} {classes[rng.integers(len(classes))]}"
+        if kind == "grounding":
+            x1, x2 = sorted(rng.choice(1001, 2, replace=False))
+            y1, y2 = sorted(rng.choice(1001, 2, replace=False))
+            phrase = f"the {name}"
+            return (ref.prompt_ids([GROUNDING_PROMPT, Ref(phrase)], None),
+                    answer_ids(f"<ref>{phrase}</ref>" + box_text([x1, y1, x2, y2])))
+        point = f"<c1,{CAMERAS[rng.integers(6)]},{rng.integers(0, 1001)},{rng.integers(0, 1001)}>"
+        return ref.prompt_ids(f"Where is the {name}?", None), answer_ids(point)
+
+    opt = torch.optim.AdamW(lm.parameters(), lr=lr, weight_decay=0.0)
+    losses, t0 = [], time.perf_counter()
+    for step in range(steps):
+        loss = 0.0
+        for _ in range(batch):
+            ids, ans = conversation()
+            logits = lm(lm.embed(torch.tensor([ids + ans])))[0, len(ids) - 1:-1]
+            loss = loss + F.cross_entropy(logits.float(), torch.tensor(ans)) / batch
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+        if step % LOOK_EVERY == 0 or step == steps - 1:
+            look = conversation()[0]
+            if not quiet:
+                with torch.no_grad():
+                    g = ref.model.generate(torch.tensor(look), None, ref.img_context_id, ref.stop_ids, 40)
+                print(f"step {step} loss {losses[-1]:.3f} greedy {ref.tok.decode(g.tokens)!r} "
+                      f"({time.perf_counter() - t0:.0f} s)", flush=True)
+    out = Path(out)
+    part = out.parent / (out.name + ".partial")      # a whole checkpoint or none, if interrupted
+    shutil.rmtree(part, ignore_errors=True)
+    write_checkpoint(ref.model, Path(src), part, torch.float32,
+                     {"stage": f"{kind}-format warm-up", "kind": kind, "steps": steps, "lr": lr, "batch": batch,
+                      "seed": seed, "classes": classes, "losses": losses,
+                      "seconds_this_run": time.perf_counter() - t0})
+    shutil.rmtree(out, ignore_errors=True)
+    part.rename(out)
+    return out
