@@ -135,3 +135,21 @@ def test_synthetic_clip_moves_and_writes_six_videos(tmp_path):
     for p in paths.values():
         cap = cv2.VideoCapture(str(p))
         assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 3
+
+
+def test_demo_draws_boxes_from_boxes_and_points_from_points():
+    """Whatever an answer holds (a grounding question answered with a DriveLM point, a `where`
+    question with a box), the demo's boxes have four coordinates and its points two."""
+    sys.path.insert(0, str(ROOT / "examples" / "jetson_demo"))
+    from demo import boxes_of, points_of
+
+    from mivl.edge.parse import parse_objects
+
+    objs = parse_objects("<ref>the bus</ref><box>[[100, 200, 300, 400]]</box> <c1,CAM_BACK,500,700>",
+                         image_size=(800, 450), camera_sizes={"CAM_BACK": (800, 450)})
+    boxes, points = boxes_of(objs, "CAM_FRONT", "bus"), points_of(objs)
+    assert [b["camera"] for b in boxes] == ["CAM_FRONT"] and len(boxes[0]["pixels"]) == 4
+    assert boxes[0]["label"] == "bus" and boxes_of(objs, "CAM_FRONT")[0]["label"] == "the bus"
+    assert [p["camera"] for p in points] == ["CAM_BACK"] and len(points[0]["pixels"]) == 2
+    only_point = parse_objects("<c1,CAM_FRONT,400,200>", camera_sizes={"CAM_FRONT": (800, 450)})
+    assert boxes_of(only_point, "CAM_FRONT") == [] and len(points_of(only_point)) == 1

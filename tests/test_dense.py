@@ -204,15 +204,16 @@ def test_bf16_stage_starts_from_the_published_rounding(tmp_path):
 
 
 def test_shipped_recipe_reproduces_its_logged_first_step(tmp_path):
-    """The shipped model's recipe (six-camera-long), run by today's code, starts from the same first
-    step: the dense stage's first loss, 10.0770 in the run that made the committed model (six-camera,
-    shipped before it, 10.1004: only the position init differs)."""
+    """The shipped model's recipe (six-camera-where, whose first stages are six-camera-long's), run by
+    today's code, starts from the same first step: the dense stage's first loss, 10.0770 in the run
+    that made the committed model (six-camera, shipped before, 10.1004: only the position init
+    differs)."""
     import json
     from dataclasses import replace
 
-    from mivl.export.default_model import DEFAULT, SIX_CAMERA, SIX_CAMERA_LONG, make_initial, run_dense
+    from mivl.export.default_model import DEFAULT, SIX_CAMERA, SIX_CAMERA_LONG, SIX_CAMERA_WHERE, make_initial, run_dense
 
-    assert DEFAULT is SIX_CAMERA_LONG
+    assert DEFAULT is SIX_CAMERA_WHERE and DEFAULT.stages[:len(SIX_CAMERA_LONG.stages)] == SIX_CAMERA_LONG.stages
     for recipe, first in ((SIX_CAMERA_LONG, 10.0770), (SIX_CAMERA, 10.1004)):
         init = make_initial(tmp_path / recipe.name / "init", 0, recipe)
         run_dense(init, tmp_path / recipe.name / "dense", replace(recipe.stages[0], steps=1), 0, True, recipe)

@@ -47,6 +47,18 @@ def marked(answer: str, correct: bool, truth: str) -> str:
     return answer + (" (right)" if correct else f" (truth: {truth})")
 
 
+def points_of(objects) -> list[dict]:
+    """The DriveLM points among an answer's parsed objects: the camera and the pixel in it."""
+    return [{"camera": o.camera, "pixels": list(o.pixels)} for o in objects if getattr(o, "kind", "") == "camera_point"]
+
+
+def boxes_of(objects, camera: str, label: str | None = None) -> list[dict]:
+    """The boxes among an answer's parsed objects, in pixels of `camera` (points, and boxes whose
+    pixels are unknown, left out: an answer may hold either, whatever was asked)."""
+    return [{"camera": camera, "label": label or o.label, "pixels": list(o.pixels)} for o in objects
+            if getattr(o, "kind", "") == "box" and o.pixels]
+
+
 def run_probe(session, probe: tuple[str, str], frames: dict) -> dict:
     kind, arg = probe
     timings = []
@@ -54,16 +66,14 @@ def run_probe(session, probe: tuple[str, str], frames: dict) -> dict:
         phrase, truth = arg if isinstance(arg, tuple) else (arg, None)
         a = session.ask(f"Where is the {phrase}?", cameras=frames, channels="BGR", max_new_tokens=32)
         timings.append(a.timings)
-        points = [{"camera": o.camera, "pixels": list(o.pixels)} for o in a.objects
-                  if getattr(o, "kind", "") == "camera_point"]
+        points = points_of(a.objects)
         cam = points[0]["camera"] if points else None
         out = {"probe": f"find {phrase}", "camera": cam, "answer": a.text.strip(), "points": points[:1], "boxes": []}
         if cam in frames:
             g = session.ask(grounding_question(f"the {phrase}"), images=[frames[cam]], channels="BGR",
                             max_new_tokens=40)
             timings.append(g.timings)
-            out["boxes"] = [{"camera": cam, "label": phrase, "pixels": list(o.pixels)}
-                            for o in g.objects if getattr(o, "pixels", None)][:1]
+            out["boxes"] = boxes_of(g.objects, cam, phrase)[:1]
         if truth is not None:
             x, y = points[0]["pixels"] if points else (-1, -1)
             x1, y1, x2, y2 = truth.box
@@ -91,14 +101,12 @@ def run_probe(session, probe: tuple[str, str], frames: dict) -> dict:
                         max_new_tokens=48)
         timings.append(a.timings)
         out = {"probe": f"describe {arg}", "camera": arg, "answer": a.text,
-               "boxes": [{"camera": arg, "label": o.label, "pixels": list(o.pixels)}
-                         for o in a.objects if getattr(o, "pixels", None)]}
+               "boxes": boxes_of(a.objects, arg)}
     else:
         a = session.ask(arg, cameras=frames, channels="BGR", max_new_tokens=96)
         timings.append(a.timings)
         out = {"probe": "ask", "camera": None, "answer": a.text, "boxes": [],
-               "points": [{"camera": o.camera, "pixels": list(o.pixels)} for o in a.objects
-                          if getattr(o, "kind", "") == "camera_point"]}
+               "points": points_of(a.objects)}
     out["timings"] = {k: sum(getattr(t, k) for t in timings) for k in
                       ("preprocess_s", "vision_s", "prefill_s", "decode_s", "new_tokens", "prompt_tokens",
                        "reused_tokens", "tiles_encoded", "tiles_cached")}
