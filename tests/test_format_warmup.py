@@ -1,5 +1,6 @@
 """The format warm-up (`mivl.export.train.format_warmup`): the LLM learns an answer's format on text
 alone; the vision side is untouched, the run is reproducible, and a recipe runs it as a stage."""
+import json
 from dataclasses import replace
 
 import pytest
@@ -25,7 +26,6 @@ def test_warm_up_trains_the_llm_alone_and_reproducibly(tiny_dir, tmp_path, kind)
     assert all((wa[k] == wb[k]).all() for k in wa)          # same seed, same weights
     c = warm_up_format(src, tmp_path / "c", kind, steps=3, batch=2, seed=6, quiet=True)
     assert any(not (wa[k] == weights(c)[k]).all() for k in changed)
-    import json
     log = json.loads((a / "train_log.json").read_text())
     assert len(log["losses"]) == 3 and log["kind"] == kind
     assert not (tmp_path / "a.partial").exists()
