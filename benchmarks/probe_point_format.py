@@ -43,14 +43,10 @@ from mivl.calib.synthetic import draw_scene
 from mivl.edge.multiview import CANVAS_H, CANVAS_W, CELL_H, CELL_W, cell_of
 from mivl.edge.parse import DRIVELM, parse_boxes
 from mivl.export.reference import Reference
-from mivl.export.train.format_warmup import CLASSES, warm_up_format
+from mivl.export.train.format_warmup import CLASSES, answer_ids, warm_up_format
 from mivl.export.train.tile_camera import tile_cameras
 
 from bench_common import positive
-
-
-def answer_ids(ref: Reference, text: str) -> list[int]:
-    return list(ref.tok.encode(text)) + [min(ref.stop_ids)]
 
 
 def tokens(a) -> None:

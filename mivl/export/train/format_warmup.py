@@ -36,6 +36,12 @@ CLASSES = ("car", "truck", "bus", "pedestrian", "cone")
 LOOK_EVERY = 100
 
 
+def answer_ids(ref, text: str) -> list[int]:
+    """An answer's token ids as a model of the reference `ref` is trained to write them: the text's,
+    then the template's stop token."""
+    return list(ref.tok.encode(text)) + [min(ref.stop_ids)]
+
+
 def warm_up_format(src: Path, out: Path, kind: str = "where", steps: int = 400, lr: float = 1e-3, batch: int = 8,
                    seed: int = 0, classes=CLASSES, quiet: bool = False) -> Path:
     """Train the LLM of checkpoint `src` on `steps` batches of text-only `kind` conversations
@@ -51,12 +57,8 @@ def warm_up_format(src: Path, out: Path, kind: str = "where", steps: int = 400, 
         raise InputError(f"a format warm-up needs steps >= 1, batch >= 1 and lr > 0 (got {steps}, {batch}, {lr})")
     ref = Reference(src)
     lm = ref.model.language_model.train()
-    stop = min(ref.stop_ids)
     rng = np.random.default_rng(seed)
     colours, classes = list(COLOURS), list(classes)
-
-    def answer_ids(text: str) -> list[int]:
-        return list(ref.tok.encode(text)) + [stop]
 
     def conversation() -> tuple[list[int], list[int]]:
         name = f"{colours[rng.integers(len(colours))]} {classes[rng.integers(len(classes))]}"
@@ -65,9 +67,9 @@ def warm_up_format(src: Path, out: Path, kind: str = "where", steps: int = 400, 
             y1, y2 = sorted(rng.choice(1001, 2, replace=False))
             phrase = f"the {name}"
             return (ref.prompt_ids([GROUNDING_PROMPT, Ref(phrase)], None),
-                    answer_ids(f"<ref>{phrase}</ref>" + box_text([x1, y1, x2, y2])))
+                    answer_ids(ref, f"<ref>{phrase}</ref>" + box_text([x1, y1, x2, y2])))
         point = f"<c1,{CAMERAS[rng.integers(6)]},{rng.integers(0, 1001)},{rng.integers(0, 1001)}>"
-        return ref.prompt_ids(f"Where is the {name}?", None), answer_ids(point)
+        return ref.prompt_ids(f"Where is the {name}?", None), answer_ids(ref, point)
 
     opt = torch.optim.AdamW(lm.parameters(), lr=lr, weight_decay=0.0)
     losses, t0 = [], time.perf_counter()
