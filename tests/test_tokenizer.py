@@ -86,3 +86,41 @@ def test_cased_tiny_tokenizer_keeps_camera_names_in_few_pieces(tmp_path):
     assert pieces[False]["CAM_BACK_RIGHT"] > 6
     a, b = corpus(0), corpus(0, cased=True)
     assert len(a) == len(b) and [x.lower() for x in a] == [x.lower() for x in b]
+
+
+def one_at_a_time(tok, text):
+    """The split the encoder must reproduce: one added token at a time (longest first), the text
+    between encoded on its own (the first piece as the text's start)."""
+    import re
+    split = re.compile("(" + "|".join(re.escape(t) for t in sorted(tok.added, key=len, reverse=True)) + ")")
+    ids = []
+    for i, part in enumerate(split.split(text)):
+        ids += [tok.added[part]] if i % 2 else tok._encode_text(part, first=(i == 0))
+    return ids
+
+
+@pytest.mark.parametrize("family", ["qwen2", "internlm2", "phi3"])
+def test_runs_of_added_tokens_split_as_one_at_a_time(tiny_dir, family):
+    tok = load_tokenizer(tiny_dir(family))
+    texts = CORPUS + ["<|im_start|>user\nImage-1: <img>" + "<IMG_CONTEXT>" * 300 + "</img>\nWhich camera?<|im_end|>\n",
+                      "<IMG_CONTEXT><IMG_CONTEXT>x<IMG_CONTEXT></img></img><img>", "<IMG_CONTEXT" + "<IMG_CONTEXT>" * 3,
+                      "<img><IMG_CONTEXT>" * 3 + "</img>", ""]
+    for text in texts:
+        assert tok.encode(text, add_bos=False) == one_at_a_time(tok, text), text[:60]
+
+
+def test_added_tokens_sharing_a_prefix_split_longest_first(tiny_dir, tmp_path):
+    """Added tokens where one begins another (`<ab>` and `<ab><cd>`) keep the one-at-a-time split,
+    longest first, runs included."""
+    import json
+    import shutil
+
+    dst = tmp_path / "tok"
+    shutil.copytree(tiny_dir("qwen2"), dst)
+    top = max(load_tokenizer(dst).added.values())
+    (dst / "added_tokens.json").write_text(json.dumps({"<ab>": top + 1, "<ab><cd>": top + 2}))
+    tok = load_tokenizer(dst)
+    text = "<ab><ab><cd><ab>x<ab><ab><IMG_CONTEXT><IMG_CONTEXT>"
+    ids = tok.encode(text, add_bos=False)
+    assert ids == one_at_a_time(tok, text)
+    assert ids[:3] == [top + 1, top + 2, top + 1] and ids.count(top + 2) == 1

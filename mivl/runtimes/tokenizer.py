@@ -65,9 +65,16 @@ class TextTokenizer:
             raise CheckpointError(f"{self.path} has no tokenizer (tokenizer.json, vocab.json + "
                                   "merges.txt, or tokenizer.model)")
         self.id_to_added = {i: t for t, i in self.added.items()}
-        self._split = (re.compile("(" + "|".join(re.escape(t) for t in
-                                                 sorted(self.added, key=len, reverse=True)) + ")")
-                       if self.added else None)
+        longest_first = sorted(self.added, key=len, reverse=True)
+        self._split = re.compile("(" + "|".join(map(re.escape, longest_first)) + ")") if self.added else None
+        # encode() matches a run of one added token at once (an image's hundreds of <IMG_CONTEXT>):
+        # the same split as one at a time when no added token begins another (in sorted order a
+        # token's extensions follow it directly), else one at a time
+        by_text = sorted(self.added)
+        self._runs = (re.compile("(" + "|".join(f"(?:{re.escape(t)})+" for t in longest_first) + ")")
+                      if self.added and not any(b.startswith(a) for a, b in zip(by_text, by_text[1:]))
+                      else self._split)
+        self._run_token = re.compile("|".join(map(re.escape, longest_first))) if self.added else None
         self.bos_token = _content(self.config.get("bos_token"))
         self.eos_token = _content(self.config.get("eos_token"))
         self.add_bos = bool(self.config.get("add_bos_token", self.kind == "spm"
@@ -151,10 +158,11 @@ class TextTokenizer:
 
     def encode(self, text: str, add_bos: bool | None = None) -> list[int]:
         ids = [self.bos_id] if (self.add_bos if add_bos is None else add_bos) and self.bos_id is not None else []
-        parts = self._split.split(text) if self._split else [text]
+        parts = self._runs.split(text) if self._runs else [text]
         for i, part in enumerate(parts):
-            if part in self.added:
-                ids.append(self.added[part])
+            if i % 2:    # a run of one added token
+                token = self._run_token.match(part).group()
+                ids.extend([self.added[token]] * (len(part) // len(token)))
             else:
                 ids.extend(self._encode_text(part, first=(i == 0)))
         return ids
