@@ -53,3 +53,12 @@ def test_a_recipe_runs_the_warm_up_as_a_stage_and_skips_it_when_done(tmp_path):
     first = (out / "model.safetensors").stat().st_mtime_ns
     train_default(tmp_path / "unused", work=tmp_path / "work", quiet=True, recipe=recipe)
     assert (out / "model.safetensors").stat().st_mtime_ns == first
+
+
+def test_a_warm_up_stage_names_one_format_when_it_is_written(tmp_path):
+    from mivl.export.default_model import Stage
+
+    for kinds in [("colour",), ("where", "grounding"), ()]:
+        with pytest.raises(InputError, match="one kind of where, grounding"):
+            Stage("w", 2, 1e-3, kinds, format_warmup=True)
+    assert Stage("w", 2, 1e-3, ("grounding",), format_warmup=True).kinds == ("grounding",)

@@ -148,9 +148,12 @@ def test_training_resumes_from_its_saved_state(tiny_dir, tmp_path):
     with pytest.raises(_Interrupt):          # dies while encoding step 3 (records 6, 7)
         train(TrainConfig(str(tiny_dir("qwen2")), str(tmp_path / "b"), **kw), _StopAfter(data, 6))
     assert (tmp_path / "b" / "train_state" / "step-2.pt").is_file()
+    earlier = torch.load(tmp_path / "b" / "train_state" / "step-2.pt", weights_only=True)["seconds"]
+    assert earlier > 0                       # the wall time of the two steps the state holds
     resumed = train(TrainConfig(str(tiny_dir("qwen2")), str(tmp_path / "b"), **kw), data)
     assert resumed.steps == 2
     log = json.loads((tmp_path / "b" / "train_log.json").read_text())
+    assert log["seconds"] == pytest.approx(earlier + log["seconds_this_run"]) and resumed.seconds == log["seconds_this_run"]
     np.testing.assert_allclose(log["losses"], whole.losses, rtol=1e-5)
     a, b = load_checkpoint(tmp_path / "a").model, load_checkpoint(tmp_path / "b").model
     for (n, p), q in zip(a.named_parameters(), b.parameters()):

@@ -85,8 +85,9 @@ import torch
 from ..calib.evaluate import EVAL_SEED, asker, score
 from ..calib.questions import MC_KINDS
 from ..edge.feature_cache import FeatureCache
+from ..edge.errors import InputError
 from .tiny import TINY_VISION, make_tiny
-from .train.format_warmup import warm_up_format
+from .train.format_warmup import FORMATS, warm_up_format
 from .train.synthetic import SyntheticTasks, SyntheticViews
 from .train.trainer import TrainConfig, train
 
@@ -139,8 +140,13 @@ class Stage:
     absent_share: float = 0.25       # QA with views: absence questions per presence question asked,
     reserve_absent: bool = False     # as a share; reserve_absent: that share of the turns kept for them
                                      # (`mivl.calib.questions.ask_view`)
-    format_warmup: bool = False      # the answer format of kinds[0] ("where" or "grounding") on text alone,
-                                     # the LLM training (`mivl.export.train.format_warmup`; seed + stream)
+    format_warmup: bool = False      # the answer format of its one kind ("where" or "grounding") on text
+                                     # alone, the LLM training (`mivl.export.train.format_warmup`; seed + stream)
+
+    def __post_init__(self):
+        if self.format_warmup and (len(self.kinds) != 1 or self.kinds[0] not in FORMATS):
+            raise InputError(f"stage {self.name}: a format warm-up teaches one kind of {', '.join(FORMATS)}, "
+                             f"got kinds {self.kinds}")
 
 
 @dataclass(frozen=True)
@@ -287,7 +293,7 @@ def run_dense(src: Path, out: Path, stage: Stage, seed: int, quiet: bool, recipe
     from .checkpoint import load_checkpoint
     from .reference import preprocess_config
     from .train.dense import pretrain_vision
-    from .train.trainer import write_checkpoint
+    from .train.trainer import whole_run_seconds, write_checkpoint
 
     ck = load_checkpoint(src)
     t0 = time.perf_counter()
@@ -295,7 +301,7 @@ def run_dense(src: Path, out: Path, stage: Stage, seed: int, quiet: bool, recipe
                                     seed + stage.stream, max_objects=recipe.max_objects, six_share=stage.six_share,
                                     heads=saved_heads(src, ck), quiet=quiet, **dense_terms(stage))
     write_checkpoint(ck.model, src, out, torch.float32, {"stage": stage.name, "losses": losses,
-                                                         "seconds_this_run": time.perf_counter() - t0})
+                                                         **whole_run_seconds(t0)})
     torch.save(heads.state_dict(), out / HEADS)
     return out
 
@@ -347,7 +353,6 @@ def dense_anchor(src: Path, stage: Stage, seed: int, recipe: Recipe):
     """The loss of the recipe's dense stage `stage.anchor_stage` under its heads, frozen (in the work
     folder beside `src`), with `stage.anchor`'s weight, on new views of that stage's kind (stream
     1000 + the stage's)."""
-    from ..edge.errors import InputError
     from .checkpoint import load_checkpoint
     from .reference import preprocess_config
     from .train.dense import DenseObjective
@@ -391,12 +396,16 @@ def train_default(out: str | Path, seed: int = TRAIN_SEED, work: str | Path | No
 
 
 def stage_log(path: Path) -> dict:
-    """A finished stage's losses (first and last 20 steps' means) and wall time of its last run."""
+    """A finished stage's losses (first and last 20 steps' means) and wall time: of its steps over
+    every run that made them (`seconds`), or, for a log older than that, of its last run."""
     f = path / "train_log.json"
     log = json.loads(f.read_text()) if f.is_file() else {}
     losses = log.get("losses") or [float("nan")]
-    return {"steps": len(log.get("losses") or []), "loss_start": sum(losses[:20]) / len(losses[:20]),
-            "loss_end": sum(losses[-20:]) / len(losses[-20:]), "seconds_last_run": log.get("seconds_this_run")}
+    out = {"steps": len(log.get("losses") or []), "loss_start": sum(losses[:20]) / len(losses[:20]),
+           "loss_end": sum(losses[-20:]) / len(losses[-20:])}
+    if "seconds" in log:
+        return {**out, "seconds": log["seconds"]}
+    return {**out, "seconds_last_run": log.get("seconds_this_run")}
 
 
 def publish(trained: Path, out: Path, recipe: Recipe = DEFAULT, stages=None) -> Path:

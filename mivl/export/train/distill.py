@@ -291,7 +291,7 @@ def _distill_stage(cfg: DistillConfig, teacher_ck, student, layer_map, stage_dir
     start, losses = 0, []
     state = latest_state(stage_dir) if cfg.resume else None
     if state is not None:
-        start, losses = load_state(state, net, opt, sched)
+        start, losses, _ = load_state(state, net, opt, sched)
         _log(cfg, world, f"distill: resumed from {state} at step {start}")
     bar = _bar(cfg, world, "distill", start)
     for step in range(start, cfg.steps):

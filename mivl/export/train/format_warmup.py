@@ -49,7 +49,7 @@ def warm_up_format(src: Path, out: Path, kind: str = "where", steps: int = 400, 
     the grounding prompt with `<ref>the <colour> <class></ref>` -> that phrase and a random box with
     its corners in order) and write it to `out` (fp32), its losses and wall time in train_log.json."""
     from ..reference import Reference
-    from .trainer import write_checkpoint
+    from .trainer import whole_run_seconds, write_checkpoint
 
     if kind not in FORMATS:
         raise InputError(f"a format warm-up teaches one of {', '.join(FORMATS)}, not {kind!r}")
@@ -96,7 +96,7 @@ def warm_up_format(src: Path, out: Path, kind: str = "where", steps: int = 400, 
     write_checkpoint(ref.model, Path(src), part, torch.float32,
                      {"stage": f"{kind}-format warm-up", "kind": kind, "steps": steps, "lr": lr, "batch": batch,
                       "seed": seed, "classes": classes, "losses": losses,
-                      "seconds_this_run": time.perf_counter() - t0})
+                      **whole_run_seconds(t0)})
     shutil.rmtree(out, ignore_errors=True)
     part.rename(out)
     return out

@@ -222,7 +222,8 @@ def latest_state(out: Path) -> Path | None:
     return states[-1] if states else None
 
 
-def save_state(out: Path, step: int, model, opt, sched, losses, world) -> None:
+def save_state(out: Path, step: int, model, opt, sched, losses, world, seconds: float = 0.0) -> None:
+    """The train state after `step` steps (`seconds`: the wall time those steps took, over runs)."""
     if not world.main:
         return
     d = out / STATE_DIR
@@ -230,14 +231,21 @@ def save_state(out: Path, step: int, model, opt, sched, losses, world) -> None:
     trainable = {k: v.detach().cpu() for k, v in model.named_parameters() if v.requires_grad}
     tmp = d / f".step-{step}.pt.tmp"
     torch.save({"step": step, "model": trainable, "optimizer": opt.state_dict(),
-                "scheduler": sched.state_dict(), "losses": losses}, tmp)
+                "scheduler": sched.state_dict(), "losses": losses, "seconds": float(seconds)}, tmp)
     tmp.replace(d / f"step-{step}.pt")
     for old in d.glob("step-*.pt"):
         if old.name != f"step-{step}.pt":
             old.unlink()
 
 
-def load_state(path: Path, model, opt, sched) -> tuple[int, list]:
+def whole_run_seconds(t0: float) -> dict:
+    """A train log's wall-time fields for a run that made every step (one that cannot resume)."""
+    seconds = time.perf_counter() - t0
+    return {"seconds_this_run": seconds, "seconds": seconds}
+
+
+def load_state(path: Path, model, opt, sched) -> tuple[int, list, float]:
+    """(steps done, their losses, the wall time they took: 0 for a state written without it)."""
     st = torch.load(path, map_location="cpu", weights_only=True)
     params = dict(model.named_parameters())
     with torch.no_grad():
@@ -245,7 +253,7 @@ def load_state(path: Path, model, opt, sched) -> tuple[int, list]:
             params[k].copy_(v)
     opt.load_state_dict(st["optimizer"])
     sched.load_state_dict(st["scheduler"])
-    return int(st["step"]), list(st["losses"])
+    return int(st["step"]), list(st["losses"]), float(st.get("seconds", 0.0))
 
 
 def original_config(path: Path) -> dict:
@@ -355,10 +363,10 @@ def train(cfg: TrainConfig, dataset, feature_cache: FeatureCache | None = None, 
     inner = TrainingModel(model, tok.token_to_id(IMG_CONTEXT), autocast, cache, focus, tile_camera).to(world.device)
     net = D.wrap(inner, world, cfg.strategy)
     opt, sched = make_optimizer(net, cfg)
-    start, losses = 0, []
+    start, losses, earlier = 0, [], 0.0      # earlier: the wall time of the steps a resumed state holds
     state = latest_state(out) if cfg.resume else None
     if state is not None:
-        start, losses = load_state(state, net, opt, sched)
+        start, losses, earlier = load_state(state, net, opt, sched)
         _log(cfg, world, f"resumed from {state} at step {start}")
     t0 = time.perf_counter()
     trainable = [p for p in net.parameters() if p.requires_grad]
@@ -385,14 +393,14 @@ def train(cfg: TrainConfig, dataset, feature_cache: FeatureCache | None = None, 
             _log(cfg, world, f"step {step + 1}/{cfg.steps} loss {losses[-1]:.4f}{mass} "
                              f"lr {sched.get_last_lr()[0]:.2e} ({time.perf_counter() - t0:.0f} s)")
         if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < cfg.steps:
-            save_state(out, step + 1, net, opt, sched, losses, world)
+            save_state(out, step + 1, net, opt, sched, losses, world, earlier + time.perf_counter() - t0)
     seconds = time.perf_counter() - t0
     model = D.gather_model(net, model, world, cfg.strategy)
     if world.main:
         if cfg.mode == "lora":
             merge_lora(model)
         log = {"config": asdict(cfg), "autocast": str(autocast).removeprefix("torch."), "losses": losses,
-               "seconds_this_run": seconds, "world_size": world.size}
+               "seconds_this_run": seconds, "seconds": earlier + seconds, "world_size": world.size}
         if anchor is not None:
             log["anchor_losses_this_run"] = anchor_losses
         write_checkpoint(model.cpu(), ckpt.path, out, DTYPES[cfg.save_dtype], log)
