@@ -20,6 +20,17 @@ def positive(kind=int):
     return parse
 
 
+def best(fn, repeat: int) -> float:
+    """The fastest of `repeat` timed calls of fn, after one untimed warm-up call."""
+    fn()
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
 def child(code: str) -> dict:
     """Run code in a fresh process; it prints one JSON line; peak RSS is added."""
     wrapped = code + "\nimport resource, json as _j\nprint('RESULT', _j.dumps({**RESULT, 'peak_gib': " \

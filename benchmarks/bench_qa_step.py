@@ -19,7 +19,6 @@ import contextlib
 import hashlib
 import json
 import tempfile
-import time
 from dataclasses import replace
 from pathlib import Path
 from unittest import mock
@@ -27,15 +26,7 @@ from unittest import mock
 import numpy as np
 import torch
 
-
-def best(fn, repeat: int = 5) -> float:
-    fn()
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
+from bench_common import best
 
 
 def blake2b_key(tile: np.ndarray) -> bytes:
@@ -96,14 +87,14 @@ def main() -> None:
     tiles = np.random.default_rng(0).standard_normal((13, 3, 448, 448), dtype=np.float32)
     rows = {}
     with before():
-        enc_before = best(lambda: tok.encode(text))
+        enc_before = best(lambda: tok.encode(text), 5)
         ids_before = tok.encode(text)
-    enc_after = best(lambda: tok.encode(text))
+    enc_after = best(lambda: tok.encode(text), 5)
     assert tok.encode(text) == ids_before
     rows["encode, 13-tile turn (ms)"] = {"before": round(enc_before * 1e3, 3), "after": round(enc_after * 1e3, 3),
                                          "speedup": round(enc_before / enc_after, 2)}
-    key_before = best(lambda: [blake2b_key(t) for t in tiles])
-    key_after = best(lambda: [tile_key(t) for t in tiles])
+    key_before = best(lambda: [blake2b_key(t) for t in tiles], 5)
+    key_after = best(lambda: [tile_key(t) for t in tiles], 5)
     rows["tile digests, 13 tiles (ms)"] = {"before": round(key_before * 1e3, 2), "after": round(key_after * 1e3, 2),
                                            "speedup": round(key_before / key_after, 2)}
     with tempfile.TemporaryDirectory() as tmp:

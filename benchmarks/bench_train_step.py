@@ -9,21 +9,12 @@ traces) and fused (after). Best of `--repeat`, `--threads` threads (default 2).
 import argparse
 import json
 import tempfile
-import time
 from pathlib import Path
 from unittest import mock
 
 import torch
 
-
-def best(fn, repeat: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
+from bench_common import best
 
 
 def main() -> None:
