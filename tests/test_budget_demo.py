@@ -153,3 +153,43 @@ def test_demo_draws_boxes_from_boxes_and_points_from_points():
     assert [p["camera"] for p in points] == ["CAM_BACK"] and len(points[0]["pixels"]) == 2
     only_point = parse_objects("<c1,CAM_FRONT,400,200>", camera_sizes={"CAM_FRONT": (800, 450)})
     assert boxes_of(only_point, "CAM_FRONT") == [] and len(points_of(only_point)) == 1
+
+
+def test_demo_judges_known_answers_by_the_sdk_rule():
+    """The demo's known-answer probes are judged by `mivl.calib.questions.judge` (multiple choice:
+    trimmed, a final full stop and case ignored; find: the point inside the object in its camera)."""
+    import numpy as np
+
+    sys.path.insert(0, str(ROOT / "examples" / "jetson_demo"))
+    from demo import run_probe
+
+    from mivl.calib.questions import Question, drivelm_point, where_question
+    from mivl.calib.synthetic import COLOURS, SceneObject
+    from mivl.edge.multiview import CAMERAS
+    from mivl.edge.parse import parse_objects
+
+    class Timings:
+        def __getattr__(self, name):
+            return 0
+
+    class Said:                    # a session that answers what it is told to
+        def __init__(self, replies):
+            self.replies = list(replies)
+
+        def ask(self, prompt, **kw):
+            text = self.replies.pop(0)
+            objs = parse_objects(text, image_size=(800, 450), camera_sizes={c: (800, 450) for c in CAMERAS})
+            return type("A", (), {"text": text, "objects": objs, "timings": Timings()})()
+
+    frames = {c: np.zeros((450, 800, 3), np.uint8) for c in CAMERAS}
+    bus = SceneObject("bus", "green", "CAM_BACK", (300, 100, 500, 300))
+    colour = Question("colour", "What colour is the bus?", "green", "CAM_BACK", tuple(COLOURS), bus)
+    for said, right in [(" Green.", True), ("green", True), ("red", False), ("greenish", False)]:
+        assert run_probe(Said([said]), ("mc", colour), frames)["correct"] is right, said
+    q = where_question(bus, (800, 450))
+    inside = drivelm_point(bus, 800, 450)
+    outside = drivelm_point(SceneObject("bus", "green", "CAM_BACK", (600, 300, 700, 400)), 800, 450)
+    elsewhere = inside.replace("CAM_BACK", "CAM_FRONT")
+    for said, right in [(inside, True), (outside, False), (elsewhere, False), ("CAM_BACK", False)]:
+        r = run_probe(Said([said, ""]), ("find", ("green bus", q)), frames)
+        assert r["correct"] is right and r["truth"] == {"camera": "CAM_BACK", "box": [300, 100, 500, 300]}, said

@@ -32,7 +32,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from sources import SyntheticRig, open_rig  # noqa: E402
 
-from mivl.calib.questions import camera_question, judge, options_text  # noqa: E402
+from mivl.calib.questions import Question, camera_question, judge, options_text, where_question  # noqa: E402
 from mivl.edge.chunks import grounding_question  # noqa: E402
 from mivl.edge.multiview import CAMERAS  # noqa: E402
 
@@ -42,6 +42,11 @@ COLOURS = [(0, 255, 255), (255, 0, 255), (0, 255, 0), (255, 128, 0)]
 
 
 # ------------------------------------------------------------------ probes
+def frame_size(frames: dict) -> tuple[int, int]:
+    """(width, height) of the cameras' frames (one size in a rig)."""
+    return next(iter(frames.values())).shape[1::-1]
+
+
 def marked(answer: str, correct: bool, truth: str) -> str:
     """An answer as the HUD and log show it: "(right)", or the truth beside it."""
     return answer + (" (right)" if correct else f" (truth: {truth})")
@@ -62,8 +67,8 @@ def boxes_of(objects, camera: str, label: str | None = None) -> list[dict]:
 def run_probe(session, probe: tuple[str, str], frames: dict) -> dict:
     kind, arg = probe
     timings = []
-    if kind == "find":              # arg: the phrase, or (phrase, truth object) on the synthetic clip
-        phrase, truth = arg if isinstance(arg, tuple) else (arg, None)
+    if kind == "find":              # arg: the phrase, or (phrase, the `where` question) on the synthetic clip
+        phrase, q = arg if isinstance(arg, tuple) else (arg, None)
         a = session.ask(f"Where is the {phrase}?", cameras=frames, channels="BGR", max_new_tokens=32)
         timings.append(a.timings)
         points = points_of(a.objects)
@@ -74,26 +79,25 @@ def run_probe(session, probe: tuple[str, str], frames: dict) -> dict:
                             max_new_tokens=40)
             timings.append(g.timings)
             out["boxes"] = boxes_of(g.objects, cam, phrase)[:1]
-        if truth is not None:
-            x, y = points[0]["pixels"] if points else (-1, -1)
-            x1, y1, x2, y2 = truth.box
-            out["truth"] = {"camera": truth.camera, "box": list(truth.box)}
-            out["correct"] = cam == truth.camera and x1 <= x <= x2 and y1 <= y <= y2
-            out["answer"] = marked(out["answer"], out["correct"], f"{truth.camera} {list(truth.box)}")
+        if q is not None:           # right: the point inside the object in its camera (calib's judge)
+            o = q.subject
+            out["truth"] = {"camera": o.camera, "box": list(o.box)}
+            out["correct"] = judge(q, a.text, frame_size(frames))["correct"]
+            out["answer"] = marked(out["answer"], out["correct"], f"{o.camera} {list(o.box)}")
     elif kind == "mc":             # a multiple-choice question about one camera, truth known
-        cam, question, truth = arg
-        a = session.ask(question, images=[frames[cam]], channels="BGR", max_new_tokens=8)
+        q = arg
+        a = session.ask(q.text, images=[frames[q.camera]], channels="BGR", max_new_tokens=8)
         timings.append(a.timings)
         got = a.text.strip().rstrip(".")
-        ok = got.lower() == truth.lower()
-        out = {"probe": question.splitlines()[0], "camera": cam, "boxes": [], "truth": truth, "correct": ok,
-               "answer": marked(got, ok, truth)}
+        ok = judge(q, a.text)["correct"]
+        out = {"probe": q.text.splitlines()[0], "camera": q.camera, "boxes": [], "truth": q.answer, "correct": ok,
+               "answer": marked(got, ok, q.answer)}
     elif kind == "camera":         # which camera shows an object, asked on all six, truth known
         q = arg
         a = session.ask(q.prompt, cameras=frames, channels="BGR", max_new_tokens=12)
         timings.append(a.timings)
         got = a.text.strip()
-        ok = judge(q, got, next(iter(frames.values())).shape[1::-1])["correct"]
+        ok = judge(q, got, frame_size(frames))["correct"]
         out = {"probe": q.text.splitlines()[0], "camera": got if got in frames else None, "six": True, "boxes": [],
                "truth": q.answer, "correct": ok, "answer": marked(got, ok, q.answer)}
     elif kind == "describe":
@@ -241,14 +245,16 @@ def synthetic_probes(rig: SyntheticRig, tick: int) -> list[tuple[str, object]]:
     objs = rig.clip.scene.objects
     probes: list[tuple[str, object]] = []
     for o in [o for o in objs if sum(p.camera == o.camera for p in objs) == 1][:2]:
-        probes.append(("mc", (o.camera, f"What colour is the {o.cls}?\n" + options_text(list(COLOURS)), o.colour)))
-        probes.append(("mc", (o.camera, f"What is the {o.colour} object?\n" + options_text(CLASSES), o.cls)))
+        probes.append(("mc", Question("colour", f"What colour is the {o.cls}?\n" + options_text(list(COLOURS)),
+                                      o.colour, o.camera, tuple(COLOURS), o)))
+        probes.append(("mc", Question("class", f"What is the {o.colour} object?\n" + options_text(CLASSES), o.cls,
+                                      o.camera, tuple(CLASSES), o)))
     keys = [(o.colour, o.cls) for o in objs]
     now = rig.clip.objects(tick)
     unique = [(f"{o.colour} {o.cls}", now[k]) for k, o in enumerate(objs) if keys.count((o.colour, o.cls)) == 1]
     picked = unique[:2]
     return (probes + [("camera", camera_question(o.colour, o.cls, o.camera, CAMERAS, o)) for _, o in picked]
-            + [("find", u) for u in picked])
+            + [("find", (phrase, where_question(o, (rig.clip.width, rig.clip.height)))) for phrase, o in picked])
 
 
 def main(argv=None) -> int:
