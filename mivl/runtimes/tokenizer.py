@@ -74,7 +74,6 @@ class TextTokenizer:
         self._runs = (re.compile("(" + "|".join(f"(?:{re.escape(t)})+" for t in longest_first) + ")")
                       if self.added and not any(b.startswith(a) for a, b in zip(by_text, by_text[1:]))
                       else self._split)
-        self._run_token = re.compile("|".join(map(re.escape, longest_first))) if self.added else None
         self.bos_token = _content(self.config.get("bos_token"))
         self.eos_token = _content(self.config.get("eos_token"))
         self.add_bos = bool(self.config.get("add_bos_token", self.kind == "spm"
@@ -160,8 +159,8 @@ class TextTokenizer:
         ids = [self.bos_id] if (self.add_bos if add_bos is None else add_bos) and self.bos_id is not None else []
         parts = self._runs.split(text) if self._runs else [text]
         for i, part in enumerate(parts):
-            if i % 2:    # a run of one added token
-                token = self._run_token.match(part).group()
+            if i % 2:    # a run of one added token: _split matches that token at its start
+                token = self._split.match(part).group()
                 ids.extend([self.added[token]] * (len(part) // len(token)))
             else:
                 ids.extend(self._encode_text(part, first=(i == 0)))
