@@ -119,7 +119,9 @@ def test_default_model_points_at_what_it_is_asked_where(reference_points):
 
 
 def test_default_model_int8_bundle_points_as_the_reference(int8_bundle, reference_points):
-    """The INT8 bundle's points: the same camera as the reference's nearly always, the point within a
+    """The INT8 bundle's points: at least 95% of its answers and the reference's parse as a point
+    (one INT8 `where` answer in 400 was measured malformed, BENCHMARKS.md; INT8 arithmetic differs
+    between AVX2 and VNNI CPUs), the same camera as the reference's nearly always, the point within a
     few units of 0..1000 on most questions, and the same floors."""
     from mivl.calib.evaluate import asker, score
     from mivl.edge.parse import parse_camera_points
