@@ -150,9 +150,15 @@ def test_distillation_resumes_where_it_stopped(teacher, tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         distill(_cfg(teacher, tmp_path / "cut"))
     monkeypatch.setattr(dist, "save_state", real_save)
+    state = tmp_path / "cut.work" / "distilled" / "train_state" / "step-2.pt"
+    saved = torch.load(state, weights_only=True)
+    assert 0 < saved["seconds"] < 1000
+    torch.save(dict(saved, seconds=1000.0), state)     # as if the cut run's two steps took 1000 s
     resumed = distill(_cfg(teacher, tmp_path / "cut"))
     assert len(resumed.losses) == 4
     np.testing.assert_allclose(resumed.losses, full, rtol=1e-5)
+    seconds = json.loads((tmp_path / "cut" / dist.LOG_FILE).read_text())["stages"]["distill"]["seconds"]
+    assert 1000 < seconds < 1000 + 600      # the stage's wall time counts the steps of both runs
 
 
 @pytest.mark.parametrize("kw,msg", [({"width": 40}, "multiple of the head size"),

@@ -122,7 +122,7 @@ class StageSummary:
     cosine_before: float
     cosine_after: float
     metric: str                          # what the cosine compares
-    seconds: float
+    seconds: float                       # its wall time, over every run that made its steps
 
 
 @dataclass
@@ -270,7 +270,8 @@ def embedding_cosine(student: InternVLChat, teacher: InternVLChat, tiles) -> flo
 
 
 def _distill_stage(cfg: DistillConfig, teacher_ck, student, layer_map, stage_dir: Path, world):
-    """Train the student ViT; return (losses of all steps, held-out cosine before, after)."""
+    """Train the student ViT; return (losses of all steps, held-out cosine before, after, the wall
+    time of the steps a resumed state held)."""
     from .distill_data import tile_source
 
     pre = preprocess_config(teacher_ck)
@@ -288,11 +289,12 @@ def _distill_stage(cfg: DistillConfig, teacher_ck, student, layer_map, stage_dir
     trainable = [p for p in net.parameters() if p.requires_grad]
     opt, sched = make_optimizer(net, cfg)      # the trainer's AdamW groups and warmup + cosine schedule
     cos_before = held_out_cosine(loss_mod, held, cfg.micro_batch) if world.main else None
-    start, losses = 0, []
+    start, losses, earlier = 0, [], 0.0
     state = latest_state(stage_dir) if cfg.resume else None
     if state is not None:
-        start, losses, _ = load_state(state, net, opt, sched)
+        start, losses, earlier = load_state(state, net, opt, sched)
         _log(cfg, world, f"distill: resumed from {state} at step {start}")
+    t0 = time.perf_counter()
     bar = _bar(cfg, world, "distill", start)
     for step in range(start, cfg.steps):
         idx = step_indices(step, cfg, world)
@@ -307,11 +309,11 @@ def _distill_stage(cfg: DistillConfig, teacher_ck, student, layer_map, stage_dir
             bar.update(1)
             bar.set_postfix(loss=f"{losses[-1]:.4f}")
         if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < cfg.steps:
-            save_state(stage_dir, step + 1, net, opt, sched, losses, world)
+            save_state(stage_dir, step + 1, net, opt, sched, losses, world, earlier + time.perf_counter() - t0)
     if bar is not None:
         bar.close()
     cos_after = held_out_cosine(loss_mod, held, cfg.micro_batch) if world.main else None
-    return losses, cos_before, cos_after
+    return losses, cos_before, cos_after, earlier
 
 
 # ---- the whole recipe --------------------------------------------------------------------------
@@ -365,7 +367,7 @@ def distill(cfg: DistillConfig | None = None, align_dataset=None, **options) -> 
     if "distill" not in done:
         student, scfg = make_student(teacher_ck, layers, width, layer_map)
         t0 = time.perf_counter()
-        losses, cos0, cos1 = _distill_stage(cfg, teacher_ck, student, layer_map, stage_dir, world)
+        losses, cos0, cos1, earlier = _distill_stage(cfg, teacher_ck, student, layer_map, stage_dir, world)
         result.losses = losses
         if world.main:
             write_checkpoint(student.cpu(), teacher_ck.path, stage_dir, torch.float32,
@@ -375,7 +377,7 @@ def distill(cfg: DistillConfig | None = None, align_dataset=None, **options) -> 
             done["distill"] = asdict(StageSummary("distill", cfg.steps, losses[0] if losses else None,
                                                   losses[-1] if losses else None, cos0, cos1,
                                                   "last ViT layer vs its teacher layer",
-                                                  time.perf_counter() - t0))
+                                                  earlier + time.perf_counter() - t0))
             work.mkdir(parents=True, exist_ok=True)
             log_path.write_text(json.dumps(done, indent=2))
         D.barrier(world)
@@ -394,9 +396,10 @@ def distill(cfg: DistillConfig | None = None, align_dataset=None, **options) -> 
         if world.main:
             log = json.loads((out / "train_log.json").read_text())
             cos1 = embedding_cosine(load_checkpoint(out).model, teacher_ck.model, held)
+            earlier = log["seconds"] - log["seconds_this_run"]    # of the steps a resumed state held
             done["align"] = asdict(StageSummary("align", cfg.align_steps, log["losses"][0], log["losses"][-1],
                                                 cos0, cos1, "image embeddings vs the teacher's",
-                                                time.perf_counter() - t0))
+                                                earlier + time.perf_counter() - t0))
             log_path.write_text(json.dumps(done, indent=2))
         D.barrier(world)
     elif not cfg.align_steps and world.main:
