@@ -44,6 +44,8 @@ def test_default_model_is_what_its_recipe_makes():
     log = json.loads((ASSET / "train_log.json").read_text())
     assert [s["name"] for s in log["stages"]] == [s.name for s in DEFAULT.stages]
     assert all(log["logs"][s.name]["steps"] == s.steps for s in DEFAULT.stages)
+    # each stage's wall time on 2 CPU cores, over every run that made its steps: under three hours in all
+    assert 0 < sum(log["logs"][s.name]["seconds"] for s in DEFAULT.stages) < 3 * 3600
     assert (log["name"], log["positions"]) == (DEFAULT.name, DEFAULT.positions) == ("six-camera-where", "sincos")
     assert "where" in DEFAULT.kinds
 
