@@ -5,6 +5,7 @@ optimizer state does not fit one device.
 """
 from __future__ import annotations
 
+import atexit
 import os
 from dataclasses import dataclass
 
@@ -34,9 +35,14 @@ def init_world(device: str = "auto") -> World:
     if device == "cuda":
         torch.cuda.set_device(local)
         device = f"cuda:{local}"
+    world = World(rank, size, local, device)
     if size > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
-    return World(rank, size, local, device)
+        # a rank that exits with its process group alive can abort in interpreter teardown (gloo's
+        # worker threads still hold tensors: SIGABRT, "terminate called without an active
+        # exception"; torch asks for destroy_process_group before exit): closed while Python lives
+        atexit.register(shutdown, world)
+    return world
 
 
 def all_sum(value: float, world: World) -> float:
