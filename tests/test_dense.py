@@ -187,6 +187,32 @@ def test_default_recipe_runs_its_stages_and_skips_finished_ones(tmp_path):
     assert any((out / f).is_file() for f in ("tokenizer.json", "vocab.json"))
 
 
+def test_a_finished_stage_is_reused_only_for_its_own_stage_and_start(tmp_path):
+    """A stage folder records its stage and the digest of the weights it started from; after a
+    recipe change (a stage inserted before it, or its own definition changed) it is refused, not
+    silently taken, and the work folder is left as it was."""
+    import json
+    from dataclasses import replace
+
+    from mivl.edge.errors import InputError
+    from mivl.export.default_model import MADE_FROM, ONE_TILE, Stage, train_default
+
+    dense = Stage("dense", 1, 2e-3, batch_size=2)
+    qa = Stage("qa", 1, 1e-3, ("colour",), batch_size=2, turns=1)
+    work = tmp_path / "work"
+    train_default(tmp_path / "out", work=work, stages=(dense, qa), quiet=True, recipe=ONE_TILE)
+    made = json.loads((work / "qa" / MADE_FROM).read_text())
+    assert made["stage"]["name"] == "qa" and len(made["start_sha256"]) == 64
+    train_default(tmp_path / "out", work=work, stages=(dense, qa), quiet=True, recipe=ONE_TILE)   # the same: reused
+    stamp = (work / "qa" / "model.safetensors").stat().st_mtime_ns
+    with pytest.raises(InputError, match=r"qa was made by other weights than .*more"):
+        train_default(tmp_path / "out", work=work, stages=(dense, replace(qa, name="more"), qa), quiet=True,
+                      recipe=ONE_TILE)
+    with pytest.raises(InputError, match="dense was made by another definition of the stage"):
+        train_default(tmp_path / "out", work=work, stages=(replace(dense, lr=1e-3), qa), quiet=True, recipe=ONE_TILE)
+    assert (work / "qa" / "model.safetensors").stat().st_mtime_ns == stamp
+
+
 def test_bf16_stage_starts_from_the_published_rounding(tmp_path):
     """A stage with from_bf16 trains from the previous stage's weights rounded to bf16, as the
     published model holds them (the shipped model's class stages started from the published one)."""

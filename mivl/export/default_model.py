@@ -77,7 +77,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -98,6 +98,7 @@ LLM = dict(hidden_size=128, intermediate_size=384, num_hidden_layers=4, num_atte
 TRAIN_SEED = 0
 QA_STREAM = 5000            # question stream of the QA stages (held-out: calib.evaluate.EVAL_SEED)
 HEADS = "dense_heads.pt"    # a dense stage's temporary heads, beside its checkpoint
+MADE_FROM = "made_from.json"  # a finished stage folder's stage definition and the digest of its start's weights
 
 SINGLE_KINDS = ("colour", "class", "absent_one", "grounding")
 SIX_KINDS = ("camera", "camera_colour", "camera_class", "absent", "where")
@@ -371,7 +372,9 @@ def dense_anchor(src: Path, stage: Stage, seed: int, recipe: Recipe):
 def train_default(out: str | Path, seed: int = TRAIN_SEED, work: str | Path | None = None,
                   stages=None, quiet: bool = False, recipe: Recipe = DEFAULT) -> Path:
     """Run the recipe's stages (or `stages`) in `work` (a finished stage is not run again, an
-    interrupted one resumes from its saved state) and return the last checkpoint."""
+    interrupted one resumes from its saved state; a finished stage's folder made by another
+    definition of it or from other weights is refused: `check_made_from`) and return the last
+    checkpoint."""
     work = Path(work) if work else Path("out") / f"default-model-work-{recipe.name}"
     init = work / "init"
     path = init if (init / "config.json").is_file() else make_initial(init, seed, recipe)
@@ -391,8 +394,33 @@ def train_default(out: str | Path, seed: int = TRAIN_SEED, work: str | Path | No
                 run_qa(path, dst, stage, seed, quiet, recipe, features)
             else:
                 run_dense(path, dst, stage, seed, quiet, recipe)
+            (dst / MADE_FROM).write_text(json.dumps(made_from(stage, path), indent=2))
+        else:
+            check_made_from(dst, stage, path)
         path = dst
     return path
+
+
+def made_from(stage: Stage, start: Path) -> dict:
+    """What a stage folder is made from: the stage's definition and the SHA-256 of its start's weights."""
+    from .checkpoint import sha256_files
+
+    return json.loads(json.dumps({"stage": asdict(stage), "start": str(start),
+                                  "start_sha256": sha256_files(sorted(start.glob("*.safetensors")))}))
+
+
+def check_made_from(dst: Path, stage: Stage, start: Path) -> None:
+    """A finished stage folder is reused only if it was made by this stage from these weights (a
+    folder without the record, written before stages kept one, is taken as it is)."""
+    f = dst / MADE_FROM
+    if not f.is_file():
+        return
+    was, now = json.loads(f.read_text()), made_from(stage, start)
+    why = ("another definition of the stage" if was["stage"] != now["stage"] else
+           f"other weights than {start}'s (from {was['start']})" if was["start_sha256"] != now["start_sha256"] else "")
+    if why:
+        raise InputError(f"{dst} was made by {why}: the recipe changed since; remove that folder (and the "
+                         f"stages after it) to run it again, or use another --work folder")
 
 
 def stage_log(path: Path) -> dict:
