@@ -190,7 +190,7 @@ def test_default_recipe_runs_its_stages_and_skips_finished_ones(tmp_path):
 def test_a_finished_stage_is_reused_only_for_its_own_stage_and_start(tmp_path):
     """A stage folder records its stage and the digest of the weights it started from; after a
     recipe change (a stage inserted before it, or its own definition changed) it is refused, not
-    silently taken, and the work folder is left as it was."""
+    silently taken, finished or interrupted, and the work folder is left as it was."""
     import json
     from dataclasses import replace
 
@@ -211,6 +211,10 @@ def test_a_finished_stage_is_reused_only_for_its_own_stage_and_start(tmp_path):
     with pytest.raises(InputError, match="dense was made by another definition of the stage"):
         train_default(tmp_path / "out", work=work, stages=(replace(dense, lr=1e-3), qa), quiet=True, recipe=ONE_TILE)
     assert (work / "qa" / "model.safetensors").stat().st_mtime_ns == stamp
+    (work / "qa" / "config.json").unlink()           # as if interrupted: not taken up from other weights either
+    with pytest.raises(InputError, match="qa was made by other weights"):
+        train_default(tmp_path / "out", work=work, stages=(dense, replace(qa, name="more"), qa), quiet=True,
+                      recipe=ONE_TILE)
 
 
 def test_bf16_stage_starts_from_the_published_rounding(tmp_path):

@@ -98,7 +98,7 @@ LLM = dict(hidden_size=128, intermediate_size=384, num_hidden_layers=4, num_atte
 TRAIN_SEED = 0
 QA_STREAM = 5000            # question stream of the QA stages (held-out: calib.evaluate.EVAL_SEED)
 HEADS = "dense_heads.pt"    # a dense stage's temporary heads, beside its checkpoint
-MADE_FROM = "made_from.json"  # a finished stage folder's stage definition and the digest of its start's weights
+MADE_FROM = "made_from.json"  # a stage folder's stage definition and the digest of its start's weights
 
 SINGLE_KINDS = ("colour", "class", "absent_one", "grounding")
 SIX_KINDS = ("camera", "camera_colour", "camera_class", "absent", "where")
@@ -372,8 +372,8 @@ def dense_anchor(src: Path, stage: Stage, seed: int, recipe: Recipe):
 def train_default(out: str | Path, seed: int = TRAIN_SEED, work: str | Path | None = None,
                   stages=None, quiet: bool = False, recipe: Recipe = DEFAULT) -> Path:
     """Run the recipe's stages (or `stages`) in `work` (a finished stage is not run again, an
-    interrupted one resumes from its saved state; a finished stage's folder made by another
-    definition of it or from other weights is refused: `check_made_from`) and return the last
+    interrupted one resumes from its saved state; a stage folder made by another definition of
+    the stage or from other weights is refused: `check_made_from`) and return the last
     checkpoint."""
     work = Path(work) if work else Path("out") / f"default-model-work-{recipe.name}"
     init = work / "init"
@@ -386,7 +386,10 @@ def train_default(out: str | Path, seed: int = TRAIN_SEED, work: str | Path | No
             if not (start / "config.json").is_file():
                 publish(path, start, recipe, stages)
             path = start
+        check_made_from(dst, stage, path)
         if not (dst / "config.json").is_file() or (dst / "train_state").exists():
+            dst.mkdir(parents=True, exist_ok=True)
+            (dst / MADE_FROM).write_text(json.dumps(made_from(stage, path), indent=2))
             if stage.format_warmup:     # half a minute: run again whole if interrupted
                 warm_up_format(path, dst, stage.kinds[0], stage.steps, stage.lr, stage.batch_size,
                                seed + stage.stream, quiet=quiet)
@@ -394,9 +397,7 @@ def train_default(out: str | Path, seed: int = TRAIN_SEED, work: str | Path | No
                 run_qa(path, dst, stage, seed, quiet, recipe, features)
             else:
                 run_dense(path, dst, stage, seed, quiet, recipe)
-            (dst / MADE_FROM).write_text(json.dumps(made_from(stage, path), indent=2))
-        else:
-            check_made_from(dst, stage, path)
+            (dst / MADE_FROM).write_text(json.dumps(made_from(stage, path), indent=2))   # if the run cleared dst
         path = dst
     return path
 
@@ -410,8 +411,8 @@ def made_from(stage: Stage, start: Path) -> dict:
 
 
 def check_made_from(dst: Path, stage: Stage, start: Path) -> None:
-    """A finished stage folder is reused only if it was made by this stage from these weights (a
-    folder without the record, written before stages kept one, is taken as it is)."""
+    """A stage folder, finished or interrupted, is taken up only if this stage made it from these
+    weights (a folder without the record, written before stages kept one, is taken as it is)."""
     f = dst / MADE_FROM
     if not f.is_file():
         return
