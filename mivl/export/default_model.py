@@ -386,10 +386,11 @@ def train_default(out: str | Path, seed: int = TRAIN_SEED, work: str | Path | No
             if not (start / "config.json").is_file():
                 publish(path, start, recipe, stages)
             path = start
-        check_made_from(dst, stage, path)
+        record = made_from(stage, path)
+        check_made_from(dst, record)
         if not (dst / "config.json").is_file() or (dst / "train_state").exists():
             dst.mkdir(parents=True, exist_ok=True)
-            (dst / MADE_FROM).write_text(json.dumps(made_from(stage, path), indent=2))
+            (dst / MADE_FROM).write_text(json.dumps(record, indent=2))
             if stage.format_warmup:     # half a minute: run again whole if interrupted
                 warm_up_format(path, dst, stage.kinds[0], stage.steps, stage.lr, stage.batch_size,
                                seed + stage.stream, quiet=quiet)
@@ -397,7 +398,7 @@ def train_default(out: str | Path, seed: int = TRAIN_SEED, work: str | Path | No
                 run_qa(path, dst, stage, seed, quiet, recipe, features)
             else:
                 run_dense(path, dst, stage, seed, quiet, recipe)
-            (dst / MADE_FROM).write_text(json.dumps(made_from(stage, path), indent=2))   # if the run cleared dst
+            (dst / MADE_FROM).write_text(json.dumps(record, indent=2))   # if the run cleared dst
         path = dst
     return path
 
@@ -410,15 +411,17 @@ def made_from(stage: Stage, start: Path) -> dict:
                                   "start_sha256": sha256_files(sorted(start.glob("*.safetensors")))}))
 
 
-def check_made_from(dst: Path, stage: Stage, start: Path) -> None:
-    """A stage folder, finished or interrupted, is taken up only if this stage made it from these
-    weights (a folder without the record, written before stages kept one, is taken as it is)."""
+def check_made_from(dst: Path, now: dict) -> None:
+    """A stage folder, finished or interrupted, is taken up only if it was made as `now` (`made_from`:
+    this stage from these weights); a folder without the record, written before stages kept one,
+    is taken as it is."""
     f = dst / MADE_FROM
     if not f.is_file():
         return
-    was, now = json.loads(f.read_text()), made_from(stage, start)
+    was = json.loads(f.read_text())
     why = ("another definition of the stage" if was["stage"] != now["stage"] else
-           f"other weights than {start}'s (from {was['start']})" if was["start_sha256"] != now["start_sha256"] else "")
+           f"other weights than {now['start']}'s (from {was['start']})" if was["start_sha256"] != now["start_sha256"]
+           else "")
     if why:
         raise InputError(f"{dst} was made by {why}: the recipe changed since; remove that folder (and the "
                          f"stages after it) to run it again, or use another --work folder")
