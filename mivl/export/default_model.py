@@ -1,7 +1,7 @@
 """The recipes of the embedded default model: a tiny InternVL trained from scratch by the SDK's own
 trainer on synthetic driving scenes, so that the demo gets real answers.
 
-    mivl-export make-default                       # the shipped model: six-camera-where (~148 min, resumable)
+    mivl-export make-default                       # the shipped model: six-camera-where (~166 min, resumable)
     mivl-export make-default --recipe six-camera-long   # the model shipped before it (~100 min)
     mivl-export make-default --recipe six-camera   # the six-camera model shipped before that (~184 min)
     mivl-export make-default --recipe one-tile     # the earlier one-tile model (~75 min)
@@ -67,6 +67,8 @@ six-camera-where (what mivl/assets/default_model holds): six-camera-long's stage
           400 steps of 8 text-only questions, half a minute), which the image stages cannot teach;
   w1, w2  `where` alone on busy six-camera views (13 tiles), the LLM training with the attention
           targets on the subject (ViT and projector frozen, features cached), each on new views;
+  w3      twice as long again on new views, three in ten of them one camera asked colour, class
+          or absence (`where`-only steps cost class on one camera; these keep it);
   m1, m2  the one-word kinds back, `where` among them (twice, then once, in the kinds drawn), at
           falling learning rates: `where`-only steps take the one-word answers with them.
 Grounding is not trained by these recipes yet (a probe: BENCHMARKS.md).
@@ -225,7 +227,8 @@ SIX_CAMERA_LONG = Recipe("six-camera-long", (
 
 # six-camera-long's model taught `where` after its last stage: the point's format on text alone (w0),
 # then `where` alone on busy six-camera views (w1, w2: the LLM learns, the ViT and projector frozen,
-# the attention targets on the subject), then the one-word kinds back with `where` among them (m1
+# the attention targets on the subject), w3 longer on new views with one-camera views among them
+# (colour, class and absence asked there), then the one-word kinds back with `where` among them (m1
 # with `where` twice, m2 once, at falling learning rates)
 WHERE_FOCUS = dict(SIX_FOCUS, max_tiles=0, max_objects=3)
 WHERE_MIX = dict(WHERE_FOCUS, absent_share=0.3, reserve_absent=True)
@@ -233,6 +236,7 @@ SIX_CAMERA_WHERE = Recipe("six-camera-where", SIX_CAMERA_LONG.stages + (
     Stage("w0", 400, 1e-3, ("where",), freeze=("vit", "projector"), format_warmup=True),
     Stage("w1", 400, 1e-3, ("where",), **dict(WHERE_FOCUS, stream=7, six_share=1.0)),
     Stage("w2", 400, 1e-3, ("where",), **dict(WHERE_FOCUS, stream=8, six_share=1.0)),
+    Stage("w3", 800, 1e-3, ("where", "colour", "class", "absent_one"), **dict(WHERE_FOCUS, stream=12, six_share=0.7)),
     Stage("m1", 400, 5e-4, ONE_WORD_KINDS + ("where", "where"), **dict(WHERE_MIX, stream=9)),
     Stage("m2", 300, 3e-4, ONE_WORD_KINDS + ("where",), **dict(WHERE_MIX, stream=10))),
     max_tiles=12, thumbnail=True, max_objects=3, kinds=ONE_WORD_KINDS + ("where",), cased_tokenizer=True,
