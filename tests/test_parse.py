@@ -17,6 +17,11 @@ def test_drivelm_points_to_camera_pixels():
     assert abs(pts[0].pixels[0] - 800) < 1e-6 and abs(pts[0].pixels[1] - 450) < 1e-6
     assert pts[1].pixels == (0.0, 0.0)
     assert len(parse_objects("<c2,CAM_FRONT,500,250> <box>[[1,2,3,4]]</box>")) == 2
+    # whole-number digits map to the nearest float of the exact pixel (printed as 132.8, not 132.79999)
+    p = parse_camera_points("<c1,CAM_FRONT_RIGHT,722,272>", {"CAM_FRONT_RIGHT": (800, 450)})[0]
+    assert p.pixels == (132.8, 244.8)
+    # beyond the named camera's cell: clamped to its edge
+    assert parse_camera_points("<c1,CAM_FRONT_RIGHT,100,900>", {"CAM_FRONT_RIGHT": (800, 450)})[0].pixels == (0.0, 450.0)
 
 
 def test_named_camera_and_ref_phrase_read_what_a_malformed_answer_still_says():

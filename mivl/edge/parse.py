@@ -90,6 +90,14 @@ def parse_boxes(text: str, image_size: tuple[int, int] | None = None) -> list[Bo
     return out
 
 
+def _cell_pixel(v: float, canvas: int, index: int, cell: int, size: int) -> float:
+    """A canvas coordinate `v` in 0..1000 as a pixel of the camera in cell `index` (`cell` canvas
+    pixels a cell, `size` the camera's pixels), clamped to that camera; one division of exact
+    products, so that whole-number digits give the float nearest the exact pixel."""
+    at = min(max(v * canvas - 1000 * index * cell, 0.0), 1000.0 * cell)   # in 1/1000 canvas pixels
+    return at * size / (1000 * cell)
+
+
 def parse_camera_points(text: str, camera_sizes: dict[str, tuple[int, int]] | None = None
                         ) -> list[CameraPoint]:
     out = []
@@ -99,10 +107,8 @@ def parse_camera_points(text: str, camera_sizes: dict[str, tuple[int, int]] | No
             continue
         x, y = _coord(m.group("x")), _coord(m.group("y"))
         row, col = cell_of(cam)
-        cx = x / 1000 * CANVAS_W - col * CELL_W
-        cy = y / 1000 * CANVAS_H - row * CELL_H
         w, h = (camera_sizes or {}).get(cam, (1600, 900))
-        px = (min(max(cx, 0.0), CELL_W) / CELL_W * w, min(max(cy, 0.0), CELL_H) / CELL_H * h)
+        px = (_cell_pixel(x, CANVAS_W, col, CELL_W, w), _cell_pixel(y, CANVAS_H, row, CELL_H, h))
         out.append(CameraPoint(int(m.group("id")), cam, (x, y), px))
     return out
 
