@@ -4,7 +4,7 @@ on), through the PyTorch reference and through the runtime (its INT8 bundle, as 
 exports it).
 
 The floors are the committed model's own figures (README, "Six-camera demo") less a margin of about
-two questions a kind: they hold it from regressing. They are below the targets the SDK aims at
+two questions a kind: they hold it from regressing. Most are below the targets the SDK aims at
 (0.90 on every one-word kind): what the model does not reach is said in README.
 """
 import json
