@@ -97,7 +97,9 @@ def test_demo_runs_headless_on_the_synthetic_clip(bundle_dir, tmp_path):
         assert r["correct"] == (r["answer"].split(" (")[0] == r["truth"])
         assert r["camera"] in (None, r["answer"].split(" (")[0])
     from mivl.calib.clip import SixCameraClip
-    clip = SixCameraClip(3, max_objects=1)           # the demo's default clip (--seed 3 --objects 1)
+    sys.path.insert(0, str(ROOT / "examples" / "jetson_demo"))
+    from demo import CLIP_OBJECTS, CLIP_SEED
+    clip = SixCameraClip(CLIP_SEED, max_objects=CLIP_OBJECTS)      # the demo's default clip
     for tick in log:
         for r in (r for r in tick["results"] if r["probe"].startswith("find ")):   # truth: the object then
             assert (r["truth"]["camera"], tuple(r["truth"]["box"])) in {

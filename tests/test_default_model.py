@@ -194,7 +194,7 @@ def test_default_model_demo_finds_what_it_is_asked_and_draws_it_there(int8_bundl
 
     root = Path(__file__).resolve().parents[1]
     sys.path.insert(0, str(root / "examples" / "jetson_demo"))
-    from demo import COLOURS, TILE_H, TILE_W
+    from demo import CLIP_OBJECTS, CLIP_SEED, COLOURS, TILE_H, TILE_W
 
     from mivl.calib.clip import SixCameraClip
     from mivl.edge.multiview import CAMERAS
@@ -207,7 +207,7 @@ def test_default_model_demo_finds_what_it_is_asked_and_draws_it_there(int8_bundl
     log = [json.loads(line) for line in (d / "log.jsonl").read_text().splitlines()]
     finds = [(tick["tick"], k, r) for tick in log for k, r in enumerate(tick["results"]) if r["probe"].startswith("find ")]
     assert len(finds) == 12
-    clip = SixCameraClip(3, max_objects=1)           # the demo's default clip (--seed 3 --objects 1)
+    clip = SixCameraClip(CLIP_SEED, max_objects=CLIP_OBJECTS)      # the demo's default clip
     right = [(t, k, r) for t, k, r in finds if r["correct"]]
     assert len(right) >= 9, [r["answer"] for _, _, r in finds]
     for t, k, r in right:

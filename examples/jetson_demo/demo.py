@@ -38,6 +38,7 @@ from mivl.edge.multiview import CAMERAS  # noqa: E402
 
 TILE_W, TILE_H = 480, 270
 HUD_H = 170
+CLIP_SEED, CLIP_OBJECTS = 3, 1       # the synthetic clip by default (--seed, --objects)
 COLOURS = [(0, 255, 255), (255, 0, 255), (0, 255, 0), (255, 128, 0)]
 
 
@@ -219,8 +220,8 @@ def parse_args(argv=None):
     p.add_argument("--cam", action="append", default=[], metavar="NAME=SOURCE",
                    help="a camera source (see sources.py); all six cameras")
     p.add_argument("--synthetic", action="store_true", help="use mivl.calib's synthetic six-camera clip")
-    p.add_argument("--seed", type=int, default=3, help="synthetic clip seed")
-    p.add_argument("--objects", type=int, default=1, help="synthetic clip: objects per camera (at most)")
+    p.add_argument("--seed", type=int, default=CLIP_SEED, help="synthetic clip seed")
+    p.add_argument("--objects", type=int, default=CLIP_OBJECTS, help="synthetic clip: objects per camera (at most)")
     p.add_argument("--find", action="append", default=[], metavar="PHRASE")
     p.add_argument("--ask", action="append", default=[], metavar="QUESTION")
     p.add_argument("--describe", action="append", default=[], metavar="CAM", choices=CAMERAS)
