@@ -314,16 +314,17 @@ def _losses(cmd, env):
 def test_each_rank_closes_its_process_group_before_exit(tmp_path):
     """A rank that exits with its process group alive can abort in teardown (gloo); init_world
     closes it at exit, while Python still runs (an exit hook registered before it runs after it)."""
-    script = tmp_path / "exit.py"
-    script.write_text("import atexit, os\nimport torch.distributed as dist\n"
-                      "atexit.register(lambda: print('RANK', os.environ['RANK'], dist.is_initialized(), flush=True))\n"
+    script = tmp_path / "exit.py"        # each rank writes its own file (two ranks' prints interleave)
+    script.write_text("import atexit, os, sys\nfrom pathlib import Path\nimport torch.distributed as dist\n"
+                      "atexit.register(lambda: Path(sys.argv[1], 'rank' + os.environ['RANK']).write_text("
+                      "f\"RANK {os.environ['RANK']} {dist.is_initialized()}\"))\n"
                       "from mivl.export.train.distributed import init_world\n"
                       "assert init_world('cpu').size == 2 and dist.is_initialized()\n")
     out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                          str(script)], capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"),
-                         timeout=300)
+                          str(script), str(tmp_path)], capture_output=True, text=True,
+                         env=dict(os.environ, OMP_NUM_THREADS="1"), timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert sorted(l for l in out.stdout.splitlines() if l.startswith("RANK")) == ["RANK 0 False", "RANK 1 False"]
+    assert [(tmp_path / f"rank{r}").read_text() for r in (0, 1)] == ["RANK 0 False", "RANK 1 False"]
 
 
 @pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
