@@ -229,7 +229,8 @@ SIX_CAMERA_LONG = Recipe("six-camera-long", (
 # then `where` alone on busy six-camera views (w1, w2: the LLM learns, the ViT and projector frozen,
 # the attention targets on the subject), w3 longer on new views with one-camera views among them
 # (colour, class and absence asked there), then the one-word kinds back with `where` among them (m1
-# with `where` twice, m2 once, at falling learning rates)
+# with `where` twice, m2 once, at falling learning rates; m3 as m2 on new views: the one-word kinds
+# gain more than the point loses)
 WHERE_FOCUS = dict(SIX_FOCUS, max_tiles=0, max_objects=3)
 WHERE_MIX = dict(WHERE_FOCUS, absent_share=0.3, reserve_absent=True)
 SIX_CAMERA_WHERE = Recipe("six-camera-where", SIX_CAMERA_LONG.stages + (
@@ -238,7 +239,8 @@ SIX_CAMERA_WHERE = Recipe("six-camera-where", SIX_CAMERA_LONG.stages + (
     Stage("w2", 400, 1e-3, ("where",), **dict(WHERE_FOCUS, stream=8, six_share=1.0)),
     Stage("w3", 800, 1e-3, ("where", "colour", "class", "absent_one"), **dict(WHERE_FOCUS, stream=12, six_share=0.7)),
     Stage("m1", 400, 5e-4, ONE_WORD_KINDS + ("where", "where"), **dict(WHERE_MIX, stream=9)),
-    Stage("m2", 300, 3e-4, ONE_WORD_KINDS + ("where",), **dict(WHERE_MIX, stream=10))),
+    Stage("m2", 300, 3e-4, ONE_WORD_KINDS + ("where",), **dict(WHERE_MIX, stream=10)),
+    Stage("m3", 300, 3e-4, ONE_WORD_KINDS + ("where",), **dict(WHERE_MIX, stream=14))),
     max_tiles=12, thumbnail=True, max_objects=3, kinds=ONE_WORD_KINDS + ("where",), cased_tokenizer=True,
     positions="sincos")
 
