@@ -1,7 +1,7 @@
 """The recipes of the embedded default model: a tiny InternVL trained from scratch by the SDK's own
 trainer on synthetic driving scenes, so that the demo gets real answers.
 
-    mivl-export make-default                       # the shipped model: six-camera-where (~166 min, resumable)
+    mivl-export make-default                       # the shipped model: six-camera-where (~173 min, resumable)
     mivl-export make-default --recipe six-camera-long   # the model shipped before it (~100 min)
     mivl-export make-default --recipe six-camera   # the six-camera model shipped before that (~184 min)
     mivl-export make-default --recipe one-tile     # the earlier one-tile model (~75 min)
