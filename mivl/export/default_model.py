@@ -233,14 +233,14 @@ SIX_CAMERA_LONG = Recipe("six-camera-long", (
 # gain more than the point loses)
 WHERE_FOCUS = dict(SIX_FOCUS, max_tiles=0, max_objects=3)
 WHERE_MIX = dict(WHERE_FOCUS, absent_share=0.3, reserve_absent=True)
+WHERE_M2 = Stage("m2", 300, 3e-4, ONE_WORD_KINDS + ("where",), **dict(WHERE_MIX, stream=10))
 SIX_CAMERA_WHERE = Recipe("six-camera-where", SIX_CAMERA_LONG.stages + (
     Stage("w0", 400, 1e-3, ("where",), freeze=("vit", "projector"), format_warmup=True),
     Stage("w1", 400, 1e-3, ("where",), **dict(WHERE_FOCUS, stream=7, six_share=1.0)),
     Stage("w2", 400, 1e-3, ("where",), **dict(WHERE_FOCUS, stream=8, six_share=1.0)),
     Stage("w3", 800, 1e-3, ("where", "colour", "class", "absent_one"), **dict(WHERE_FOCUS, stream=12, six_share=0.7)),
     Stage("m1", 400, 5e-4, ONE_WORD_KINDS + ("where", "where"), **dict(WHERE_MIX, stream=9)),
-    Stage("m2", 300, 3e-4, ONE_WORD_KINDS + ("where",), **dict(WHERE_MIX, stream=10)),
-    Stage("m3", 300, 3e-4, ONE_WORD_KINDS + ("where",), **dict(WHERE_MIX, stream=14))),
+    WHERE_M2, replace(WHERE_M2, name="m3", stream=14)),
     max_tiles=12, thumbnail=True, max_objects=3, kinds=ONE_WORD_KINDS + ("where",), cased_tokenizer=True,
     positions="sincos")
 
