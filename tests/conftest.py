@@ -4,6 +4,17 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+DEMO_DIR = Path(__file__).resolve().parents[1] / "examples" / "jetson_demo"
+
+
+@pytest.fixture(scope="session")
+def demo_app():
+    """The Jetson demo app's module (examples/jetson_demo/demo.py), its folder put on sys.path once
+    (its own modules, e.g. `sources`, import from there too)."""
+    if str(DEMO_DIR) not in sys.path:
+        sys.path.insert(0, str(DEMO_DIR))
+    import demo
+    return demo
 
 
 @pytest.fixture(scope="session")

@@ -71,7 +71,7 @@ def test_cli_info_budget_and_eval(bundle_dir):
     assert out.returncode == 2 and "--kinds takes" in out.stderr
 
 
-def test_demo_runs_headless_on_the_synthetic_clip(bundle_dir, tmp_path):
+def test_demo_runs_headless_on_the_synthetic_clip(bundle_dir, tmp_path, demo_app):
     cmd = [sys.executable, str(ROOT / "examples/jetson_demo/demo.py"), str(bundle_dir("qwen2")), "--synthetic",
            "--frames", "2", "--headless", "--out", str(tmp_path / "demo"), "--snapshot-every", "1"]
     out = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, DISPLAY=""), timeout=600)
@@ -97,9 +97,7 @@ def test_demo_runs_headless_on_the_synthetic_clip(bundle_dir, tmp_path):
         assert r["correct"] == (r["answer"].split(" (")[0] == r["truth"])
         assert r["camera"] in (None, r["answer"].split(" (")[0])
     from mivl.calib.clip import SixCameraClip
-    sys.path.insert(0, str(ROOT / "examples" / "jetson_demo"))
-    from demo import CLIP_OBJECTS, CLIP_SEED
-    clip = SixCameraClip(CLIP_SEED, max_objects=CLIP_OBJECTS)      # the demo's default clip
+    clip = SixCameraClip(demo_app.CLIP_SEED, max_objects=demo_app.CLIP_OBJECTS)      # the demo's default clip
     for tick in log:
         for r in (r for r in tick["results"] if r["probe"].startswith("find ")):   # truth: the object then
             assert (r["truth"]["camera"], tuple(r["truth"]["box"])) in {
@@ -139,11 +137,10 @@ def test_synthetic_clip_moves_and_writes_six_videos(tmp_path):
         assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 3
 
 
-def test_demo_draws_boxes_from_boxes_and_points_from_points():
+def test_demo_draws_boxes_from_boxes_and_points_from_points(demo_app):
     """Whatever an answer holds (a grounding question answered with a DriveLM point, a `where`
     question with a box), the demo's boxes have four coordinates and its points two."""
-    sys.path.insert(0, str(ROOT / "examples" / "jetson_demo"))
-    from demo import boxes_of, points_of
+    boxes_of, points_of = demo_app.boxes_of, demo_app.points_of
 
     from mivl.edge.parse import parse_objects
 
@@ -157,13 +154,12 @@ def test_demo_draws_boxes_from_boxes_and_points_from_points():
     assert boxes_of(only_point, "CAM_FRONT") == [] and len(points_of(only_point)) == 1
 
 
-def test_demo_judges_known_answers_by_the_sdk_rule():
+def test_demo_judges_known_answers_by_the_sdk_rule(demo_app):
     """The demo's known-answer probes are judged by `mivl.calib.questions.judge` (multiple choice:
     trimmed, a final full stop and case ignored; find: the point inside the object in its camera)."""
     import numpy as np
 
-    sys.path.insert(0, str(ROOT / "examples" / "jetson_demo"))
-    from demo import run_probe
+    run_probe = demo_app.run_probe
 
     from mivl.calib.questions import Question, drivelm_point, where_question
     from mivl.calib.synthetic import COLOURS, SceneObject

@@ -180,7 +180,7 @@ def test_sincos_positions_start_each_patch_apart_and_near_its_neighbours(tmp_pat
         init_for_training(None, 0, "learned")
 
 
-def test_default_model_demo_finds_what_it_is_asked_and_draws_it_there(int8_bundle, tmp_path):
+def test_default_model_demo_finds_what_it_is_asked_and_draws_it_there(int8_bundle, tmp_path, demo_app):
     """The demo app on the synthetic clip with the default model's INT8 bundle: its find probes
     ("Where is the green car?" on six cameras) right on at least 9 of 12 (the model's: 12; the 0.8
     aimed at less one), and each right find's circle drawn in its camera's tile of the snapshot,
@@ -188,19 +188,15 @@ def test_default_model_demo_finds_what_it_is_asked_and_draws_it_there(int8_bundl
     import os
     import subprocess
     import sys
-    from pathlib import Path
 
     import cv2
-
-    root = Path(__file__).resolve().parents[1]
-    sys.path.insert(0, str(root / "examples" / "jetson_demo"))
-    from demo import CLIP_OBJECTS, CLIP_SEED, COLOURS, TILE_H, TILE_W
+    from demo import CLIP_OBJECTS, CLIP_SEED, COLOURS, TILE_H, TILE_W      # demo_app put it on sys.path
 
     from mivl.calib.clip import SixCameraClip
     from mivl.edge.multiview import CAMERAS
 
     d = tmp_path / "demo"
-    cmd = [sys.executable, str(root / "examples/jetson_demo/demo.py"), str(int8_bundle), "--synthetic", "--frames", "6",
+    cmd = [sys.executable, demo_app.__file__, str(int8_bundle), "--synthetic", "--frames", "6",
            "--headless", "--out", str(d), "--snapshot-every", "1", "--threads", "2"]
     out = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, DISPLAY=""), timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]

@@ -1,5 +1,4 @@
 """ROS 2 bags (sqlite3 and MCAP) as camera sources, on bags this test writes with rosbags."""
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -88,9 +87,8 @@ def test_a_camera_out_of_tolerance_skips_the_set_and_bad_specs_are_refused(tmp_p
         list(bag_frame_sets({**specs, "CAM_FRONT": "/no/bag#/x"}))
 
 
-def test_demo_reads_a_bag_rig(tmp_path):
-    sys.path.insert(0, str(Path(__file__).parent.parent / "examples" / "jetson_demo"))
-    from sources import BagRig, open_rig
+def test_demo_reads_a_bag_rig(tmp_path, demo_app):
+    from sources import BagRig, open_rig      # beside the demo app (its folder on sys.path)
 
     specs, truth = write_bag(tmp_path / "drive", "mcap", ticks=3)
     rig = open_rig({k: "bag:" + v for k, v in specs.items()})
