@@ -222,6 +222,22 @@ def test_calibration_sources(tmp_path):
     (tmp_path / "c.jsonl").write_text('{"image": "0.png", "prompt": "x"}\n{"images": ["1.png", "2.png"]}\n')
     assert len(calibration_images(tmp_path / "c.jsonl", 5)) == 3
     imgs = calibration_images(None, 3)          # synthetic scenes (export prints a note, no warning)
-    assert len(imgs) == 3 and imgs[0].shape == (900, 1600, 3)
+    # as the SDK is fed: a six-camera canvas, a single camera frame, another canvas
+    assert [im.shape for im in imgs] == [(896, 2688, 3), (900, 1600, 3), (896, 2688, 3)]
+    assert not np.array_equal(imgs[0], imgs[2])
     with pytest.raises(InputError, match="expected a folder"):
         calibration_images(tmp_path / "nope.txt", 2)
+
+
+def test_calibration_tiles_spread_over_every_image():
+    """Each image gives its share of the tile budget: its thumbnail and grid tiles spread evenly,
+    not the first images' whole grids (a 13-tile canvas would fill a 16-image budget of 64 in five)."""
+    from mivl.edge.tiling import TileGrid
+    from mivl.export.api import spread_tiles
+
+    six = TileGrid(6, 2, True)
+    assert spread_tiles(six, 4) == [0, 6, 11, 12]          # first, middle, last grid tile + thumbnail
+    assert spread_tiles(six, 1) == [12]                     # the thumbnail alone
+    assert spread_tiles(six, 13) == list(range(13))
+    assert spread_tiles(TileGrid(2, 1, True), 4) == [0, 1, 2]
+    assert spread_tiles(TileGrid(3, 1, False), 2) == [0, 2]

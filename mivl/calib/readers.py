@@ -51,9 +51,9 @@ def calibration_images(source: str | Path | None, n: int, seed: int = 0) -> list
     if n < 1:
         raise InputError(f"calibration size must be >= 1, got {n}")
     if source is None or str(source) == "synthetic":
-        from .synthetic import scene_images
+        from .synthetic import calibration_scenes
 
-        return scene_images(n, seed=seed)
+        return calibration_scenes(n, seed=seed)
     src = Path(source)
     if src.is_dir():
         files = folder_images(src)

@@ -160,3 +160,17 @@ def scene_images(n: int, seed: int = 0, width: int = 1600, height: int = 900) ->
         out.extend(scene.cameras.values())
         k += 1
     return out[:n]
+
+
+def calibration_scenes(n: int, seed: int = 0, width: int = 1600, height: int = 900) -> list[np.ndarray]:
+    """n images fed as the SDK feeds them, each from a scene of its own: six-camera canvases (the
+    cameras stitched 2x3 with their names drawn, the multi-view input) alternating with single
+    camera frames. The canvas's thumbnail (six small cameras and their labels) is a tile no single
+    frame gives, so an INT8 range calibrated on frames alone misses it."""
+    from ..edge.multiview import stitch_cameras
+
+    out = []
+    for k in range(n):
+        scene = draw_scene(seed + k, width, height)
+        out.append(stitch_cameras(scene.cameras) if k % 2 == 0 else scene.cameras[CAMERAS[k // 2 % 6]])
+    return out

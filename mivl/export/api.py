@@ -60,12 +60,17 @@ def _progress(quiet: bool, what: str):
 
 
 def validation_tiles(ref: Reference, n_images: int, seed: int) -> tuple[np.ndarray, list]:
-    """Held-out tiles (synthetic scenes with seeds apart from calibration's) for validation."""
-    from ..calib.synthetic import scene_images
+    """Held-out tiles (synthetic scenes with seeds apart from calibration's) for validation: a
+    tiled image with its thumbnail, single tiles, and two tiles of a six-camera canvas (its
+    thumbnail of six labelled cameras and a grid tile)."""
+    from ..calib.synthetic import calibration_scenes, scene_images
 
     images = scene_images(n_images, seed=seed + 100_000, width=800, height=450)
-    tiles = ref.tiles(images=images[:1], max_tiles=4).pixels  # a tiled image with its thumbnail
+    tiles = ref.tiles(images=images[:1], max_tiles=4).pixels
     extra = [ref.tiles(images=[im], max_tiles=1).pixels for im in images[1:]]
+    canvas = ref.tiles(images=calibration_scenes(1, seed=seed + 100_000, width=800, height=450),
+                       max_tiles=12)
+    extra.append(canvas.pixels[spread_tiles(canvas.grids[0], 2)])
     return np.concatenate([tiles, *extra]), images
 
 
@@ -76,12 +81,26 @@ def calibration_tiles(ref: Reference, calib, calib_size: int, seed: int, quiet: 
         _say(quiet, "note: calibrating INT8 on synthetic driving scenes; images from your own cameras "
              "calibrate it better (--calib PATH)")
     images = calibration_images(calib, calib_size, seed)
+    budget = max(calib_size, 1) * 4
+    share = max(1, budget // len(images))
     show = _progress(quiet, "preprocessing calibration images")
     tiles = []
     for i, im in enumerate(images):
-        tiles.append(ref.tiles(images=[im], max_tiles=ref.pre.max_tiles).pixels)
+        batch = ref.tiles(images=[im], max_tiles=ref.pre.max_tiles)
+        tiles.append(batch.pixels[spread_tiles(batch.grids[0], share)])
         show(i + 1, len(images))
-    return np.concatenate(tiles)[: max(calib_size, 1) * 4]
+    return np.concatenate(tiles)[:budget]
+
+
+def spread_tiles(grid, k: int) -> list[int]:
+    """Which of an image's tiles calibrate when it may give k: all when it has no more; else its
+    thumbnail (the whole image) and grid tiles spread evenly over the rest, so that every image
+    of the set counts, not the first few's whole grids."""
+    if grid.n_tiles <= k:
+        return list(range(grid.n_tiles))
+    n_grid = k - 1 if grid.thumbnail else k
+    picked = sorted({round(j * (grid.n_grid - 1) / max(n_grid - 1, 1)) for j in range(n_grid)})
+    return picked + ([grid.n_grid] if grid.thumbnail else [])
 
 
 def export(checkpoint: str | Path, output: str | Path, precision: str = "fp16", calib=None,
