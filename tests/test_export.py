@@ -241,3 +241,17 @@ def test_calibration_tiles_spread_over_every_image():
     assert spread_tiles(six, 13) == list(range(13))
     assert spread_tiles(TileGrid(2, 1, True), 4) == [0, 1, 2]
     assert spread_tiles(TileGrid(3, 1, False), 2) == [0, 2]
+
+
+def test_validation_checks_a_six_camera_thumbnail(tiny_dir):
+    """The export's validation tiles include the tile only multi-view input gives: the thumbnail
+    of a six-camera canvas (six small labelled cameras), and one of its grid tiles."""
+    from mivl.calib.synthetic import calibration_scenes
+    from mivl.export.reference import Reference
+
+    ref = Reference(tiny_dir("qwen2"))
+    tiles, _ = api.validation_tiles(ref, 4, seed=0)
+    canvas = ref.tiles(images=calibration_scenes(1, seed=100_000, width=800, height=450), max_tiles=12)
+    assert canvas.grids[0].n_tiles == 13
+    np.testing.assert_array_equal(tiles[-2], canvas.pixels[0])
+    np.testing.assert_array_equal(tiles[-1], canvas.pixels[12])
