@@ -216,6 +216,20 @@ def test_cli_refuses_and_exits(bundle, argv, words):
     assert p.returncode == 2 and words in p.stderr and "Traceback" not in p.stderr, p.stderr[-2000:]
 
 
+@pytest.mark.parametrize("argv,words", [(["--questions", "0"], "--questions must be within 1.."),
+                                        (["--questions", "-3"], "--questions must be within 1.."),
+                                        (["--seed", "-1"], "--seed must be within 0.."),
+                                        (["--max-objects", "-1"], "--max-objects must be within 0..6"),
+                                        (["--max-objects", "100"], "--max-objects must be within 0..6"),
+                                        (["--max-objects", "0", "--kinds", "colour"], "only absence questions")])
+def test_cli_eval_refuses_and_exits(bundle, argv, words):
+    """`mivl eval`'s numbers are checked before a question is drawn; empty scenes asked about an
+    object say why no question can be drawn (no traceback, no hang)."""
+    p = subprocess.run([sys.executable, "-m", "mivl.edge.cli", "eval", str(bundle), "--questions", "1", *argv],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and words in p.stderr and "Traceback" not in p.stderr, p.stderr[-2000:]
+
+
 def test_cli_help_lists_commands():
     p = subprocess.run([sys.executable, "-m", "mivl.edge.cli", "--help"], capture_output=True, text=True, timeout=60)
     assert p.returncode == 0 and all(f"  {c} " in p.stdout for c in ("ask", "info", "eval"))

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..edge.chunks import Ref, Region
+from ..edge.errors import InputError
 from ..edge.multiview import CAMERAS, CANVAS_H, CANVAS_W, CELL_H, CELL_W, cell_of
 from .synthetic import CLASSES, COLOURS, Scene, SceneObject
 
@@ -295,6 +296,7 @@ def judge(question: Question, answer: str, size: tuple[int, int] | None = None) 
 
 SCENE_SIZE = (800, 450)
 MAX_OBJECTS = 3
+MAX_SCENE_OBJECTS = 6    # the most a caller may ask for (more make unique subjects rare and a question slow to draw)
 
 
 def jpeg_roundtrip(rgb: np.ndarray, quality: int) -> np.ndarray:
@@ -347,4 +349,6 @@ def draw_scene_conversation(seed: int, i: int, kinds=KINDS, size: tuple[int, int
         quality = int(rng.integers(75, 96))
         shown = scene.cameras if q.camera is None else {q.camera: scene.cameras[q.camera]}
         return qs, scene, {k: jpeg_roundtrip(v, quality) for k, v in shown.items()}
-    raise RuntimeError(f"no question of kinds {kinds} in 100 scenes")
+    raise InputError(f"no question of kinds {', '.join(kinds)} in 100 scenes of up to {max_objects} object(s) "
+                     "per camera" + (": with none, only absence questions (absent, absent_one) can be asked"
+                                     if max_objects == 0 else ""))

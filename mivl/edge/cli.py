@@ -138,7 +138,7 @@ def main_info(argv) -> int:
 
 def main_eval(argv) -> int:
     from ..calib.evaluate import EVAL_SEED, FIGURES, asker, score
-    from ..calib.questions import KINDS, MAX_OBJECTS, MC_KINDS
+    from ..calib.questions import KINDS, MAX_OBJECTS, MAX_SCENE_OBJECTS, MC_KINDS
     from .session import Session
 
     p = argparse.ArgumentParser(prog="mivl eval", description="Accuracy of a bundle on freshly drawn, held-out "
@@ -157,6 +157,11 @@ def main_eval(argv) -> int:
     bad = set(kinds) - set(KINDS)
     if bad or not kinds:
         raise MivlError(f"--kinds takes {', '.join(KINDS)}; got {a.kinds!r}")
+    from . import args
+
+    args.integer("--questions", a.questions, 1, 1_000_000)
+    args.integer("--seed", a.seed, 0, 2 ** 63 - 1)
+    args.integer("--max-objects", a.max_objects, 0, MAX_SCENE_OBJECTS, "objects per camera of a synthetic scene")
     with Session(a.bundle, threads=a.threads) as s:
         res = score(asker(s), a.questions, a.seed, kinds, keep=a.json, max_objects=a.max_objects)
     if a.json:
