@@ -115,6 +115,29 @@ def test_demo_runs_headless_on_the_synthetic_clip(bundle_dir, tmp_path, demo_app
     assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 2
 
 
+@pytest.mark.parametrize("argv,words", [(["--n-ctx", "-5"], "n_ctx must be within 1.."),
+                                        (["--tiles", "0"], "tiles must be within 1..")])
+def test_cli_budget_refuses_nonsense(bundle_dir, argv, words):
+    out = subprocess.run([sys.executable, "-m", "mivl.edge.cli", "info", str(bundle_dir("qwen2")), "--budget", *argv],
+                         capture_output=True, text=True)
+    assert out.returncode == 2 and words in out.stderr and "Traceback" not in out.stderr, out.stderr[-2000:]
+
+
+@pytest.mark.parametrize("argv,words", [(["--frames", "-1"], "--frames must be within >= 0"),
+                                        (["--rate", "nan"], "--rate must be a finite number"),
+                                        (["--snapshot-every", "0"], "--snapshot-every must be within >= 1"),
+                                        (["--objects", "9"], "--objects must be within 1..6"),
+                                        (["--feature-cache-mb", "-1"], "--feature-cache-mb must be within >= 0")])
+def test_demo_refuses_bad_numbers_before_writing(tmp_path, argv, words):
+    """Checked before a source opens or the output folder is touched (a run of -1 frames used to
+    overwrite the last run's video and log with nothing)."""
+    cmd = [sys.executable, str(ROOT / "examples/jetson_demo/demo.py"), "unused", "--synthetic", "--headless",
+           "--out", str(tmp_path / "demo"), *argv]
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    assert out.returncode == 2 and words in out.stderr and "Traceback" not in out.stderr, out.stderr[-2000:]
+    assert not (tmp_path / "demo").exists()
+
+
 def test_demo_refuses_incomplete_camera_sets(tmp_path):
     cmd = [sys.executable, str(ROOT / "examples/jetson_demo/demo.py"), "unused", "--cam", "CAM_FRONT=x.mp4",
            "--headless"]

@@ -16,7 +16,7 @@ from mivl.export.default_model import ASSET, DEFAULT, ONE_WORD_KINDS
 N = 200
 # (max objects per camera) -> kind -> floor; the model's figures on the first 200 questions of the
 # held-out stream (its INT8 bundle gives the reference's answer to 199 of the 200 busy-scene ones; over
-# 600 it is within 0.9 points of it on every kind but camera_class in busy scenes, 2.7: BENCHMARKS.md)
+# 2,400 busy-scene questions it is within 0.8 points of it on every kind: BENCHMARKS.md)
 FLOORS = {
     # the model's figures: camera 0.84 (31 questions), camera_colour 0.71 (21), camera_class 0.85 (20),
     # absent 0.93 (42), colour 1.00 (23), class 0.92 (26), absent_one 0.95 (37); all 0.895

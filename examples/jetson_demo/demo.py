@@ -234,7 +234,21 @@ def parse_args(argv=None):
     p.add_argument("--feature-cache-mb", type=int, default=256,
                    help="image features kept per tile, so that each probe after the first and every unchanged "
                         "camera skip the vision encoder (0: off)")
-    return p.parse_args(argv)
+    a = p.parse_args(argv)
+    from mivl.calib.questions import MAX_SCENE_OBJECTS
+    from mivl.edge import args
+    from mivl.edge.errors import InputError
+
+    try:     # the numbers checked before a camera opens or the output folder is touched
+        args.integer("--frames", a.frames, 0, why="0: until a source ends")
+        args.real("--rate", a.rate, 0.0, 1000.0, why="ticks per second, 0: as fast as it runs")
+        args.integer("--snapshot-every", a.snapshot_every, 1)
+        args.integer("--seed", a.seed, 0, 2 ** 63 - 1)
+        args.integer("--objects", a.objects, 1, MAX_SCENE_OBJECTS, "objects per camera of the synthetic clip")
+        args.integer("--feature-cache-mb", a.feature_cache_mb, 0)
+    except InputError as e:
+        p.error(str(e))
+    return a
 
 
 def synthetic_probes(rig: SyntheticRig, tick: int) -> list[tuple[str, object]]:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..runtimes.llm_llamacpp import kv_type_for
+from . import args
 from .bundle import vision_files
 from .errors import BundleError
 
@@ -114,9 +115,10 @@ def budget(bundle, n_ctx: int | None = None, n_batch: int = 512, tiles: int | No
     """Memory needs of a bundle (bytes), and how they fit each Jetson Orin module."""
     b = bundle
     m = b.manifest
-    n_ctx = n_ctx or int(m["llm"]["n_ctx"])
     v = m["vision"]
-    tiles = tiles or int(v["max_tiles"])
+    n_ctx = args.optional_integer("n_ctx", n_ctx, 1, 1 << 24) or int(m["llm"]["n_ctx"])
+    n_batch = args.integer("n_batch", n_batch, 1, 1 << 24)
+    tiles = args.optional_integer("tiles", tiles, 1, 4096) or int(v["max_tiles"])
     onnx_llm = m["llm"].get("format", "gguf") == "onnx"
     shape = LLMShape(**m["llm"]["shape"]) if "shape" in m["llm"] else llm_shape(b.file(m["llm"]["file"]))
     engine = [f for f in m["files"] if f.endswith(".engine")]
