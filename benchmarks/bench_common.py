@@ -55,6 +55,11 @@ def ensure_checkpoint(work: Path, size: str) -> Path:
     return path
 
 
+def vision_file(bundle: Path) -> Path:
+    """The vision encoder file a bundle's manifest names."""
+    return bundle / json.loads((bundle / "manifest.json").read_text())["vision"]["file"]
+
+
 def int8_bundle(work: Path) -> Path:
     """The real-size 1B bundle (INT8 vision, q8_0 LLM), exported once into the work folder."""
     ckpt = ensure_checkpoint(work, "1B")

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_common import child, ensure_checkpoint  # noqa: E402
+from bench_common import child, ensure_checkpoint, vision_file  # noqa: E402
 
 BIN = Path(sys.executable).parent
 EVAL = dict(questions=300, kinds="colour,class", max_objects=1)
@@ -74,11 +74,6 @@ RESULT = best
 """)
     res.pop("peak_gib")
     return res
-
-
-def vision_file(bundle: Path) -> Path:
-    m = json.loads((bundle / "manifest.json").read_text())
-    return bundle / m["vision"]["file"]
 
 
 def bench_default(work: Path, steps: int, align_steps: int) -> list[str]:

@@ -7,21 +7,16 @@ Usage: .venv/bin/python benchmarks/int8_vision_error.py FP32_BUNDLE INT8_BUNDLE 
        [--scenes 6] [--seed 555000] [--threads 1]. Prints Markdown rows.
 """
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
-from bench_common import positive
+from bench_common import positive, vision_file
 from mivl.calib.synthetic import draw_scene
 from mivl.edge.multiview import preprocess_cameras
 from mivl.export.vision_check import cosine_per_token
 from mivl.runtimes.ort import session_options
-
-
-def vision_file(bundle: Path) -> Path:
-    return bundle / json.loads((bundle / "manifest.json").read_text())["vision"]["file"]
 
 
 def features(path: Path, tiles: np.ndarray, per_run: int, threads: int) -> np.ndarray:
