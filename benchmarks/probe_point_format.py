@@ -14,7 +14,9 @@ the grid tiles, scored by `mivl eval`'s rule (`judge`), and for grounding on one
 boxes whose edges are read off the thumbnail's or the grid tiles' tokens. `reads` compares each
 answer token's teacher-forced loss with its own image and with another scene's (equal: the token
 ignores the image); `holds`, how well a linear map reads a grounding answer's box off the decoder
-state that is about to write it.
+state that is about to write it. `digits` counts, teacher-forced, the hundreds, tens and units of a
+`where` point the model gets; `offsets`, whether the token holding an object's centre knows where in
+it the centre lies (a linear read, and the point hit and tens digit it would give).
 
 `warmup` runs `mivl.export.train.format_warmup` (the recipes' format warm-up stage): the LLM alone
 on text-only `where` conversations (no image; a random camera and point as the answer, batch 8,
@@ -26,6 +28,8 @@ AdamW, lr 1e-3). It teaches the format and an answer that ignores the image; the
     .venv/bin/python benchmarks/probe_point_format.py positions out/default-model-work-six-camera/f6
     .venv/bin/python benchmarks/probe_point_format.py positions out/default-model-work-six-camera/f7 --layer 2
     .venv/bin/python benchmarks/probe_point_format.py ceiling --questions 300 --max-objects 3
+    .venv/bin/python benchmarks/probe_point_format.py digits out/default-model-work-m3/m3 --questions 200
+    .venv/bin/python benchmarks/probe_point_format.py offsets out/default-model-work-m3/m3 --questions 800
     .venv/bin/python benchmarks/probe_point_format.py reads out/gr4 --questions 50
     .venv/bin/python benchmarks/probe_point_format.py holds out/gr4 --questions 600
     .venv/bin/python benchmarks/probe_point_format.py warmup out/default-model-work-six-camera/f6 out/t1 --steps 400
@@ -61,6 +65,42 @@ def tokens(a) -> None:
                " ".join(repr(ref.tok.decode([int(k)])) for k in lp[j].topk(3).indices) + "]"
                for j, t in enumerate(ans[:-1])]
         print(q.answer, "\n  " + "\n  ".join(row))
+
+
+@torch.no_grad()
+def digits(a) -> None:
+    """Which digits of a `where` point the model gets: teacher-forced on `--questions` held-out
+    questions, the share of the x and y numbers' hundreds, tens and units digits whose most likely
+    token is the truth's (each given the truth before it), and the tens within one; 0.10 is
+    chance. The hundreds (100 of 0..1000) are what the thumbnail's tokens (62.5) tell directly; a
+    point inside an object 16-30 units wide needs the tens too."""
+    ref = Reference(a.checkpoint)
+    right = {(n, p): [] for n in ("x", "y") for p in ("hundreds", "tens", "units")}
+    near = {"x": [], "y": []}
+    for i in range(a.questions):
+        q, frames = draw_question(EVAL_SEED, i, ("where",), max_objects=a.max_objects)
+        tiles = ref.tiles(cameras=frames)
+        ids, ans = ref.prompt_ids(q.prompt, tiles), answer_ids(ref, q.answer)
+        lp = ref.model.prompt_logits(torch.tensor(ids + ans), ref.image_embeds(tiles), ref.img_context_id)
+        best = lp[len(ids) - 1:-1].argmax(-1).tolist()
+        text = [ref.tok.decode([t]) for t in ans]
+        runs, run = [], []
+        for j, piece in enumerate(text + [""]):
+            if piece.isdigit() and len(piece) == 1:
+                run.append(j)
+            elif run:
+                runs, run = runs + [run], []
+        for name, run in zip(("x", "y"), runs[-2:]):          # the point's two numbers (`<c1` is a run too)
+            for place, j in zip(("units", "tens", "hundreds"), reversed(run)):
+                right[name, place].append(best[j] == ans[j])
+                if place == "tens":
+                    got = ref.tok.decode([best[j]])
+                    near[name].append(got.isdigit() and len(got) == 1 and abs(int(got) - int(text[j])) <= 1)
+    print(f"where, {a.questions} questions, up to {a.max_objects} object(s) a camera: teacher-forced digits right")
+    for (name, place), v in right.items():
+        print(f"  {name} {place:<9} {np.mean(v):.3f} ({len(v)})")
+    for name, v in near.items():
+        print(f"  {name} tens within one {np.mean(v):.3f}")
 
 
 def reads(a) -> None:
@@ -194,6 +234,84 @@ def positions(a) -> None:
 TILE, SIDE = 448, 16      # a tile's pixels, and its tokens along a side (after pixel unshuffle)
 
 
+@torch.no_grad()
+def offsets(a) -> None:
+    """Whether the image tokens know where inside them the object lies: on `--questions` held-out
+    `where` questions (six cameras), ridge maps from the LLM's inputs at the token holding the
+    object's centre (alone, and with its four neighbours) to that centre's offset inside the token
+    (0..1 across and down), on the thumbnail and on the grid tile that holds it; fitted on 3/4 of
+    the questions, scored on the rest: mean absolute error in tokens (0.25: guessing the middle),
+    R^2, and the point hit (`judge`) of the token's corner plus the predicted offset, beside that of
+    the token's centre (what the `ceiling` table's rows assume)."""
+    ref = Reference(a.checkpoint)
+    feats = {"thumbnail": ([], []), "thumbnail with neighbours": ([], []), "grid tile": ([], []),
+             "grid tile with neighbours": ([], [])}
+    cells, questions = {"thumbnail": [], "grid tile": []}, []
+    ncols, nrows = CANVAS_W // TILE, CANVAS_H // TILE
+
+    def near(tokens, r, c):
+        return np.concatenate([tokens[min(max(r + dr, 0), SIDE - 1) * SIDE + min(max(c + dc, 0), SIDE - 1)]
+                               for dr, dc in ((0, 0), (-1, 0), (1, 0), (0, -1), (0, 1))])
+
+    for i in range(a.questions):
+        q, frames = draw_question(EVAL_SEED, i, ("where",), max_objects=a.max_objects)
+        truth = DRIVELM.search(q.answer)
+        x, y = int(truth.group("x")) / 1000, int(truth.group("y")) / 1000
+        e = image_states(ref, ref.tiles(cameras=dict(frames)), 0).numpy()
+        # the thumbnail: 16 x 16 tokens over the canvas; a grid tile: 16 x 16 over 1/ncols x 1/nrows of it
+        tx, ty = x * SIDE, y * SIDE
+        gx, gy = x * ncols, y * nrows
+        tile = min(int(gy), nrows - 1) * ncols + min(int(gx), ncols - 1)
+        for name, tokens, u, v in (("thumbnail", e[-1], tx, ty),
+                                   ("grid tile", e[tile], (gx % 1) * SIDE, (gy % 1) * SIDE)):
+            c, r = min(int(u), SIDE - 1), min(int(v), SIDE - 1)
+            off = (u - c, v - r)
+            feats[name][0].append(tokens[r * SIDE + c])
+            feats[f"{name} with neighbours"][0].append(near(tokens, r, c))
+            for key in (name, f"{name} with neighbours"):
+                feats[key][1].append(off)
+            cells[name].append((c, r, tile))
+        questions.append((q, next(iter(frames.values())).shape[1::-1]))
+
+    def point(name, c, r, tile, fx, fy):
+        if name.startswith("thumbnail"):
+            return (c + fx) / SIDE * 1000, (r + fy) / SIDE * 1000
+        return ((tile % ncols) + (c + fx) / SIDE) / ncols * 1000, ((tile // ncols) + (r + fy) / SIDE) / nrows * 1000
+
+    def hits(name, offs, n):
+        base = "thumbnail" if name.startswith("thumbnail") else "grid tile"
+        got = 0
+        for (q, size), (c, r, tile), (fx, fy) in zip(questions[n:], cells[base][n:], offs):
+            camera = DRIVELM.search(q.answer).group("cam")
+            px, py = point(name, c, r, tile, fx, fy)
+            got += judge(q, f"<c1,{camera},{round(px)},{round(py)}>", size)["hit"]
+        return got / (len(questions) - n)
+
+    def tens(name, offs, n):
+        """Share of the test questions whose x / y tens digit the point (token + offset) gets, and within one."""
+        base = "thumbnail" if name.startswith("thumbnail") else "grid tile"
+        got = []
+        for (q, _), (c, r, tile), (fx, fy) in zip(questions[n:], cells[base][n:], offs):
+            t = DRIVELM.search(q.answer)
+            for v, truth in zip(point(name, c, r, tile, fx, fy), (int(t.group("x")), int(t.group("y")))):
+                d = abs(int(round(v)) // 10 % 10 - truth // 10 % 10)
+                got.append((d == 0, min(d, 10 - d) <= 1))
+        got = np.array(got).reshape(-1, 2, 2)
+        return got[:, 0, 0].mean(), got[:, 1, 0].mean(), got[:, 0, 1].mean(), got[:, 1, 1].mean()
+
+    for name, (xs, ys) in feats.items():
+        y = np.array(ys)
+        pred, n = ridge(np.array(xs), y)
+        print(f"{name:<26} tens digit right x / y {'%.3f / %.3f' % tens(name, np.clip(pred, 0, 1), n)[:2]}, "
+              f"within one {'%.3f / %.3f' % tens(name, np.clip(pred, 0, 1), n)[2:]}")
+        err = np.abs(pred - y[n:])
+        r2 = 1 - ((pred - y[n:]) ** 2).mean(0) / y[n:].var(0)
+        print(f"{name:<26} offset across / down: mean abs error {err[:, 0].mean():.3f} / {err[:, 1].mean():.3f} "
+              f"tokens, R^2 {r2[0]:.2f} / {r2[1]:.2f}; point hit {hits(name, np.clip(pred, 0, 1), n):.3f} "
+              f"(the token's centre {hits(name, np.full_like(pred, 0.5), n):.3f}, the true offset "
+              f"{hits(name, y[n:], n):.3f})")
+
+
 def ceiling(a) -> None:
     """Point hit of answers read off one token (a token grid of nx x ny over the 0..1000 canvas:
     the answer is the centre of the cell holding the object's centre), and of the centre of the
@@ -263,6 +381,10 @@ def main() -> None:
     t.add_argument("checkpoint")
     t.add_argument("--questions", type=int, default=3)
     t.add_argument("--max-objects", type=int, default=1)
+    d = sub.add_parser("digits", help="which digits of held-out where points the model gets (teacher-forced)")
+    d.add_argument("checkpoint")
+    d.add_argument("--questions", type=positive(), default=200)
+    d.add_argument("--max-objects", type=int, default=3)
     r = sub.add_parser("reads", help="each answer token's loss with its own image and with another")
     r.add_argument("checkpoint")
     r.add_argument("--kind", default="grounding", choices=KINDS)
@@ -276,6 +398,10 @@ def main() -> None:
     s.add_argument("checkpoint")
     s.add_argument("--scenes", type=int, default=12)
     s.add_argument("--layer", type=int, default=0, help="0: the LLM's inputs; k: after k decoder layers")
+    o = sub.add_parser("offsets", help="whether the token holding an object's centre knows where in it the centre lies")
+    o.add_argument("checkpoint")
+    o.add_argument("--questions", type=positive(), default=800, help="at least 8: a quarter of them is scored")
+    o.add_argument("--max-objects", type=int, default=3)
     c = sub.add_parser("ceiling", help="point hit (where) and IoU >= 0.5 (grounding) of answers read off token edges, at best")
     c.add_argument("--questions", type=int, default=300)
     c.add_argument("--max-objects", type=int, default=3)
@@ -289,10 +415,11 @@ def main() -> None:
     w.add_argument("--classes", default=",".join(CLASSES), help="the classes questions name (comma list)")
     w.add_argument("--kind", choices=("where", "grounding"), default="where", help="the answer format taught")
     a = p.parse_args()
-    if a.cmd == "holds" and a.questions < 8:
-        p.error("holds: --questions must be at least 8")
+    if a.cmd in ("holds", "offsets") and a.questions < 8:
+        p.error(f"{a.cmd}: --questions must be at least 8")
     torch.set_num_threads(2)
-    {"tokens": tokens, "reads": reads, "holds": holds, "positions": positions, "ceiling": ceiling, "warmup": warmup}[a.cmd](a)
+    {"tokens": tokens, "digits": digits, "reads": reads, "holds": holds, "positions": positions, "offsets": offsets,
+     "ceiling": ceiling, "warmup": warmup}[a.cmd](a)
 
 
 if __name__ == "__main__":

@@ -212,3 +212,27 @@ def test_grounding_boxes_read_off_token_edges():
     assert snap_box((130, 20, 380, 990), 4, 10, cover=True) == [0, 0, 500, 1000]
     assert snap_box((250, 100, 500, 300), 4, 10, cover=True) == [250, 100, 500, 300]   # on the edges already
     assert snap_box((10, 10, 20, 20), 16, 16) == [0, 0, 0, 0]                   # a small box vanishes
+
+
+def test_phase_probe_reads_digits_back_from_their_angles():
+    """benchmarks/probe_phase.py: an object's centre taken from its digit targets, written as
+    (cos, sin) of 2 pi c / 100 and / 1000, and each angle's sector read back as the tens and the
+    hundreds digit; tokens under no object are masked out."""
+    import sys
+    from pathlib import Path
+
+    import torch
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+    from probe_phase import centres, phase_targets, sectors
+
+    from mivl.calib.labels import DIGITS, IGNORE, NUMBERS, digits_of
+
+    values = [(347, 905), (0, 999), (61, 10)]
+    rows = [sum((digits_of(v) for v in (1, 2, 3, 4, x, y)), []) for x, y in values]
+    rows.append([IGNORE] * len(NUMBERS) * DIGITS)
+    c, valid = centres(torch.tensor(rows))
+    assert valid.tolist() == [True, True, True, False]
+    assert c[:3].tolist() == [[347.0, 905.0], [0.0, 999.0], [61.0, 10.0]]
+    got = sectors(phase_targets(c[:3]))                  # x tens, y tens, x hundreds, y hundreds
+    assert got.tolist() == [[4, 0, 3, 9], [0, 9, 0, 9], [6, 1, 0, 0]]

@@ -1,0 +1,137 @@
+"""Probe: can the image tokens carry an object's position to the tens of 0..1000, as a phase?
+
+A `where` point needs the tens digit of the object's centre (objects are 16-30 units of 0..1000
+wide). Teacher-forced, the default model writes the x tens digit at chance (`probe_point_format.py
+digits`), and a dense head that classifies each token's digits gets the tens at chance too (0.13 a
+token, BENCHMARKS.md), although a linear map from the token holding the centre to the centre's
+offset inside it gets the tens within one on 0.71 (`probe_point_format.py offsets`): the tens digit
+is a sawtooth of the position (it wraps every 100 units), which a linear read of a position
+cannot give. A phase can: the tens digit of x is the sector, among ten, of the angle 2 pi x / 100,
+and a linear head over (cos, sin) of it picks the sector. This probe fits a linear head from each
+thumbnail token under an object (the LLM's inputs: the projector's output) to (cos, sin) of
+2 pi cx / 100 and 2 pi cy / 100 (and at period 1000 for the hundreds), on the dense stage's views
+(`train.dense.dense_batch`: the object's centre is in its digit targets), either with the vision
+side frozen (`--train head`: what the tokens already hold) or training with it (`--train vit`: the
+ViT and projector learn the phase too, the recipe's dense stage's loss under its heads, frozen,
+kept as an anchor), and scores held-out views: each token's tens and hundreds digits read as the
+sector of the predicted angle, right and within one (0.10 and 0.30 by chance).
+
+    .venv/bin/python benchmarks/probe_phase.py out/default-model-work-m3/m3 --train head
+    .venv/bin/python benchmarks/probe_phase.py out/default-model-work-m3/m3 --train vit --steps 300
+"""
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from mivl.calib.labels import DIGITS, IGNORE, NUMBERS
+from mivl.export.checkpoint import load_checkpoint
+from mivl.export.default_model import DEFAULT, dense_terms, saved_heads
+from mivl.export.reference import preprocess_config
+from mivl.export.train.dense import DenseObjective, dense_batch
+
+from bench_common import positive
+
+TRAIN_STREAM, EVAL_STREAM = 3000, 4000      # apart from the recipe's dense streams (seed + 0..)
+PERIODS = (100, 1000)                       # the tens and the hundreds of 0..1000
+
+
+def centres(digits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(tokens, 2) centre x, y of the object under each token (0..1000) and the mask of tokens under one."""
+    d = digits.reshape(-1, len(NUMBERS), DIGITS)[:, NUMBERS.index("cx"):NUMBERS.index("cy") + 1]
+    valid = (d != IGNORE).all(-1).all(-1)
+    return (d.clamp(min=0) * torch.tensor([100, 10, 1])).sum(-1).float(), valid
+
+
+def phase_targets(c: torch.Tensor) -> torch.Tensor:
+    """(tokens, 8): cos and sin of 2 pi c / period for x and y at each of PERIODS."""
+    a = torch.cat([2 * torch.pi * c / p for p in PERIODS], 1)
+    return torch.cat([a.cos(), a.sin()], 1)
+
+
+def sectors(pred: torch.Tensor) -> torch.Tensor:
+    """(tokens, 4): the digit each predicted angle names (x, y at each period), 0..9."""
+    n = pred.shape[1] // 2
+    a = torch.atan2(pred[:, n:], pred[:, :n]) % (2 * torch.pi)
+    return (a / (2 * torch.pi) * 10).floor().clamp(0, 9).long()
+
+
+def batch(pre, stream: int, step: int, size: int):
+    b = dense_batch(stream, step, size, pre, DEFAULT.max_objects, six_share=0.7)
+    thumb = torch.arange(len(b["pixels"])) % 2 == 1       # each view's tiles: one grid tile, then its thumbnail
+    return b, thumb
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("checkpoint", type=Path, help="a stage folder of the recipe's work folder (its dense heads beside it)")
+    p.add_argument("--train", choices=("head", "vit"), default="head")
+    p.add_argument("--steps", type=positive(), default=300)
+    p.add_argument("--batch", type=positive(), default=4)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--eval-steps", type=positive(), default=16, help="held-out batches scored")
+    a = p.parse_args()
+    torch.set_num_threads(2)
+    torch.manual_seed(0)
+    ck = load_checkpoint(a.checkpoint)
+    model, pre = ck.model, preprocess_config(ck)
+    head = torch.nn.Linear(model.mlp1[-1].out_features, 4 * len(PERIODS))
+    params = list(head.parameters())
+    anchor = None
+    if a.train == "vit":
+        dense = DEFAULT.stage("dense")
+        heads = saved_heads(a.checkpoint.parent / dense.name, ck)
+        if heads is None:
+            raise SystemExit(f"--train vit needs the dense stage's heads in {a.checkpoint.parent / dense.name}")
+        heads.requires_grad_(False)
+        anchor = DenseObjective(heads, pre, TRAIN_STREAM + 1, DEFAULT.max_objects, dense.six_share, a.batch,
+                                **dense_terms(dense))
+        params += list(model.vision_model.parameters()) + list(model.mlp1.parameters())
+    else:
+        model.requires_grad_(False)
+    opt = torch.optim.AdamW(params, lr=a.lr, weight_decay=0.0)
+    t0, losses = time.perf_counter(), []
+    model.train(a.train == "vit")
+    for step in range(a.steps):
+        b, thumb = batch(pre, TRAIN_STREAM, step, a.batch)
+        with torch.set_grad_enabled(a.train == "vit"):
+            feats = model.image_features(b["pixels"])
+        c, valid = centres(b["digits"])
+        keep = valid & thumb.repeat_interleave(256)
+        loss = F.mse_loss(head(feats.reshape(-1, feats.shape[-1])[keep]), phase_targets(c[keep]))
+        if anchor is not None:
+            loss = loss + anchor(model, step)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(float(loss.detach()))
+        if (step + 1) % 50 == 0:
+            print(f"step {step + 1}/{a.steps} loss {np.mean(losses[-50:]):.4f} ({time.perf_counter() - t0:.0f} s)",
+                  flush=True)
+    model.eval()
+    right, near, n = torch.zeros(4), torch.zeros(4), 0
+    with torch.no_grad():
+        for step in range(a.eval_steps):
+            b, thumb = batch(pre, EVAL_STREAM, step, a.batch)
+            feats = model.image_features(b["pixels"])
+            c, valid = centres(b["digits"])
+            keep = valid & thumb.repeat_interleave(256)
+            got = sectors(head(feats.reshape(-1, feats.shape[-1])[keep]))
+            truth = torch.cat([(c[keep] % p) // (p // 10) for p in PERIODS], 1).long()
+            d = (got - truth).abs()
+            right += (d == 0).float().sum(0)
+            near += (torch.minimum(d, 10 - d) <= 1).float().sum(0)
+            n += len(got)
+    names = [f"{axis} {place}" for place in ("tens", "hundreds") for axis in ("x", "y")]
+    print(f"{a.checkpoint} --train {a.train}, {a.steps} steps ({time.perf_counter() - t0:.0f} s); "
+          f"{n} held-out thumbnail tokens under an object:")
+    for k, name in enumerate(names):
+        print(f"  {name:<11} right {right[k] / n:.3f}, within one {near[k] / n:.3f}")
+
+
+if __name__ == "__main__":
+    main()
