@@ -219,6 +219,7 @@ def test_cli_refuses_and_exits(bundle, argv, words):
 @pytest.mark.parametrize("argv,words", [(["--questions", "0"], "--questions must be within 1.."),
                                         (["--questions", "-3"], "--questions must be within 1.."),
                                         (["--seed", "-1"], "--seed must be within 0.."),
+                                        (["--seed", str(2 ** 64)], "--seed must be within 0..18446744073709551615"),
                                         (["--max-objects", "-1"], "--max-objects must be within 0..6"),
                                         (["--max-objects", "100"], "--max-objects must be within 0..6"),
                                         (["--max-objects", "0", "--kinds", "colour"], "only absence questions")])

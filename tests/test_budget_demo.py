@@ -127,6 +127,7 @@ def test_cli_budget_refuses_nonsense(bundle_dir, argv, words):
                                         (["--rate", "nan"], "--rate must be a finite number"),
                                         (["--snapshot-every", "0"], "--snapshot-every must be within >= 1"),
                                         (["--objects", "9"], "--objects must be within 1..6"),
+                                        (["--seed", str(2 ** 64)], "--seed must be within 0..18446744073709551615"),
                                         (["--feature-cache-mb", "-1"], "--feature-cache-mb must be within >= 0")])
 def test_demo_refuses_bad_numbers_before_writing(tmp_path, argv, words):
     """Checked before a source opens or the output folder is touched (a run of -1 frames used to

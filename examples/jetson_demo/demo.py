@@ -238,12 +238,13 @@ def parse_args(argv=None):
     from mivl.calib.questions import MAX_SCENE_OBJECTS
     from mivl.edge import args
     from mivl.edge.errors import InputError
+    from mivl.edge.request import check_seed
 
     try:     # the numbers checked before a camera opens or the output folder is touched
         args.integer("--frames", a.frames, 0, why="0: until a source ends")
         args.real("--rate", a.rate, 0.0, 1000.0, why="ticks per second, 0: as fast as it runs")
         args.integer("--snapshot-every", a.snapshot_every, 1)
-        args.integer("--seed", a.seed, 0, 2 ** 63 - 1)
+        check_seed("--seed", a.seed)
         args.integer("--objects", a.objects, 1, MAX_SCENE_OBJECTS, "objects per camera of the synthetic clip")
         args.integer("--feature-cache-mb", a.feature_cache_mb, 0)
     except InputError as e:

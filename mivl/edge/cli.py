@@ -158,9 +158,10 @@ def main_eval(argv) -> int:
     if bad or not kinds:
         raise MivlError(f"--kinds takes {', '.join(KINDS)}; got {a.kinds!r}")
     from . import args
+    from .request import check_seed
 
     args.integer("--questions", a.questions, 1, 1_000_000)
-    args.integer("--seed", a.seed, 0, 2 ** 63 - 1)
+    check_seed("--seed", a.seed)
     args.integer("--max-objects", a.max_objects, 0, MAX_SCENE_OBJECTS, "objects per camera of a synthetic scene")
     with Session(a.bundle, threads=a.threads) as s:
         res = score(asker(s), a.questions, a.seed, kinds, keep=a.json, max_objects=a.max_objects)

@@ -31,6 +31,11 @@ class Limits:
         return max(1, self.n_ctx // self.tokens_per_tile)
 
 
+def check_seed(name: str, value) -> int:
+    """A seed (a request's, or a command's question or clip stream): an integer in 0..MAX_SEED."""
+    return args.integer(name, value, 0, MAX_SEED, "a seed is a non-negative 64-bit integer")
+
+
 def check_option(name: str, value, limits: Limits | None = None):
     """One decoding option checked (the rule for Session.ask and mivl_request_set_option alike).
     Without limits the bounds that depend on the session's context are left to Request.checked."""
@@ -42,7 +47,7 @@ def check_option(name: str, value, limits: Limits | None = None):
     if name == "top_p":
         return args.real(name, value, 0.0, 1.0, lo_open=True)
     if name == "seed":
-        return args.integer(name, value, 0, MAX_SEED, "a seed is a non-negative 64-bit integer")
+        return check_seed(name, value)
     if name == "max_tiles":
         hi = limits.max_tiles if limits else None
         why = (f"{hi} tiles of {limits.tokens_per_tile} tokens fill the context of {n_ctx}" if limits else "")
