@@ -278,10 +278,12 @@ def offsets(a) -> None:
             return (c + fx) / SIDE * 1000, (r + fy) / SIDE * 1000
         return ((tile % ncols) + (c + fx) / SIDE) / ncols * 1000, ((tile // ncols) + (r + fy) / SIDE) / nrows * 1000
 
+    def cells_of(name):
+        return cells["thumbnail" if name.startswith("thumbnail") else "grid tile"]
+
     def hits(name, offs, n):
-        base = "thumbnail" if name.startswith("thumbnail") else "grid tile"
         got = 0
-        for (q, size), (c, r, tile), (fx, fy) in zip(questions[n:], cells[base][n:], offs):
+        for (q, size), (c, r, tile), (fx, fy) in zip(questions[n:], cells_of(name)[n:], offs):
             camera = DRIVELM.search(q.answer).group("cam")
             px, py = point(name, c, r, tile, fx, fy)
             got += judge(q, f"<c1,{camera},{round(px)},{round(py)}>", size)["hit"]
@@ -289,9 +291,8 @@ def offsets(a) -> None:
 
     def tens(name, offs, n):
         """Share of the test questions whose x / y tens digit the point (token + offset) gets, and within one."""
-        base = "thumbnail" if name.startswith("thumbnail") else "grid tile"
         got = []
-        for (q, _), (c, r, tile), (fx, fy) in zip(questions[n:], cells[base][n:], offs):
+        for (q, _), (c, r, tile), (fx, fy) in zip(questions[n:], cells_of(name)[n:], offs):
             t = DRIVELM.search(q.answer)
             for v, truth in zip(point(name, c, r, tile, fx, fy), (int(t.group("x")), int(t.group("y")))):
                 d = abs(int(round(v)) // 10 % 10 - truth // 10 % 10)
@@ -302,14 +303,14 @@ def offsets(a) -> None:
     for name, (xs, ys) in feats.items():
         y = np.array(ys)
         pred, n = ridge(np.array(xs), y)
-        print(f"{name:<26} tens digit right x / y {'%.3f / %.3f' % tens(name, np.clip(pred, 0, 1), n)[:2]}, "
-              f"within one {'%.3f / %.3f' % tens(name, np.clip(pred, 0, 1), n)[2:]}")
         err = np.abs(pred - y[n:])
         r2 = 1 - ((pred - y[n:]) ** 2).mean(0) / y[n:].var(0)
+        offs = np.clip(pred, 0, 1)
         print(f"{name:<26} offset across / down: mean abs error {err[:, 0].mean():.3f} / {err[:, 1].mean():.3f} "
-              f"tokens, R^2 {r2[0]:.2f} / {r2[1]:.2f}; point hit {hits(name, np.clip(pred, 0, 1), n):.3f} "
+              f"tokens, R^2 {r2[0]:.2f} / {r2[1]:.2f}; point hit {hits(name, offs, n):.3f} "
               f"(the token's centre {hits(name, np.full_like(pred, 0.5), n):.3f}, the true offset "
-              f"{hits(name, y[n:], n):.3f})")
+              f"{hits(name, y[n:], n):.3f}); tens digit x / y right %.3f / %.3f, within one %.3f / %.3f"
+              % tens(name, offs, n))
 
 
 def ceiling(a) -> None:
