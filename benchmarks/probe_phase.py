@@ -13,11 +13,13 @@ thumbnail token under an object (the LLM's inputs: the projector's output) to (c
 (`train.dense.dense_batch`: the object's centre is in its digit targets), either with the vision
 side frozen (`--train head`: what the tokens already hold) or training with it (`--train vit`: the
 ViT and projector learn the phase too, the recipe's dense stage's loss under its heads, frozen,
-kept as an anchor), and scores held-out views: each token's tens and hundreds digits read as the
-sector of the predicted angle, right and within one (0.10 and 0.30 by chance).
+kept as an anchor, `--anchor` its weight), and scores held-out views: each token's tens and
+hundreds digits read as the sector of the predicted angle, right and within one (0.10 and 0.30 by
+chance).
 
     .venv/bin/python benchmarks/probe_phase.py out/default-model-work-m3/m3 --train head
     .venv/bin/python benchmarks/probe_phase.py out/default-model-work-m3/m3 --train vit --steps 300
+    .venv/bin/python benchmarks/probe_phase.py out/default-model-work-m3/m3 --train vit --steps 1000 --lr 2e-3 --anchor 0
 """
 import argparse
 import time
@@ -72,6 +74,7 @@ def main() -> None:
     p.add_argument("--steps", type=positive(), default=300)
     p.add_argument("--batch", type=positive(), default=4)
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--anchor", type=float, default=1.0, help="--train vit: weight of the dense stage's loss (0: none)")
     p.add_argument("--eval-steps", type=positive(), default=16, help="held-out batches scored")
     a = p.parse_args()
     torch.set_num_threads(2)
@@ -81,14 +84,15 @@ def main() -> None:
     head = torch.nn.Linear(model.mlp1[-1].out_features, 4 * len(PERIODS))
     params = list(head.parameters())
     anchor = None
-    if a.train == "vit":
+    if a.train == "vit" and a.anchor > 0:
         dense = DEFAULT.stage("dense")
         heads = saved_heads(a.checkpoint.parent / dense.name, ck)
         if heads is None:
             raise SystemExit(f"--train vit needs the dense stage's heads in {a.checkpoint.parent / dense.name}")
         heads.requires_grad_(False)
         anchor = DenseObjective(heads, pre, TRAIN_STREAM + 1, DEFAULT.max_objects, dense.six_share, a.batch,
-                                **dense_terms(dense))
+                                weight=a.anchor, **dense_terms(dense))
+    if a.train == "vit":
         params += list(model.vision_model.parameters()) + list(model.mlp1.parameters())
     else:
         model.requires_grad_(False)
