@@ -67,6 +67,20 @@ def tokens(a) -> None:
         print(q.answer, "\n  " + "\n  ".join(row))
 
 
+def point_digits(pieces: list[str]) -> dict[tuple[str, str], int]:
+    """{(x or y, units / tens / hundreds): index} of the one-digit pieces of a DriveLM point's two
+    numbers, given its answer's token pieces (the point's numbers are its last two runs of digits:
+    `<c1` is a run too)."""
+    runs, run = [], []
+    for j, piece in enumerate(list(pieces) + [""]):
+        if piece.isdigit() and len(piece) == 1:
+            run.append(j)
+        elif run:
+            runs, run = runs + [run], []
+    return {(name, place): j for name, run in zip(("x", "y"), runs[-2:])
+            for place, j in zip(("units", "tens", "hundreds"), reversed(run))}
+
+
 @torch.no_grad()
 def digits(a) -> None:
     """Which digits of a `where` point the model gets: teacher-forced on `--questions` held-out
@@ -84,18 +98,11 @@ def digits(a) -> None:
         lp = ref.model.prompt_logits(torch.tensor(ids + ans), ref.image_embeds(tiles), ref.img_context_id)
         best = lp[len(ids) - 1:-1].argmax(-1).tolist()
         text = [ref.tok.decode([t]) for t in ans]
-        runs, run = [], []
-        for j, piece in enumerate(text + [""]):
-            if piece.isdigit() and len(piece) == 1:
-                run.append(j)
-            elif run:
-                runs, run = runs + [run], []
-        for name, run in zip(("x", "y"), runs[-2:]):          # the point's two numbers (`<c1` is a run too)
-            for place, j in zip(("units", "tens", "hundreds"), reversed(run)):
-                right[name, place].append(best[j] == ans[j])
-                if place == "tens":
-                    got = ref.tok.decode([best[j]])
-                    near[name].append(got.isdigit() and len(got) == 1 and abs(int(got) - int(text[j])) <= 1)
+        for (name, place), j in point_digits(text).items():
+            right[name, place].append(best[j] == ans[j])
+            if place == "tens":
+                got = ref.tok.decode([best[j]])
+                near[name].append(got.isdigit() and len(got) == 1 and abs(int(got) - int(text[j])) <= 1)
     print(f"where, {a.questions} questions, up to {a.max_objects} object(s) a camera: teacher-forced digits right")
     for (name, place), v in right.items():
         print(f"  {name} {place:<9} {np.mean(v):.3f} ({len(v)})")

@@ -30,6 +30,7 @@ from mivl.export.reference import Reference
 from mivl.export.train.format_warmup import answer_ids
 
 from bench_common import positive
+from probe_point_format import point_digits
 
 PERIODS = (1000, 500, 250, 100, 50)
 
@@ -96,16 +97,8 @@ def main() -> None:
             x, y, feats, ans = sample()
             lp = ref.model.prompt_logits(torch.tensor(ids + ans), feats[None], ref.img_context_id)
             best = lp[len(ids) - 1:-1].argmax(-1).tolist()
-            text = [ref.tok.decode([t]) for t in ans]
-            runs, run = [], []
-            for j, piece in enumerate(text + [""]):
-                if piece.isdigit() and len(piece) == 1:
-                    run.append(j)
-                elif run:
-                    runs, run = runs + [run], []
-            for name, run in zip(("x", "y"), runs[-2:]):
-                for place, j in zip(("units", "tens", "hundreds"), reversed(run)):
-                    right[name, place].append(best[j] == ans[j])
+            for key, j in point_digits([ref.tok.decode([t]) for t in ans]).items():
+                right[key].append(best[j] == ans[j])
             g = ref.model.generate(torch.tensor(ids), feats[None], ref.img_context_id, ref.stop_ids, 24)
             m = DRIVELM.search(ref.tok.decode(g.tokens))
             if m:

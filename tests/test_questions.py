@@ -236,3 +236,17 @@ def test_phase_probe_reads_digits_back_from_their_angles():
     assert c[:3].tolist() == [[347.0, 905.0], [0.0, 999.0], [61.0, 10.0]]
     got = sectors(phase_targets(c[:3]))                  # x tens, y tens, x hundreds, y hundreds
     assert got.tolist() == [[4, 0, 3, 9], [0, 9, 0, 9], [6, 1, 0, 0]]
+
+
+def test_point_digits_name_each_place_of_a_drivelm_point():
+    """benchmarks/probe_point_format.py: the hundreds, tens and units of a point's x and y among its
+    answer's pieces (`<c1`'s digit is not one of them; a number under 100 has no hundreds)."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+    from probe_point_format import point_digits
+
+    pieces = ["<c", "1", ",CAM", "_BACK", ",", "4", "8", "4", ",", "7", "2", ">", ""]
+    assert point_digits(pieces) == {("x", "units"): 7, ("x", "tens"): 6, ("x", "hundreds"): 5,
+                                    ("y", "units"): 10, ("y", "tens"): 9}
