@@ -61,10 +61,14 @@ def sectors(pred: torch.Tensor) -> torch.Tensor:
     return (a / (2 * torch.pi) * 10).floor().clamp(0, 9).long()
 
 
-def batch(pre, stream: int, step: int, size: int):
+def object_tokens(model, pre, stream: int, step: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The LLM's inputs at the thumbnail tokens under an object in batch `step` of `stream` (the
+    dense stage's views: `dense_batch`, whose digit targets only the thumbnail carries) and the
+    centre of the object under each."""
     b = dense_batch(stream, step, size, pre, DEFAULT.max_objects, six_share=0.7)
-    thumb = torch.arange(len(b["pixels"])) % 2 == 1       # each view's tiles: one grid tile, then its thumbnail
-    return b, thumb
+    feats = model.image_features(b["pixels"])
+    c, valid = centres(b["digits"])
+    return feats.reshape(-1, feats.shape[-1])[valid], c[valid]
 
 
 def main() -> None:
@@ -100,12 +104,9 @@ def main() -> None:
     t0, losses = time.perf_counter(), []
     model.train(a.train == "vit")
     for step in range(a.steps):
-        b, thumb = batch(pre, TRAIN_STREAM, step, a.batch)
         with torch.set_grad_enabled(a.train == "vit"):
-            feats = model.image_features(b["pixels"])
-        c, valid = centres(b["digits"])
-        keep = valid & thumb.repeat_interleave(256)
-        loss = F.mse_loss(head(feats.reshape(-1, feats.shape[-1])[keep]), phase_targets(c[keep]))
+            feats, c = object_tokens(model, pre, TRAIN_STREAM, step, a.batch)
+        loss = F.mse_loss(head(feats), phase_targets(c))
         if anchor is not None:
             loss = loss + anchor(model, step)
         loss.backward()
@@ -120,12 +121,9 @@ def main() -> None:
     right, near, n = torch.zeros(4), torch.zeros(4), 0
     with torch.no_grad():
         for step in range(a.eval_steps):
-            b, thumb = batch(pre, EVAL_STREAM, step, a.batch)
-            feats = model.image_features(b["pixels"])
-            c, valid = centres(b["digits"])
-            keep = valid & thumb.repeat_interleave(256)
-            got = sectors(head(feats.reshape(-1, feats.shape[-1])[keep]))
-            truth = torch.cat([(c[keep] % p) // (p // 10) for p in PERIODS], 1).long()
+            feats, c = object_tokens(model, pre, EVAL_STREAM, step, a.batch)
+            got = sectors(head(feats))
+            truth = torch.cat([(c % p) // (p // 10) for p in PERIODS], 1).long()
             d = (got - truth).abs()
             right += (d == 0).float().sum(0)
             near += (torch.minimum(d, 10 - d) <= 1).float().sum(0)
