@@ -15,8 +15,13 @@ side frozen (`--train head`: what the tokens already hold) or training with it (
 ViT and projector learn the phase too, the recipe's dense stage's loss under its heads, frozen,
 kept as an anchor, `--anchor` its weight), and scores held-out views: each token's tens and
 hundreds digits read as the sector of the predicted angle, right and within one (0.10 and 0.30 by
-chance).
+chance). `--tokens grid` reads the grid tiles' tokens under an object instead (the vision side
+frozen), in the object's camera's 0..1000 (where a grid tile spans exactly five periods of 100
+across and down, so the tens' phase does not depend on which tile it is): the phase of the
+object's centre (`--target centre`) or of the token's own centre (`--target own`, what the ViT's
+position embeddings could hand on).
 
+    .venv/bin/python benchmarks/probe_phase.py mivl/assets/default_model --tokens grid --target own
     .venv/bin/python benchmarks/probe_phase.py out/default-model-work-m3/m3 --train head
     .venv/bin/python benchmarks/probe_phase.py out/default-model-work-m3/m3 --train vit --steps 300
     .venv/bin/python benchmarks/probe_phase.py out/default-model-work-m3/m3 --train vit --steps 1000 --lr 2e-3 --anchor 0
@@ -29,11 +34,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mivl.calib.labels import DIGITS, IGNORE, NUMBERS
+from mivl.calib.labels import DIGITS, GRID, IGNORE, NUMBERS, tile_owners
+from mivl.calib.questions import SCENE_SIZE
+from mivl.edge.multiview import CELL_H, CELL_W
+from mivl.edge.preprocess import grid_for_size, preprocess_images
 from mivl.export.checkpoint import load_checkpoint
 from mivl.export.default_model import DEFAULT, dense_terms, saved_heads
 from mivl.export.reference import preprocess_config
-from mivl.export.train.dense import DenseObjective, dense_batch
+from mivl.export.train.dense import DenseObjective, dense_batch, scene_view
 
 from bench_common import positive
 
@@ -71,6 +79,41 @@ def object_tokens(model, pre, stream: int, step: int, size: int) -> tuple[torch.
     return feats.reshape(-1, feats.shape[-1])[valid], c[valid]
 
 
+def grid_centres(w: int, h: int, grid, six: bool) -> np.ndarray:
+    """(n_grid * 256, 2): the centre of each grid-tile token in its camera's 0..1000 (x, y): a grid
+    tile (r, c) token (i, j) covers ((c * 16 + j) * w / (16 cols), ...) of the image, and on the
+    six-camera canvas a camera is a CELL_W x CELL_H cell of it."""
+    t = np.arange(grid.n_grid)
+    r, c = np.divmod(t, grid.cols)
+    i, j = np.divmod(np.arange(GRID * GRID), GRID)
+    x = (c[:, None] * GRID + j[None, :] + 0.5) * w / (GRID * grid.cols)
+    y = (r[:, None] * GRID + i[None, :] + 0.5) * h / (GRID * grid.rows)
+    cw, ch = (CELL_W, CELL_H) if six else (w, h)
+    return np.stack([(x % cw) / cw * 1000, (y % ch) / ch * 1000], -1).reshape(-1, 2)
+
+
+def grid_object_tokens(model, pre, stream: int, step: int, size: int, target: str):
+    """The LLM's inputs at the grid-tile tokens under an object in the views of batch `step` of
+    `stream` (`scene_view`, the dense stage's views, every grid tile), and per token the object's
+    centre (`target` "centre") or the token's own centre ("own"), in its camera's 0..1000."""
+    feats, cs = [], []
+    for k in range(size):
+        image, objects, boxes, six = scene_view(stream, step * size + k, DEFAULT.max_objects, 0.7)
+        h, w = image.shape[:2]
+        grid = grid_for_size(w, h, pre)
+        owners = tile_owners(boxes, w, h, grid)[:grid.n_grid].reshape(-1)
+        pixels = torch.from_numpy(preprocess_images([image], pre).pixels[:grid.n_grid])
+        f = model.image_features(pixels).reshape(-1, model.mlp1[-1].out_features)
+        sw, sh = SCENE_SIZE
+        obj = np.array([[(o.box[0] + o.box[2]) / 2 / sw * 1000, (o.box[1] + o.box[3]) / 2 / sh * 1000]
+                        for o in objects]).reshape(-1, 2)
+        c = grid_centres(w, h, grid, six) if target == "own" else obj[owners.clip(0)]
+        keep = torch.from_numpy(owners >= 0)
+        feats.append(f[keep])
+        cs.append(torch.from_numpy(c).float()[keep])
+    return torch.cat(feats), torch.cat(cs)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("checkpoint", type=Path, help="a stage folder of the recipe's work folder (its dense heads beside it)")
@@ -79,8 +122,20 @@ def main() -> None:
     p.add_argument("--batch", type=positive(), default=4)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--anchor", type=float, default=1.0, help="--train vit: weight of the dense stage's loss (0: none)")
+    p.add_argument("--tokens", choices=("thumbnail", "grid"), default="thumbnail",
+                   help="the thumbnail's tokens (the object's centre in the canvas's 0..1000) or the grid tiles' "
+                        "(in its camera's 0..1000; --train head only)")
+    p.add_argument("--target", choices=("centre", "own"), default="centre",
+                   help="--tokens grid: the phase of the object's centre, or of the token's own centre")
     p.add_argument("--eval-steps", type=positive(), default=16, help="held-out batches scored")
     a = p.parse_args()
+    if a.tokens == "grid" and a.train != "head":
+        p.error("--tokens grid is read with --train head")
+    if a.tokens == "grid":
+        def tokens(model, pre, stream, step, size):
+            return grid_object_tokens(model, pre, stream, step, size, a.target)
+    else:
+        tokens = object_tokens
     torch.set_num_threads(2)
     torch.manual_seed(0)
     ck = load_checkpoint(a.checkpoint)
@@ -105,7 +160,7 @@ def main() -> None:
     model.train(a.train == "vit")
     for step in range(a.steps):
         with torch.set_grad_enabled(a.train == "vit"):
-            feats, c = object_tokens(model, pre, TRAIN_STREAM, step, a.batch)
+            feats, c = tokens(model, pre, TRAIN_STREAM, step, a.batch)
         loss = F.mse_loss(head(feats), phase_targets(c))
         if anchor is not None:
             loss = loss + anchor(model, step)
@@ -121,7 +176,7 @@ def main() -> None:
     right, near, n = torch.zeros(4), torch.zeros(4), 0
     with torch.no_grad():
         for step in range(a.eval_steps):
-            feats, c = object_tokens(model, pre, EVAL_STREAM, step, a.batch)
+            feats, c = tokens(model, pre, EVAL_STREAM, step, a.batch)
             got = sectors(head(feats))
             truth = torch.cat([(c % p) // (p // 10) for p in PERIODS], 1).long()
             d = (got - truth).abs()
@@ -130,7 +185,7 @@ def main() -> None:
             n += len(got)
     names = [f"{axis} {place}" for place in ("tens", "hundreds") for axis in ("x", "y")]
     print(f"{a.checkpoint} --train {a.train}, {a.steps} steps ({time.perf_counter() - t0:.0f} s); "
-          f"{n} held-out thumbnail tokens under an object:")
+          f"{n} held-out {a.tokens} tokens under an object (target: {a.target}):")
     for k, name in enumerate(names):
         print(f"  {name:<11} right {right[k] / n:.3f}, within one {near[k] / n:.3f}")
 

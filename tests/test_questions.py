@@ -238,6 +238,31 @@ def test_phase_probe_reads_digits_back_from_their_angles():
     assert got.tolist() == [[4, 0, 3, 9], [0, 9, 0, 9], [6, 1, 0, 0]]
 
 
+def test_phase_probe_places_grid_tokens_in_their_camera():
+    """benchmarks/probe_phase.py --tokens grid: a grid tile's token centre in its camera's 0..1000,
+    on the six-camera canvas (6 x 2 tiles; a camera is two tiles across, one down) and on one
+    800x450 camera (2 x 1 tiles)."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+    from probe_phase import grid_centres
+
+    from mivl.edge.preprocess import PreprocessConfig, grid_for_size
+
+    pre = PreprocessConfig(max_tiles=12, use_thumbnail=True)
+    six = grid_for_size(2688, 896, pre)
+    c = grid_centres(2688, 896, six, True)
+    assert c.shape == (12 * 256, 2)
+    # token 0 of tiles 0 (CAM_FRONT_LEFT's left half), 1 (its right half), 2 (CAM_FRONT), 6 (CAM_BACK_LEFT)
+    assert c[[0, 256, 512, 6 * 256]].tolist() == [[15.625, 31.25], [515.625, 31.25], [15.625, 31.25], [15.625, 31.25]]
+    assert c[255].tolist() == [484.375, 968.75]          # the last token of tile 0: bottom right of its half
+    one = grid_for_size(800, 450, pre)
+    assert (one.cols, one.rows) == (2, 1)
+    c = grid_centres(800, 450, one, False)
+    assert c[[0, 256 + 15]].tolist() == [[15.625, 31.25], [984.375, 31.25]]
+
+
 def test_point_digits_name_each_place_of_a_drivelm_point():
     """benchmarks/probe_point_format.py: the hundreds, tens and units of a point's x and y among its
     answer's pieces (`<c1`'s digit is not one of them; a number under 100 has no hundreds)."""
