@@ -275,3 +275,34 @@ def test_point_digits_name_each_place_of_a_drivelm_point():
     pieces = ["<c", "1", ",CAM", "_BACK", ",", "4", "8", "4", ",", "7", "2", ">", ""]
     assert point_digits(pieces) == {("x", "units"): 7, ("x", "tens"): 6, ("x", "hundreds"): 5,
                                     ("y", "units"): 10, ("y", "tens"): 9}
+
+
+def test_scene_drawing_is_the_same_pixels_after_the_faster_copies():
+    """The training and evaluation scenes are what the recipe's streams always drew: the JPEG round
+    trip (channels swapped by cvtColor, not a reversed view) gives the bytes of the plain
+    formulation below, and the drawn frames (the background's pixel noise now added in place) the
+    SHA-256 digests they had before that change."""
+    import hashlib
+
+    import cv2
+    import numpy as np
+
+    from mivl.calib.questions import jpeg_roundtrip
+    from mivl.calib.synthetic import _background, draw_scene
+
+    def plain_roundtrip(rgb, quality):
+        ok, buf = cv2.imencode(".jpg", rgb[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+        return cv2.imdecode(buf, cv2.IMREAD_COLOR)[:, :, ::-1].copy()
+
+    def digest(a):
+        return hashlib.sha256(a.tobytes()).hexdigest()[:16]
+
+    backgrounds = {1: "6da3afb0205a2ff9", 2: "fcfb9f87d4b283a1", 3: "9bc57275d40094f2"}
+    frames = {1: "ebc04078269943f0", 2: "8f8661009645dadd", 3: "5acf9783128c1ce6"}
+    for seed, quality in ((1, 75), (2, 88), (3, 95)):
+        assert digest(_background(np.random.default_rng([seed, 0]), 320, 180)) == backgrounds[seed]
+        frame = draw_scene(seed, 320, 180, max_objects=3).cameras["CAM_FRONT"]
+        assert digest(frame) == frames[seed]
+        got = jpeg_roundtrip(frame, quality)
+        assert got.flags.c_contiguous and got.dtype == np.uint8 and got.shape == frame.shape
+        assert np.array_equal(got, plain_roundtrip(frame, quality))

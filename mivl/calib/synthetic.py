@@ -76,7 +76,8 @@ def _background(rng: np.random.Generator, w: int, h: int) -> np.ndarray:
         y1 = y0 + (h - horizon) / 14
         cv2.line(img, (w // 2, int(y0)), (w // 2, int(y1)), (230, 230, 230), max(1, w // 400))
     noise = rng.integers(-6, 7, img.shape, dtype=np.int16)
-    return np.clip(img.astype(np.int16) + noise, 0, 255).astype(np.uint8)
+    noise += img                      # in place: the same sums, no int16 copy of the image
+    return np.clip(noise, 0, 255, out=noise).astype(np.uint8)
 
 
 def _draw(img: np.ndarray, obj: SceneObject) -> None:
