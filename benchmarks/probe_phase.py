@@ -99,6 +99,8 @@ def grid_object_tokens(model, pre, stream: int, step: int, size: int, target: st
     feats, cs = [], []
     for k in range(size):
         image, objects, boxes, six = scene_view(stream, step * size + k, DEFAULT.max_objects, 0.7)
+        if not objects:
+            continue
         h, w = image.shape[:2]
         grid = grid_for_size(w, h, pre)
         owners = tile_owners(boxes, w, h, grid)[:grid.n_grid].reshape(-1)
