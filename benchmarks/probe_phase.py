@@ -47,6 +47,7 @@ from bench_common import positive
 
 TRAIN_STREAM, EVAL_STREAM = 3000, 4000      # apart from the recipe's dense streams (seed + 0..)
 PERIODS = (100, 1000)                       # the tens and the hundreds of 0..1000
+SIX_SHARE = 0.7                             # six-camera canvases among the probe's views
 
 
 def centres(digits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -73,7 +74,7 @@ def object_tokens(model, pre, stream: int, step: int, size: int) -> tuple[torch.
     """The LLM's inputs at the thumbnail tokens under an object in batch `step` of `stream` (the
     dense stage's views: `dense_batch`, whose digit targets only the thumbnail carries) and the
     centre of the object under each."""
-    b = dense_batch(stream, step, size, pre, DEFAULT.max_objects, six_share=0.7)
+    b = dense_batch(stream, step, size, pre, DEFAULT.max_objects, six_share=SIX_SHARE)
     feats = model.image_features(b["pixels"])
     c, valid = centres(b["digits"])
     return feats.reshape(-1, feats.shape[-1])[valid], c[valid]
@@ -98,7 +99,7 @@ def grid_object_tokens(model, pre, stream: int, step: int, size: int, target: st
     centre (`target` "centre") or the token's own centre ("own"), in its camera's 0..1000."""
     feats, cs = [], []
     for k in range(size):
-        image, objects, boxes, six = scene_view(stream, step * size + k, DEFAULT.max_objects, 0.7)
+        image, objects, boxes, six = scene_view(stream, step * size + k, DEFAULT.max_objects, SIX_SHARE)
         if not objects:
             continue
         h, w = image.shape[:2]

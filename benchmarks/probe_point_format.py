@@ -278,7 +278,8 @@ def offsets(a) -> None:
             for key in (name, f"{name} with neighbours"):
                 feats[key][1].append(off)
             cells[name].append((c, r, tile))
-        questions.append((q, next(iter(frames.values())).shape[1::-1]))
+        questions.append((q, next(iter(frames.values())).shape[1::-1], truth.group("cam"),
+                          (int(truth.group("x")), int(truth.group("y")))))
 
     def point(name, c, r, tile, fx, fy):
         if name.startswith("thumbnail"):
@@ -290,8 +291,7 @@ def offsets(a) -> None:
 
     def hits(name, offs, n):
         got = 0
-        for (q, size), (c, r, tile), (fx, fy) in zip(questions[n:], cells_of(name)[n:], offs):
-            camera = DRIVELM.search(q.answer).group("cam")
+        for (q, size, camera, _), (c, r, tile), (fx, fy) in zip(questions[n:], cells_of(name)[n:], offs):
             px, py = point(name, c, r, tile, fx, fy)
             got += judge(q, f"<c1,{camera},{round(px)},{round(py)}>", size)["hit"]
         return got / (len(questions) - n)
@@ -299,9 +299,8 @@ def offsets(a) -> None:
     def tens(name, offs, n):
         """Share of the test questions whose x / y tens digit the point (token + offset) gets, and within one."""
         got = []
-        for (q, _), (c, r, tile), (fx, fy) in zip(questions[n:], cells_of(name)[n:], offs):
-            t = DRIVELM.search(q.answer)
-            for v, truth in zip(point(name, c, r, tile, fx, fy), (int(t.group("x")), int(t.group("y")))):
+        for (_, _, _, xy), (c, r, tile), (fx, fy) in zip(questions[n:], cells_of(name)[n:], offs):
+            for v, truth in zip(point(name, c, r, tile, fx, fy), xy):
                 d = abs(int(round(v)) // 10 % 10 - truth // 10 % 10)
                 got.append((d == 0, min(d, 10 - d) <= 1))
         got = np.array(got).reshape(-1, 2, 2)
