@@ -287,3 +287,28 @@ def test_anchor_keeps_the_dense_targets_while_the_encoder_learns_answers(tmp_pat
     without = load_checkpoint(plain).model.state_dict()      # the same stage without the anchor
     assert "anchor_losses_this_run" not in json.loads((plain / "train_log.json").read_text())
     assert any(not torch.equal(without[k], after[k]) for k in before if k.startswith("vision_model."))
+
+
+def test_batches_drawn_ahead_are_the_batches_of_their_steps(tiny_dir):
+    """benchmarks/bench_dense_step.py prefetch: each step is handed the batch `dense_batch` draws
+    for it, whether the step before drew it ahead or not (a step skipped, a stream or size changed)."""
+    import sys
+    from concurrent.futures import ThreadPoolExecutor
+    from pathlib import Path
+
+    import torch
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+    from bench_dense_step import Ahead
+
+    from mivl.export.checkpoint import load_checkpoint
+    from mivl.export.reference import preprocess_config
+    from mivl.export.train.dense import dense_batch
+
+    pre = preprocess_config(load_checkpoint(tiny_dir("qwen2")))
+    with ThreadPoolExecutor(1) as pool:
+        ahead = Ahead(pool)
+        for seed, step, size in ((5, 0, 1), (5, 1, 1), (5, 3, 1), (6, 4, 1), (6, 5, 2)):
+            got, want = ahead(seed, step, size, pre, 1, 0.5), dense_batch(seed, step, size, pre, 1, 0.5)
+            assert all(torch.equal(got[k], want[k]) for k in want)
+        assert ahead.next[0][:2] == (6, 6)
