@@ -312,3 +312,38 @@ def test_batches_drawn_ahead_are_the_batches_of_their_steps(tiny_dir):
             got, want = ahead(seed, step, size, pre, 1, 0.5), dense_batch(seed, step, size, pre, 1, 0.5)
             assert all(torch.equal(got[k], want[k]) for k in want)
         assert ahead.next[0][:2] == (6, 6)
+
+
+def test_window_features_are_the_tiles_own_with_the_windows_positions(tiny_dir):
+    """benchmarks/probe_vit_crops.py: a window of a tile runs the ViT with its patches' own position
+    embeddings: the whole tile as a window is `image_features` exactly; a 224 window's pixels and
+    labels are the tile's there, and its positions are its place's, not the top-left's."""
+    import sys
+    from pathlib import Path
+
+    import torch
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+    from probe_vit_crops import quadrants, window_features
+
+    from mivl.export.checkpoint import load_checkpoint
+    from mivl.export.reference import preprocess_config
+    from mivl.export.train.dense import dense_batch
+
+    ck = load_checkpoint(tiny_dir("qwen2"), torch.float32)
+    model = ck.model.eval()
+    batch = dense_batch(3, 0, 2, preprocess_config(ck), 3, 1.0)
+    with torch.no_grad():
+        assert torch.equal(window_features(model, batch["pixels"], 0, 0), model.image_features(batch["pixels"]))
+        windows = quadrants(batch, False)
+        assert [(r, c) for r, c, *_ in windows] == [(0, 0), (0, 16), (16, 0), (16, 16)]
+        r, c, pixels, colours, classes = windows[3]                    # the bottom-right window
+        assert torch.equal(pixels, batch["pixels"][:, :, 224:, 224:])
+        assert torch.equal(colours, batch["colours"].reshape(-1, 16, 16)[:, 8:, 8:].reshape(-1, 64))
+        assert window_features(model, pixels, r, c).shape == (len(pixels), 64, model.mlp1[-1].out_features)
+        # the window's own positions: the same pixels placed at the top-left are other features
+        assert not torch.allclose(window_features(model, pixels, r, c), window_features(model, pixels, 0, 0))
+        with pytest.raises(ValueError):
+            window_features(model, pixels, 24, 0)                       # past the patch grid
+    some = quadrants(batch, True)
+    assert some and all((col > 0).any(1).all() for _, _, _, col, _ in some)
