@@ -13,8 +13,8 @@ of them, up to 3 objects a camera; the same samples in every run) for the same w
 - `tiles`: whole 448 tiles, as the recipe trains;
 - `crops`: every tile cut into its four 224 windows (the same tokens, attention within a window);
 - `object-crops`: only the windows with an object token in them (the rest is background);
-- `object-crops-then-tiles`: `object-crops` for three quarters of the time, then whole tiles (does what the
-  windows taught carry over once the tokens see the whole tile again?).
+- `object-crops-then-tiles`: `object-crops` for three quarters of the time, then whole tiles
+  (does what the windows taught carry over once the tokens see the whole tile again?).
 
 Each is scored (at the end, and with `--every` along the way) on whole held-out tiles
 (`dense.dense_accuracy`, stream 99): the class and colour per object token, on the thumbnail and
@@ -97,7 +97,7 @@ def run(init: Path, way: str, seconds: float, views: int, every: float) -> dict:
     from mivl.export.checkpoint import load_checkpoint
     from mivl.export.default_model import DEFAULT
     from mivl.export.reference import preprocess_config
-    from mivl.export.train.dense import DenseHeads, dense_accuracy, dense_batch, dense_sample
+    from mivl.export.train.dense import DenseHeads, dense_accuracy, dense_batch, dense_sample, descend
 
     ck = load_checkpoint(init)
     model, pre = ck.model, preprocess_config(ck)
@@ -124,13 +124,7 @@ def run(init: Path, way: str, seconds: float, views: int, every: float) -> dict:
         if way == "object-crops-then-tiles":
             now = "object-crops" if trained < (1 - THEN_TILES) * seconds else "tiles"
         batch = dense_batch(0, step, BATCH, pre, DEFAULT.max_objects, SIX_SHARE)
-        loss = step_loss(model, heads, batch, now)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
-        losses.append(float(loss.detach()))
+        losses.append(descend(step_loss(model, heads, batch, now), params, opt, sched))
         step += 1
         before, trained = trained, trained + time.perf_counter() - t0
         if every and int(trained // every) > int(before // every) and trained < seconds:

@@ -212,6 +212,17 @@ class DenseObjective:
                                         self.class_weight, self.balance, self.camera_objects)
 
 
+def descend(loss: torch.Tensor, params, opt, sched) -> float:
+    """One optimiser step on `loss`: its gradients, clipped to norm 1.0 over `params`, the step and
+    the schedule's, the gradients dropped; returns the loss's value."""
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
+    sched.step()
+    opt.zero_grad(set_to_none=True)
+    return float(loss.detach())
+
+
 def pretrain_vision(model, pre, steps: int, batch_size: int = 8, lr: float = 2e-3, seed: int = 0,
                     max_objects: int = 1, six_share: float = 0.3, object_weight: float = 10.0,
                     grid_tiles: int = 1, camera_weight: float = 1.0, digit_weight: float = 1.0,
@@ -233,13 +244,7 @@ def pretrain_vision(model, pre, steps: int, batch_size: int = 8, lr: float = 2e-
     model.train()
     losses, t0 = [], time.perf_counter()
     for step in range(steps):
-        loss = objective(model, step)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
-        losses.append(float(loss.detach()))
+        losses.append(descend(objective(model, step), params, opt, sched))
         if not quiet and ((step + 1) % log_every == 0 or step == 0):
             print(f"dense step {step + 1}/{steps} loss {np.mean(losses[-log_every:]):.4f} "
                   f"({time.perf_counter() - t0:.0f} s)", flush=True)
