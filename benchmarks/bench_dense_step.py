@@ -66,18 +66,15 @@ def setup():
     return ck.model, preprocess_config(ck), dense, dense_terms(dense), DEFAULT.max_objects
 
 
-def compute_step(model, heads, batch, terms, dtype):
-    """Forward and backward of one pre-drawn batch (gradients dropped), under autocast `dtype`."""
-    from mivl.export.train.dense import dense_loss
+def compute_step(model, objective, batch, dtype):
+    """Forward and backward of one pre-drawn batch under the stage's objective (gradients dropped),
+    under autocast `dtype`."""
     ctx = torch.autocast("cpu", dtype=torch.bfloat16) if dtype == "bf16" else nullcontext()
     with ctx:
-        feats = model.image_features(batch["pixels"])
-        loss = dense_loss(heads, feats, batch["colours"], batch["classes"], 10.0, batch["cameras"], batch["digits"],
-                          terms["camera_weight"], terms["digit_weight"], terms["class_weight"], terms["balance"],
-                          terms["camera_objects"])
+        loss = objective.loss(model, batch)
     loss.backward()
     model.zero_grad(set_to_none=True)
-    heads.zero_grad(set_to_none=True)
+    objective.heads.zero_grad(set_to_none=True)
     return float(loss.detach())
 
 
@@ -104,20 +101,21 @@ def attention_kernel(model, tiles: int, repeat: int = 5) -> dict:
 
 
 def compute_parts(steps: int, parts) -> dict:
-    from mivl.export.train.dense import DenseHeads
+    from mivl.export.train.dense import DenseHeads, DenseObjective
     from mivl.export.train.trainer import cpu_has_bf16
     model, pre, dense, terms, max_objects = setup()
-    heads = DenseHeads(model.mlp1[-1].out_features)
+    objective = DenseObjective(DenseHeads(model.mlp1[-1].out_features), pre, 0, max_objects, dense.six_share,
+                               dense.batch_size, **terms)
     model.train()
     batches = [dense_batch(0, s, dense.batch_size, pre, max_objects, dense.six_share, 1, terms["grid_cameras"])
                for s in range(steps)]
-    compute_step(model, heads, batches[0], terms, "fp32")      # warm
+    compute_step(model, objective, batches[0], "fp32")      # warm
     out = {}
     if "profile" in parts:
         from torch.profiler import profile
         with profile() as prof:
             for b in batches:
-                compute_step(model, heads, b, terms, "fp32")
+                compute_step(model, objective, b, "fp32")
         ops = {e.key: e.self_cpu_time_total for e in prof.key_averages()}
         total = sum(ops.values())
         attention = sum(v for k, v in ops.items() if "scaled_dot_product" in k)
@@ -130,7 +128,7 @@ def compute_parts(steps: int, parts) -> dict:
         for b in batches:
             for dtype in ("fp32", "bf16"):
                 t0 = time.perf_counter()
-                losses[dtype].append(compute_step(model, heads, b, terms, dtype))
+                losses[dtype].append(compute_step(model, objective, b, dtype))
                 times[dtype].append(time.perf_counter() - t0)
         fp32, bf16 = statistics.median(times["fp32"]), statistics.median(times["bf16"])
         out["precision"] = {"cpu_has_bf16": cpu_has_bf16(), **attention_kernel(model, batches[0]["pixels"].shape[0]),

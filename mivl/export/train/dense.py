@@ -204,8 +204,11 @@ class DenseObjective:
     grid_cameras: bool = False       # the camera term on six-camera grid tiles too (`tile_targets`)
 
     def __call__(self, model, step: int) -> torch.Tensor:
-        b = dense_batch(self.seed, step, self.batch_size, self.pre, self.max_objects, self.six_share, self.grid_tiles,
-                        self.grid_cameras)
+        return self.loss(model, dense_batch(self.seed, step, self.batch_size, self.pre, self.max_objects,
+                                            self.six_share, self.grid_tiles, self.grid_cameras))
+
+    def loss(self, model, b: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The loss of a batch already drawn (`dense_batch`)."""
         feats = model.image_features(b["pixels"])
         return self.weight * dense_loss(self.heads, feats, b["colours"], b["classes"], self.object_weight,
                                         b["cameras"], b["digits"], self.camera_weight, self.digit_weight,
