@@ -263,6 +263,50 @@ def test_phase_probe_places_grid_tokens_in_their_camera():
     assert c[[0, 256 + 15]].tolist() == [[15.625, 31.25], [984.375, 31.25]]
 
 
+def test_token_phases_state_what_a_tile_can_know(tiny_dir):
+    """benchmarks/probe_token_phases.py: each image token's phases of its centre in 0..1000 of the
+    image; with "own" a grid tile states only the periods it spans a whole number of times (the
+    same at the same place of every tile), the thumbnail every one; `with_phases` adds them to
+    `image_features` through one fixed map, and takes them away after."""
+    import math
+    import sys
+    from pathlib import Path
+
+    import torch
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+    from probe_spelling import PERIODS
+    from probe_token_phases import phase_map, token_phases, with_phases
+
+    from mivl.export.checkpoint import load_checkpoint
+
+    k = len(PERIODS)
+    one = token_phases(3, "own")                  # an 800x450 camera: 2 x 1 tiles + thumbnail
+    assert one.shape == (3 * 256, 4 * k)
+    assert torch.equal(one[:256], one[256:512])   # 500 units a tile across: 5, 2, 1 periods
+    assert PERIODS[0] == 1000 and (one[:512, [0, k]] == 0).all() and (one[512:, [0, k]] != 0).any()
+    x, y = (1 * 16 + 5 + 0.5) / 32 * 1000, (3 + 0.5) / 16 * 1000      # tile 1, token row 3, column 5
+    j = PERIODS.index(100)
+    got = one[256 + 3 * 16 + 5]
+    assert math.isclose(got[j], math.cos(2 * math.pi * x / 100), abs_tol=1e-6)
+    assert math.isclose(got[3 * k + j], math.sin(2 * math.pi * y / 100), abs_tol=1e-6)
+    every = token_phases(3, "all")
+    assert not torch.equal(every[:256], every[256:512]) and (every != 0).sum() > (one != 0).sum()
+    six = token_phases(13, "own")                 # the canvas: 166.7 units a grid tile across
+    assert (six[:12 * 256, :2 * k] == 0).all() and (six[:12 * 256, 2 * k:] != 0).any()
+    with pytest.raises(ValueError):
+        token_phases(5, "own")
+
+    model = load_checkpoint(tiny_dir("qwen2"), torch.float32).model.eval()
+    pixels = torch.randn(3, 3, 448, 448)
+    with torch.no_grad():
+        plain = model.image_features(pixels)
+        with with_phases("own", 2.0):
+            added = model.image_features(pixels)
+        assert torch.allclose(added - plain, (one @ phase_map(plain.shape[-1], 2.0)).reshape(plain.shape), atol=1e-5)
+        assert torch.equal(model.image_features(pixels), plain)
+
+
 def test_point_digits_name_each_place_of_a_drivelm_point():
     """benchmarks/probe_point_format.py: the hundreds, tens and units of a point's x and y among its
     answer's pieces (`<c1`'s digit is not one of them; a number under 100 has no hundreds)."""
