@@ -162,7 +162,7 @@ def main() -> None:
     t.add_argument("--steps", type=positive(), default=600)
     t.add_argument("--lr", type=float, default=1e-3)
     t.add_argument("--stream", type=int, default=8)
-    t.add_argument("--scale", type=float, default=1.0, help="the phases' norm, in image tokens' mean norms")
+    t.add_argument("--scale", type=float, default=0.5, help="the phases' norm, in image tokens' mean norms")
     e = sub.add_parser("eval")
     e.add_argument("checkpoint")
     e.add_argument("--phases", choices=MODES, default="own")
