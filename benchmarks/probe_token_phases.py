@@ -96,15 +96,14 @@ def with_phases(mode: str, norm: float):
         yield
         return
     features = InternVLChat.image_features
-    maps: dict[int, torch.Tensor] = {}
+    added: dict[tuple[int, int], torch.Tensor] = {}     # (tiles, width) -> what their tokens get
 
     def image_features(self, pixels):
         f = features(self, pixels)
-        dim = f.shape[-1]
-        if dim not in maps:
-            maps[dim] = phase_map(dim, norm)
-        add = token_phases(pixels.shape[0], mode) @ maps[dim]
-        return f + add.reshape(f.shape).to(f.dtype)
+        key = (pixels.shape[0], f.shape[-1])
+        if key not in added:
+            added[key] = (token_phases(key[0], mode) @ phase_map(key[1], norm)).reshape(f.shape)
+        return f + added[key].to(f.dtype)
 
     with mock.patch.object(InternVLChat, "image_features", image_features):
         yield
@@ -113,15 +112,14 @@ def with_phases(mode: str, norm: float):
 def feature_norm(checkpoint) -> float:
     """The mean norm of the checkpoint's image tokens over a few one-camera frames."""
     from mivl.calib.synthetic import scene_images
-    from mivl.edge.preprocess import normalise, tiles_of
+    from mivl.edge.preprocess import preprocess_images
     from mivl.export.reference import Reference
 
     ref = Reference(checkpoint)
     norms = []
     for rgb in scene_images(4, seed=7, width=SCENE_SIZE[0], height=SCENE_SIZE[1]):
-        tiles, _ = tiles_of(rgb, ref.pre)
         with torch.no_grad():
-            f = ref.model.image_features(torch.from_numpy(normalise(tiles)))
+            f = ref.model.image_features(torch.from_numpy(preprocess_images([rgb], ref.pre).pixels))
         norms.append(float(f.norm(dim=-1).mean()))
     return float(np.mean(norms))
 
