@@ -89,7 +89,8 @@ from ..calib.questions import MC_KINDS
 from ..edge.feature_cache import FeatureCache
 from ..edge.errors import InputError
 from .tiny import TINY_VISION, make_tiny
-from .train.format_warmup import FORMATS, warm_up_format
+from .train.format_warmup import FORMATS, FormatRecords, warm_up_format
+from .train.mixing import Mixture
 from .train.synthetic import SyntheticTasks, SyntheticViews
 from .train.trainer import TrainConfig, train
 
@@ -145,11 +146,18 @@ class Stage:
                                      # (`mivl.calib.questions.ask_view`)
     format_warmup: bool = False      # the answer format of its one kind ("where" or "grounding") on text
                                      # alone, the LLM training (`mivl.export.train.format_warmup`; seed + stream)
+    format_records: str = ""         # QA with views: text-only examples of this answer format ("where" or
+    format_share: float = 0.0        # "grounding": `format_warmup.FormatRecords`) as this share of the records
 
     def __post_init__(self):
         if self.format_warmup and (len(self.kinds) != 1 or self.kinds[0] not in FORMATS):
             raise InputError(f"stage {self.name}: a format warm-up teaches one kind of {', '.join(FORMATS)}, "
                              f"got kinds {self.kinds}")
+        if (self.format_records or self.format_share) and (
+                self.format_records not in FORMATS or not 0 < self.format_share < 1 or not self.views):
+            raise InputError(f"stage {self.name}: format records need a QA stage with views, a format of "
+                             f"{', '.join(FORMATS)} and a share in (0, 1); got format_records="
+                             f"{self.format_records!r}, format_share={self.format_share}, views={self.views}")
 
 
 @dataclass(frozen=True)
@@ -320,7 +328,7 @@ def run_qa(src: Path, out: Path, stage: Stage, seed: int, quiet: bool, recipe: R
                   seed=seed, save_dtype="fp32", quiet=quiet, focus_weight=stage.focus,
                   focus_whole_heads=stage.whole_heads, tile_camera_weight=stage.tile_camera)
     if stage.views:
-        data = stage_views(stage, seed, recipe)
+        data = stage_records(stage, seed, recipe)
         cfg = TrainConfig(str(src), str(out), dtype="auto", save_every=25, log_every=5,
                           feature_cache_gb=4.0 if "vit" in stage.freeze else 0.0, **common)
     else:
@@ -331,12 +339,22 @@ def run_qa(src: Path, out: Path, stage: Stage, seed: int, quiet: bool, recipe: R
 
 
 def stage_views(stage: Stage, seed: int, recipe: Recipe) -> SyntheticViews:
-    """The records a QA stage with `views` trains on (question and view stream QA_STREAM + seed +
-    100 * its stream)."""
+    """The views and questions a QA stage with `views` trains on (question and view stream
+    QA_STREAM + seed + 100 * its stream)."""
     return SyntheticViews(stage.kinds, QA_STREAM + seed + 100 * stage.stream, views=stage.views, turns=stage.turns,
                           six_share=stage.six_share, max_objects=stage.max_objects or recipe.max_objects,
                           max_tiles=stage.max_tiles or None, absent_share=stage.absent_share,
                           reserve_absent=stage.reserve_absent)
+
+
+def stage_records(stage: Stage, seed: int, recipe: Recipe):
+    """What a QA stage with `views` trains on: its views' records (`stage_views`), with text-only
+    records of its `format_records` format mixed in at `format_share` (same stream)."""
+    views = stage_views(stage, seed, recipe)
+    if not stage.format_share:
+        return views
+    stream = QA_STREAM + seed + 100 * stage.stream
+    return Mixture(FormatRecords(stage.format_records, stream), views, stage.format_share, seed=stream)
 
 
 def dense_terms(stage: Stage) -> dict:

@@ -23,11 +23,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ...calib.questions import GROUNDING_PROMPT, box_text
+from ...calib.questions import GROUNDING_PROMPT, Question, box_text
 from ...calib.synthetic import COLOURS
 from ...edge.chunks import Ref
 from ...edge.errors import InputError
 from ...edge.multiview import CAMERAS
+from .synthetic import ENDLESS
 
 FORMATS = ("where", "grounding")
 # the classes the warm-up's questions name: the format is what it teaches, not the names (one word
@@ -42,12 +43,52 @@ def answer_ids(ref, text: str) -> list[int]:
     return list(ref.tok.encode(text)) + [min(ref.stop_ids)]
 
 
+def format_question(kind: str, rng: np.random.Generator, classes=CLASSES) -> Question:
+    """One text-only question of `kind` with a random answer in its format ("where": "Where is the
+    <colour> <class>?" -> a random camera and point in 0..1000; "grounding": the grounding prompt with
+    `<ref>the <colour> <class></ref>` -> that phrase and a random box with its corners in order)."""
+    colours = list(COLOURS)
+    name = f"{colours[rng.integers(len(colours))]} {classes[rng.integers(len(classes))]}"
+    if kind == "grounding":
+        x1, x2 = sorted(rng.choice(1001, 2, replace=False))
+        y1, y2 = sorted(rng.choice(1001, 2, replace=False))
+        phrase = f"the {name}"
+        ref = f"<ref>{phrase}</ref>"
+        return Question(kind, GROUNDING_PROMPT + ref, ref + box_text([x1, y1, x2, y2]), None, (), None,
+                        (GROUNDING_PROMPT, Ref(phrase)))
+    point = f"<c1,{CAMERAS[rng.integers(6)]},{rng.integers(0, 1001)},{rng.integers(0, 1001)}>"
+    return Question(kind, f"Where is the {name}?", point, None)
+
+
+class FormatRecords:
+    """An endless indexable source of text-only training records: record i is one `format_question`
+    of `kind` drawn from stream (seed, i), no image. Mixed among a stage's image records
+    (`train.mixing.Mixture`), it keeps an answer's format in front of the LLM while the images
+    keep the other answers."""
+
+    def __init__(self, kind: str, seed: int = 0, classes=CLASSES):
+        if kind not in FORMATS:
+            raise InputError(f"format records are of one of {', '.join(FORMATS)}, not {kind!r}")
+        self.kind, self.seed, self.classes = kind, seed, tuple(classes)
+
+    def __len__(self) -> int:
+        return ENDLESS
+
+    def __getitem__(self, i: int) -> dict:
+        if not 0 <= i < ENDLESS:
+            raise IndexError(i)
+        q = format_question(self.kind, np.random.default_rng([self.seed, i]), self.classes)
+        return {"id": f"format/{self.kind}/{self.seed}/{i}",
+                "conversations": [{"from": "human", "value": q.text}, {"from": "gpt", "value": q.answer}]}
+
+
 def warm_up_format(src: Path, out: Path, kind: str = "where", steps: int = 400, lr: float = 1e-3, batch: int = 8,
                    seed: int = 0, classes=CLASSES, quiet: bool = False) -> Path:
     """Train the LLM of checkpoint `src` on `steps` batches of text-only `kind` conversations
     ("where": "Where is the <colour> <class>?" -> a random camera and point in 0..1000; "grounding":
     the grounding prompt with `<ref>the <colour> <class></ref>` -> that phrase and a random box with
-    its corners in order) and write it to `out` (fp32), its losses and wall time in train_log.json."""
+    its corners in order: `format_question`) and write it to `out` (fp32), its losses and wall time in
+    train_log.json."""
     from ..reference import Reference
     from .trainer import whole_run_seconds, write_checkpoint
 
@@ -58,18 +99,10 @@ def warm_up_format(src: Path, out: Path, kind: str = "where", steps: int = 400, 
     ref = Reference(src)
     lm = ref.model.language_model.train()
     rng = np.random.default_rng(seed)
-    colours, classes = list(COLOURS), list(classes)
 
     def conversation() -> tuple[list[int], list[int]]:
-        name = f"{colours[rng.integers(len(colours))]} {classes[rng.integers(len(classes))]}"
-        if kind == "grounding":
-            x1, x2 = sorted(rng.choice(1001, 2, replace=False))
-            y1, y2 = sorted(rng.choice(1001, 2, replace=False))
-            phrase = f"the {name}"
-            return (ref.prompt_ids([GROUNDING_PROMPT, Ref(phrase)], None),
-                    answer_ids(ref, f"<ref>{phrase}</ref>" + box_text([x1, y1, x2, y2])))
-        point = f"<c1,{CAMERAS[rng.integers(6)]},{rng.integers(0, 1001)},{rng.integers(0, 1001)}>"
-        return ref.prompt_ids(f"Where is the {name}?", None), answer_ids(ref, point)
+        q = format_question(kind, rng, classes)
+        return ref.prompt_ids(q.prompt, None), answer_ids(ref, q.answer)
 
     opt = torch.optim.AdamW(lm.parameters(), lr=lr, weight_decay=0.0)
     losses, t0 = [], time.perf_counter()
