@@ -217,6 +217,26 @@ def test_a_finished_stage_is_reused_only_for_its_own_stage_and_start(tmp_path):
                       recipe=ONE_TILE)
 
 
+def test_a_stage_record_older_than_a_stage_field_reads_it_as_its_default(tmp_path):
+    """A work folder written before a field was added to Stage is still its stage's (the record
+    lacks the field; the definition holds the field's default); a changed value is still refused."""
+    import json
+    from dataclasses import replace
+
+    from mivl.edge.errors import InputError
+    from mivl.export.default_model import MADE_FROM, SIX_CAMERA_WHERE, check_made_from, made_from
+
+    m3 = SIX_CAMERA_WHERE.stage("m3")
+    now = made_from(m3, tmp_path)
+    old = json.loads(json.dumps(now))
+    del old["stage"]["format_records"], old["stage"]["format_share"]
+    (tmp_path / MADE_FROM).write_text(json.dumps(old))
+    check_made_from(tmp_path, now)                       # taken up
+    for changed in (replace(m3, format_records="grounding", format_share=0.2), replace(m3, lr=1e-4)):
+        with pytest.raises(InputError, match="another definition of the stage"):
+            check_made_from(tmp_path, made_from(changed, tmp_path))
+
+
 def test_bf16_stage_starts_from_the_published_rounding(tmp_path):
     """A stage with from_bf16 trains from the previous stage's weights rounded to bf16, as the
     published model holds them (the shipped model's class stages started from the published one)."""

@@ -79,7 +79,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import MISSING, asdict, dataclass, fields, replace
 from pathlib import Path
 
 import torch
@@ -338,10 +338,15 @@ def run_qa(src: Path, out: Path, stage: Stage, seed: int, quiet: bool, recipe: R
     return out
 
 
+def qa_stream(stage: Stage, seed: int) -> int:
+    """The question and view stream of a QA stage with `views`: QA_STREAM + seed + 100 * its stream
+    (a stage continuing another on new views and questions)."""
+    return QA_STREAM + seed + 100 * stage.stream
+
+
 def stage_views(stage: Stage, seed: int, recipe: Recipe) -> SyntheticViews:
-    """The views and questions a QA stage with `views` trains on (question and view stream
-    QA_STREAM + seed + 100 * its stream)."""
-    return SyntheticViews(stage.kinds, QA_STREAM + seed + 100 * stage.stream, views=stage.views, turns=stage.turns,
+    """The views and questions a QA stage with `views` trains on (stream `qa_stream`)."""
+    return SyntheticViews(stage.kinds, qa_stream(stage, seed), views=stage.views, turns=stage.turns,
                           six_share=stage.six_share, max_objects=stage.max_objects or recipe.max_objects,
                           max_tiles=stage.max_tiles or None, absent_share=stage.absent_share,
                           reserve_absent=stage.reserve_absent)
@@ -353,7 +358,7 @@ def stage_records(stage: Stage, seed: int, recipe: Recipe):
     views = stage_views(stage, seed, recipe)
     if not stage.format_share:
         return views
-    stream = QA_STREAM + seed + 100 * stage.stream
+    stream = qa_stream(stage, seed)
     return Mixture(FormatRecords(stage.format_records, stream), views, stage.format_share, seed=stream)
 
 
@@ -437,13 +442,15 @@ def made_from(stage: Stage, start: Path) -> dict:
 
 def check_made_from(dst: Path, now: dict) -> None:
     """A stage folder, finished or interrupted, is taken up only if it was made as `now` (`made_from`:
-    this stage from these weights); a folder without the record, written before stages kept one,
-    is taken as it is."""
+    this stage from these weights; a Stage field its record lacks, added since, as its default); a
+    folder without the record, written before stages kept one, is taken as it is."""
     f = dst / MADE_FROM
     if not f.is_file():
         return
     was = json.loads(f.read_text())
-    why = ("another definition of the stage" if was["stage"] != now["stage"] else
+    # a field added to Stage since the record was written reads as its default there
+    defaults = json.loads(json.dumps({k.name: k.default for k in fields(Stage) if k.default is not MISSING}))
+    why = ("another definition of the stage" if {**defaults, **was["stage"]} != now["stage"] else
            f"other weights than {now['start']}'s (from {was['start']})" if was["start_sha256"] != now["start_sha256"]
            else "")
     if why:
