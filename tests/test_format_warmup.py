@@ -90,9 +90,10 @@ def test_format_records_are_text_only_questions_of_their_format(kind):
 
 def test_a_stage_mixes_format_records_among_its_views_at_its_share():
     from mivl.export.default_model import SIX_CAMERA_WHERE, Stage, stage_records
+    from mivl.export.train.synthetic import SyntheticViews
 
     m3 = SIX_CAMERA_WHERE.stage("m3")
-    assert stage_records(m3, 0, SIX_CAMERA_WHERE).__class__.__name__ == "SyntheticViews"
+    assert isinstance(stage_records(m3, 0, SIX_CAMERA_WHERE), SyntheticViews)
     mixed = replace(m3, format_records="grounding", format_share=0.2)
     recs = stage_records(mixed, 0, SIX_CAMERA_WHERE)
     text = [i for i in range(100) if recs.source(i)[0] == "general"]

@@ -98,7 +98,7 @@ def warm_up_format(src: Path, out: Path, kind: str = "where", steps: int = 400, 
         raise InputError(f"a format warm-up needs steps >= 1, batch >= 1 and lr > 0 (got {steps}, {batch}, {lr})")
     ref = Reference(src)
     lm = ref.model.language_model.train()
-    rng = np.random.default_rng(seed)
+    rng, classes = np.random.default_rng(seed), list(classes)
 
     def conversation() -> tuple[list[int], list[int]]:
         q = format_question(kind, rng, classes)
